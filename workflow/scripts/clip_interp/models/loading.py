@@ -1,0 +1,219 @@
+"""Loading CLIP models from open_clip or Hugging Face ``transformers`` as :class:`HookedCLIP`.
+
+A model is a config entry ``{backend, name, pretrained | path}``:
+
+- ``backend: open_clip`` — ``name`` is an open_clip architecture (``ViT-B-32``), ``pretrained``
+  a release tag (``openai``, ``laion2b_s34b_b79k``) or ``path`` a local checkpoint file;
+  ``config`` optionally points to a model-config JSON for architectures open_clip does not
+  ship (it is registered under its file stem, which must equal ``name``).
+- ``backend: hf`` — ``name`` a hub id (``openai/clip-vit-base-patch32``) or ``path`` a local
+  directory saved with ``save_pretrained``.
+- ``random_init: true`` builds the architecture with random weights (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..tokenizers import default_tokenizer, from_hf, from_open_clip
+from .hooked import Block, HookedCLIP, HookedTower
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(spec: Mapping, device: str | torch.device | None = "auto") -> HookedCLIP:
+    """Load the model described by config entry ``spec`` and wrap it for hooking."""
+    backend = spec.get("backend")
+    dev = resolve_device(device)
+    if backend == "open_clip":
+        model = _load_open_clip(spec, dev)
+    elif backend in ("hf", "transformers"):
+        model = _load_hf(spec, dev)
+    else:
+        raise InputError(f"model {spec.get('name')!r}: unknown backend {backend!r}; use 'open_clip' or 'hf'")
+    return model
+
+
+def _check_local(spec: Mapping, key: str) -> str | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if not Path(value).exists():
+        raise InputError(
+            f"model {spec.get('name')!r}: {key} {value!r} does not exist; fix the path in the "
+            "config's `models` entry or remove it to download the weights"
+        )
+    return str(value)
+
+
+def _blocks_from_open_clip(resblocks) -> list[Block]:
+    blocks = []
+    for i, rb in enumerate(resblocks):
+        attn = getattr(rb, "attn", None)
+        if not isinstance(attn, nn.MultiheadAttention) or hasattr(rb, "ln_attn"):
+            raise InputError(
+                f"open_clip block {i} is a {type(rb).__name__} with {type(attn).__name__} attention; "
+                "only standard ResidualAttentionBlocks with nn.MultiheadAttention are supported"
+            )
+        blocks.append(Block(
+            ln_1=rb.ln_1, ln_2=rb.ln_2, w_qkv=attn.in_proj_weight, b_qkv=attn.in_proj_bias,
+            w_out=attn.out_proj.weight, b_out=attn.out_proj.bias, mlp=rb.mlp, ls_1=rb.ls_1, ls_2=rb.ls_2,
+        ))
+    return blocks
+
+
+def _project(projection):
+    if projection is None:
+        return lambda x: x
+    if isinstance(projection, nn.Linear):
+        return projection
+    return lambda x: x @ projection
+
+
+def hook_open_clip(model, tokenizer, preprocess, spec: Mapping, device: torch.device) -> HookedCLIP:
+    """Wrap an open_clip ``CLIP`` (or ``CustomTextCLIP`` with an open_clip text tower)."""
+    text_tower = getattr(model, "text", model)
+    for attr in ("token_embedding", "positional_embedding", "transformer", "ln_final"):
+        if not hasattr(text_tower, attr):
+            raise InputError(f"open_clip model {spec.get('name')!r} has no standard text transformer ({attr} missing)")
+    if getattr(text_tower, "cls_emb", None) is not None:
+        raise InputError(f"open_clip model {spec.get('name')!r}: text towers with a class token (CoCa) are unsupported")
+    pool_type = getattr(text_tower, "text_pool_type", None) or getattr(text_tower, "pool_type", "argmax")
+    eos_id = getattr(text_tower, "text_eos_id", None) or getattr(text_tower, "eos_id", None)
+
+    def text_embed(ids):
+        return text_tower.token_embedding(ids) + text_tower.positional_embedding[: ids.shape[1]]
+
+    def text_pool(ids):
+        if pool_type == "argmax":
+            return ids.argmax(dim=-1)
+        if pool_type == "eos":
+            return (ids == eos_id).int().argmax(dim=-1)
+        raise InputError(f"open_clip text pool type {pool_type!r} is unsupported")
+
+    text_proj = _project(text_tower.text_projection)
+    text = HookedTower(
+        "text", _blocks_from_open_clip(text_tower.transformer.resblocks), text_tower.transformer.resblocks[0].attn.num_heads,
+        embed=text_embed, pool_index=text_pool, head=lambda x: text_proj(text_tower.ln_final(x)),
+        causal=getattr(text_tower, "attn_mask", None) is not None,
+    )
+
+    visual = model.visual
+    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
+        raise InputError(f"open_clip model {spec.get('name')!r}: only class-token pooling vision towers are supported")
+    if not hasattr(visual, "conv1"):
+        raise InputError(f"open_clip model {spec.get('name')!r}: the vision tower is not a ViT ({type(visual).__name__})")
+
+    def vision_embed(pixels):
+        x = visual.conv1(pixels.to(visual.conv1.weight.dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        return visual.ln_pre(x)
+
+    vision_proj = _project(visual.proj)
+    vision = HookedTower(
+        "vision", _blocks_from_open_clip(visual.transformer.resblocks), visual.transformer.resblocks[0].attn.num_heads,
+        embed=vision_embed, pool_index=lambda px: torch.zeros(px.shape[0], dtype=torch.long, device=px.device),
+        head=lambda x: vision_proj(visual.ln_post(x)), causal=False,
+    )
+    image_size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
+    return HookedCLIP(text, vision, model.logit_scale.exp().item(), tokenizer, preprocess, image_size, model, spec, device)
+
+
+def _load_open_clip(spec: Mapping, device: torch.device) -> HookedCLIP:
+    import open_clip
+
+    name = spec.get("name")
+    if not name:
+        raise InputError("an open_clip model entry needs `name` (an architecture such as ViT-B-32)")
+    config = _check_local(spec, "config")
+    if config:
+        if Path(config).stem != name:
+            raise InputError(f"model config {config!r} registers architecture {Path(config).stem!r}, not {name!r}")
+        open_clip.add_model_config(config)
+    if name not in open_clip.list_models():
+        raise InputError(f"open_clip has no architecture {name!r}; give `config` or one of open_clip.list_models()")
+    path = _check_local(spec, "path")
+    pretrained = None if spec.get("random_init") else (path or spec.get("pretrained"))
+    if not spec.get("random_init") and pretrained is None:
+        raise InputError(f"model {name!r}: give `pretrained` (a release tag), `path` (a checkpoint) or `random_init: true`")
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+    model.eval()
+    tokenizer = from_open_clip(open_clip.get_tokenizer(name))
+    return hook_open_clip(model, tokenizer, preprocess, spec, device)
+
+
+def _blocks_from_hf(layers) -> list[Block]:
+    blocks = []
+    for layer in layers:
+        att = layer.self_attn
+        w_qkv = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight], dim=0)
+        b_qkv = torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias], dim=0)
+        blocks.append(Block(
+            ln_1=layer.layer_norm1, ln_2=layer.layer_norm2, w_qkv=w_qkv, b_qkv=b_qkv,
+            w_out=att.out_proj.weight, b_out=att.out_proj.bias, mlp=layer.mlp,
+        ))
+    return blocks
+
+
+def hook_hf(model, tokenizer, preprocess, spec: Mapping, device: torch.device) -> HookedCLIP:
+    """Wrap a Hugging Face ``CLIPModel``."""
+    tm, vm = model.text_model, model.vision_model
+    eos_id = tm.eos_token_id
+
+    def text_pool(ids):
+        if eos_id == 2:
+            return ids.argmax(dim=-1)
+        return (ids == eos_id).int().argmax(dim=-1)
+
+    text = HookedTower(
+        "text", _blocks_from_hf(tm.encoder.layers), model.config.text_config.num_attention_heads,
+        embed=lambda ids: tm.embeddings(input_ids=ids), pool_index=text_pool,
+        head=lambda x: model.text_projection(tm.final_layer_norm(x)), causal=True,
+    )
+    vision = HookedTower(
+        "vision", _blocks_from_hf(vm.encoder.layers), model.config.vision_config.num_attention_heads,
+        embed=lambda px: vm.pre_layrnorm(vm.embeddings(px)),
+        pool_index=lambda px: torch.zeros(px.shape[0], dtype=torch.long, device=px.device),
+        head=lambda x: model.visual_projection(vm.post_layernorm(x)), causal=False,
+    )
+    return HookedCLIP(text, vision, model.logit_scale.exp().item(), tokenizer, preprocess,
+                      model.config.vision_config.image_size, model, spec, device)
+
+
+def _hf_preprocess(processor):
+    def preprocess(image):
+        return processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    return preprocess
+
+
+def _load_hf(spec: Mapping, device: torch.device) -> HookedCLIP:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+
+    source = _check_local(spec, "path") or spec.get("name")
+    if spec.get("random_init"):
+        config = CLIPConfig.from_pretrained(source) if spec.get("path") else CLIPConfig()
+        model = CLIPModel(config)
+        processor = CLIPImageProcessor(size={"shortest_edge": config.vision_config.image_size},
+                                       crop_size={"height": config.vision_config.image_size, "width": config.vision_config.image_size})
+        tokenizer = default_tokenizer()
+    else:
+        if not source:
+            raise InputError("a hf model entry needs `name` (a hub id) or `path` (a local directory)")
+        model = CLIPModel.from_pretrained(source)
+        processor = CLIPImageProcessor.from_pretrained(source)
+        tokenizer = from_hf(CLIPTokenizerFast.from_pretrained(source), model.config.text_config.max_position_embeddings)
+    model.to(device).eval()
+    return hook_hf(model, tokenizer, _hf_preprocess(processor), spec, device)
