@@ -217,3 +217,22 @@ def _load_hf(spec: Mapping, device: torch.device) -> HookedCLIP:
         tokenizer = from_hf(CLIPTokenizerFast.from_pretrained(source), model.config.text_config.max_position_embeddings)
     model.to(device).eval()
     return hook_hf(model, tokenizer, _hf_preprocess(processor), spec, device)
+
+
+def load_tokenizer(spec: Mapping):
+    """Only the tokenizer of model entry ``spec`` (no weights are loaded)."""
+    backend = spec.get("backend")
+    if backend == "open_clip":
+        import open_clip
+
+        config = _check_local(spec, "config")
+        if config:
+            open_clip.add_model_config(config)
+        return from_open_clip(open_clip.get_tokenizer(spec["name"]))
+    if backend in ("hf", "transformers"):
+        if spec.get("random_init"):
+            return default_tokenizer()
+        from transformers import CLIPTokenizerFast
+
+        return from_hf(CLIPTokenizerFast.from_pretrained(_check_local(spec, "path") or spec["name"]))
+    raise InputError(f"model {spec.get('name')!r}: unknown backend {backend!r}; use 'open_clip' or 'hf'")

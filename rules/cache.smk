@@ -1,0 +1,50 @@
+# Activation caches: per-layer activations of both towers, in HDF5.
+
+
+rule cache_text_activations:
+    input:
+        table="results/datasets/{model}/valse_existence_{variant}_positions.parquet",
+        model=model_files,
+    output:
+        "results/cache/{model}/text_{variant}.h5",
+    params:
+        model=model_spec,
+        device=config["device"],
+        batch_size=config["analysis"]["batch_size"],
+        dtype=config["cache"]["dtype"],
+    log:
+        rule_log("cache_text_activations", "{model}", "{variant}"),
+    benchmark:
+        rule_benchmark("cache_text_activations", "{model}", "{variant}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/cache_text_activations.py"
+
+
+rule cache_image_activations:
+    input:
+        table="results/datasets/valse_existence_standard.parquet",
+        images=images_dir(),
+        model=model_files,
+    output:
+        "results/cache/{model}/image.h5",
+    params:
+        model=model_spec,
+        device=config["device"],
+        batch_size=config["analysis"]["batch_size"],
+        dtype=config["cache"]["dtype"],
+    log:
+        rule_log("cache_image_activations", "{model}"),
+    benchmark:
+        rule_benchmark("cache_image_activations", "{model}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/cache_image_activations.py"

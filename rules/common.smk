@@ -1,0 +1,73 @@
+import re
+import os
+from pathlib import Path
+
+MODELS = list(config["models"])
+VARIANTS = list(config["dataset"]["variants"])
+SYNTHETIC = config["benchmark"] == "synthetic"
+
+
+wildcard_constraints:
+    model="|".join(re.escape(m) for m in MODELS),
+    variant="standard|rephrased",
+
+
+def is_remote(url):
+    return url.split("://", 1)[0] in ("http", "https", "ftp")
+
+
+def local_source(url):
+    """The local path of a `file://` URL or plain path."""
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+def valse_json():
+    """The VALSE-format benchmark file: generated (demo) or fetched."""
+    if SYNTHETIC:
+        return "results/synthetic/existence.json"
+    return "results/raw/valse/existence.json"
+
+
+def images_dir():
+    if SYNTHETIC:
+        return "results/synthetic/images"
+    return "results/raw/images"
+
+
+def images_archive():
+    """The images source to extract from: a downloaded zip, or the configured local zip/folder."""
+    url = config["sources"]["visual7w_images"]["url"]
+    return "results/raw/downloads/visual7w_images.zip" if is_remote(url) else local_source(url)
+
+
+def model_spec(wildcards):
+    return config["models"][wildcards.model]
+
+
+def model_files(wildcards):
+    """Files that a model entry depends on (its config/checkpoint), so a change re-runs its rules."""
+    spec = config["models"][wildcards.model]
+    return [spec[key] for key in ("config", "path") if spec.get(key)]
+
+
+def rule_log(name, *wildcards):
+    return "logs/" + "/".join([name, *wildcards]) + ".log"
+
+
+def rule_benchmark(name, *wildcards):
+    return "benchmarks/" + "/".join([name, *wildcards]) + ".tsv"
+
+
+MODEL_RESOURCES = dict(mem_mb=config["resources"]["model_mem_mb"], gpu=config["resources"]["gpu"])
+
+
+def all_targets():
+    targets = expand("results/datasets/valse_existence_{variant}.parquet", variant=VARIANTS)
+    targets += expand(
+        "results/datasets/{model}/valse_existence_{variant}_positions.parquet", model=MODELS, variant=VARIANTS
+    )
+    targets += expand("results/datasets/{model}/cannot_pairs.parquet", model=MODELS)
+    targets += expand("results/cache/{model}/text_{variant}.h5", model=MODELS, variant=VARIANTS)
+    targets += expand("results/cache/{model}/image.h5", model=MODELS)
+    targets += negation_targets() if "negation_targets" in globals() else []
+    return targets

@@ -1,0 +1,148 @@
+# Data: fetch VALSE existence, its Visual7W images and CANNOT; prepare the instances.
+
+
+rule fetch_valse:
+    output:
+        "results/raw/valse/existence.json",
+    params:
+        source=config["sources"]["valse_existence"],
+        name="sources.valse_existence",
+        kind="json",
+    log:
+        rule_log("fetch_valse"),
+    benchmark:
+        rule_benchmark("fetch_valse")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/fetch_source.py"
+
+
+rule download_visual7w_images:
+    output:
+        "results/raw/downloads/visual7w_images.zip",
+    params:
+        source=config["sources"]["visual7w_images"],
+        name="sources.visual7w_images",
+        kind="zip",
+    log:
+        rule_log("download_visual7w_images"),
+    benchmark:
+        rule_benchmark("download_visual7w_images")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/fetch_source.py"
+
+
+rule extract_valse_images:
+    input:
+        valse="results/raw/valse/existence.json",
+        archive=images_archive(),
+    output:
+        directory("results/raw/images"),
+    log:
+        rule_log("extract_valse_images"),
+    benchmark:
+        rule_benchmark("extract_valse_images")
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/extract_images.py"
+
+
+rule fetch_cannot:
+    output:
+        "results/raw/cannot/cannot_dataset_v1.1.tsv",
+    params:
+        source=config["sources"]["cannot"],
+        name="sources.cannot",
+        kind="tsv",
+    log:
+        rule_log("fetch_cannot"),
+    benchmark:
+        rule_benchmark("fetch_cannot")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/fetch_source.py"
+
+
+rule prepare_valse:
+    input:
+        valse=valse_json(),
+        images=images_dir(),
+    output:
+        table="results/datasets/valse_existence_{variant}.parquet",
+        report="results/datasets/valse_existence_{variant}.report.json",
+    params:
+        min_caption_votes=config["dataset"]["min_caption_votes"],
+    log:
+        rule_log("prepare_valse", "{variant}"),
+    benchmark:
+        rule_benchmark("prepare_valse", "{variant}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/prepare_valse.py"
+
+
+rule token_positions:
+    input:
+        table="results/datasets/valse_existence_{variant}.parquet",
+        model=model_files,
+    output:
+        table="results/datasets/{model}/valse_existence_{variant}_positions.parquet",
+        report="results/datasets/{model}/valse_existence_{variant}_positions.report.json",
+    params:
+        model=model_spec,
+        spacy_model=config["spacy_model"],
+    log:
+        rule_log("token_positions", "{model}", "{variant}"),
+    benchmark:
+        rule_benchmark("token_positions", "{model}", "{variant}")
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/token_positions.py"
+
+
+rule cannot_pairs:
+    input:
+        tsv="results/raw/cannot/cannot_dataset_v1.1.tsv",
+        model=model_files,
+    output:
+        table="results/datasets/{model}/cannot_pairs.parquet",
+        report="results/datasets/{model}/cannot_pairs.report.json",
+    params:
+        model=model_spec,
+        spacy_model=config["spacy_model"],
+    log:
+        rule_log("cannot_pairs", "{model}"),
+    benchmark:
+        rule_benchmark("cannot_pairs", "{model}")
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/cannot_pairs.py"

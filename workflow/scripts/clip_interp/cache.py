@@ -1,0 +1,149 @@
+"""The activation cache: per-layer activations of the text and vision towers in HDF5.
+
+Text cache (one file per model and dataset variant), for each of the groups
+``negated`` and ``non_negated``:
+
+- ``ids`` (N, T) token ids right-padded to the longest sentence, ``length`` (N,);
+- ``resid`` (N, L+1, T, D): the residual stream after the embedding and every block;
+- ``pattern`` (N, L, H, T, T): every head's attention weights;
+- ``embedding`` (N, E): the text embedding.
+
+Image cache (one file per model), for each instance's image and its single-colour
+counterpart (each channel set to its mean over the preprocessed image):
+
+- ``real/embedding``, ``single_colour/embedding`` (N, E);
+- ``real/resid`` (N, L+1, P, D) and ``real/resid_mid`` (N, L, P, D);
+- ``single_colour/attn_out`` and ``single_colour/mlp_out`` (N, L, P, D).
+
+Datasets are chunked by instance; rows are in the order of the ``keys`` dataset.
+Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .errors import InputError
+from .io import atomic_path
+
+STR = h5py.string_dtype()
+
+
+def _batches(n: int, size: int) -> Iterable[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _dataset(group, name, shape, dtype):
+    chunks = (1, *shape[1:]) if len(shape) > 1 else None
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
+
+
+def _write_attrs(f, model_id: str, spec: Mapping, extra: Mapping) -> None:
+    f.attrs["model"] = model_id
+    f.attrs["model_spec"] = json.dumps(dict(spec), sort_keys=True)
+    for k, v in extra.items():
+        f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
+
+
+@torch.no_grad()
+def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequence[Sequence[int]]], path,
+                     *, model_id: str, batch_size: int = 64, dtype: str = "float32",
+                     metadata: Mapping | None = None, progress: bool = True) -> None:
+    """Cache residual streams, attention patterns and embeddings of each group of id sequences."""
+    tower = model.text
+    n = len(keys)
+    np_dtype = np.dtype(dtype)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        _write_attrs(f, model_id, model.spec, {"tower": "text", "n_layers": tower.n_layers, "n_heads": tower.n_heads,
+                                               "d_model": tower.d_model, **(metadata or {})})
+        f.create_dataset("keys", data=np.asarray(list(keys), dtype=object), dtype=STR)
+        for group_name, seqs in sentences.items():
+            if len(seqs) != n:
+                raise InputError(f"text cache: group {group_name!r} has {len(seqs)} sentences for {n} keys")
+            t_max = max(len(s) for s in seqs)
+            g = f.create_group(group_name)
+            g.create_dataset("ids", data=model.tokenizer.pad(seqs, t_max).numpy())
+            g.create_dataset("length", data=np.asarray([len(s) for s in seqs], dtype=np.int32))
+            resid = _dataset(g, "resid", (n, tower.n_layers + 1, t_max, tower.d_model), np_dtype)
+            pattern = _dataset(g, "pattern", (n, tower.n_layers, tower.n_heads, t_max, t_max), np_dtype)
+            emb = None
+            for sl in tqdm(list(_batches(n, batch_size)), desc=f"text {group_name}", disable=not progress):
+                ids = model.tokenizer.pad(seqs[sl], t_max)
+                out = model.encode_text(ids, cache=["resid", "pattern"])
+                if emb is None:
+                    emb = g.create_dataset("embedding", shape=(n, out.embedding.shape[-1]), dtype=np.float32)
+                resid[sl] = out.cache.stack("resid").cpu().numpy().astype(np_dtype)
+                pattern[sl] = out.cache.stack("pattern").cpu().numpy().astype(np_dtype)
+                emb[sl] = out.embedding.cpu().numpy()
+
+
+def load_images(paths: Sequence[str | Path], preprocess) -> torch.Tensor:
+    """Preprocess image files into a (N, 3, H, W) tensor; a missing file is an InputError."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise InputError(
+            f"{len(missing)} image file(s) are missing, e.g. {missing[:3]}; check the images folder "
+            "(re-run the image extraction rule, or fix `sources.visual7w_images` in the config)"
+        )
+    return torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths])
+
+
+def single_colour(pixels: torch.Tensor) -> torch.Tensor:
+    """Each channel replaced by its mean over the (preprocessed) image."""
+    return pixels.mean(dim=(-2, -1), keepdim=True).expand_as(pixels).contiguous()
+
+
+@torch.no_grad()
+def write_image_cache(model, keys: Sequence[str], image_paths: Sequence[str | Path], path, *, model_id: str,
+                      batch_size: int = 16, dtype: str = "float32", metadata: Mapping | None = None,
+                      progress: bool = True) -> None:
+    """Cache the real image's residual stream and the single-colour image's block outputs."""
+    tower = model.vision
+    n, n_layers, d = len(keys), tower.n_layers, tower.d_model
+    np_dtype = np.dtype(dtype)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        _write_attrs(f, model_id, model.spec, {"tower": "vision", "n_layers": n_layers, "n_heads": tower.n_heads,
+                                               "d_model": d, **(metadata or {})})
+        f.create_dataset("keys", data=np.asarray(list(keys), dtype=object), dtype=STR)
+        f.create_dataset("image_file", data=np.asarray([str(Path(p).name) for p in image_paths], dtype=object), dtype=STR)
+        real, single = f.create_group("real"), f.create_group("single_colour")
+        made = {}
+        for sl in tqdm(list(_batches(n, batch_size)), desc="images", disable=not progress):
+            pixels = load_images(image_paths[sl], model.preprocess).to(model.device)
+            out_real = model.encode_image(pixels, cache=["resid", "resid_mid"])
+            out_single = model.encode_image(single_colour(pixels), cache=["attn_out", "mlp_out"])
+            arrays = {
+                (real, "embedding"): out_real.embedding,
+                (single, "embedding"): out_single.embedding,
+                (real, "resid"): out_real.cache.stack("resid"),
+                (real, "resid_mid"): out_real.cache.stack("resid_mid"),
+                (single, "attn_out"): out_single.cache.stack("attn_out"),
+                (single, "mlp_out"): out_single.cache.stack("mlp_out"),
+            }
+            for (group, name), value in arrays.items():
+                if (group.name, name) not in made:
+                    dt = np.float32 if name == "embedding" else np_dtype
+                    made[(group.name, name)] = _dataset(group, name, (n, *value.shape[1:]), dt)
+                made[(group.name, name)][sl] = value.cpu().numpy().astype(made[(group.name, name)].dtype)
+
+
+def read_keys(path) -> list[str]:
+    with h5py.File(path, "r") as f:
+        return [k.decode() if isinstance(k, bytes) else k for k in f["keys"][:]]
+
+
+def read_array(path, name: str, rows=None) -> np.ndarray:
+    """One dataset of a cache file, optionally only some rows (instances)."""
+    with h5py.File(path, "r") as f:
+        if name not in f:
+            raise InputError(f"cache {path} has no dataset {name!r}; delete it and re-run its rule")
+        return f[name][:] if rows is None else f[name][rows]
