@@ -9,8 +9,6 @@ rule cache_text_activations:
         "results/cache/{model}/text_{variant}.h5",
     params:
         model=model_spec,
-        device=config["device"],
-        batch_size=config["analysis"]["batch_size"],
         dtype=config["cache"]["dtype"],
     log:
         rule_log("cache_text_activations", "{model}", "{variant}"),
@@ -34,8 +32,6 @@ rule cache_image_activations:
         "results/cache/{model}/image.h5",
     params:
         model=model_spec,
-        device=config["device"],
-        batch_size=config["analysis"]["batch_size"],
         dtype=config["cache"]["dtype"],
     log:
         rule_log("cache_image_activations", "{model}"),

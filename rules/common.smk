@@ -51,11 +51,11 @@ def model_files(wildcards):
 
 
 def rule_log(name, *wildcards):
-    return "logs/" + "/".join([name, *wildcards]) + ".log"
+    return os.path.join("logs", name, *wildcards) + ".log"
 
 
 def rule_benchmark(name, *wildcards):
-    return "benchmarks/" + "/".join([name, *wildcards]) + ".tsv"
+    return os.path.join("benchmarks", name, *wildcards) + ".tsv"
 
 
 MODEL_RESOURCES = dict(mem_mb=config["resources"]["model_mem_mb"], gpu=config["resources"]["gpu"])
@@ -71,3 +71,22 @@ def all_targets():
     targets += expand("results/cache/{model}/image.h5", model=MODELS)
     targets += negation_targets() if "negation_targets" in globals() else []
     return targets
+
+
+def check_model_entries():
+    """A `train_toy: true` model must point at the files the toy-CLIP rule writes."""
+    expected = {"config": "results/models/toy-clip/ToyCLIP.json", "path": "results/models/toy-clip/toy_clip.pt"}
+    for model, spec in config["models"].items():
+        if not spec.get("train_toy"):
+            continue
+        for key, path in expected.items():
+            if os.path.normpath(spec.get(key, "")) != path:
+                raise WorkflowError(
+                    f"config models.{model}.{key} must be {path!r} for a model with train_toy: true "
+                    f"(got {spec.get(key)!r})"
+                )
+        if spec.get("name") != "ToyCLIP" or spec.get("backend") != "open_clip":
+            raise WorkflowError(f"config models.{model}: a train_toy model has backend open_clip and name ToyCLIP")
+
+
+check_model_entries()

@@ -120,12 +120,12 @@ def select_no_some_pairs(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
 
     Filters, in order (the report counts the rows left after each): ``label == 1``;
     the hypothesis contains the word "no" (case-insensitive; a regex pre-filter);
-    spaCy finds a noun chunk whose first token is "no"; that "no" is not followed by a
-    punctuation token (the first such chunk opener is used); both sentences fit the
-    tokenizer's context length; both have the same number of CLIP tokens. The counterpart
-    replaces that "no" with "some" ("No" -> "Some"). Columns: ``source_index`` (index in
-    ``df``), ``negated``, ``non_negated``, ``negator_pos`` (SOT = 0), ``eot_pos``,
-    ``n_tokens``.
+    spaCy finds a noun chunk whose first token is "no"; that "no" is neither followed by a
+    punctuation token nor sentence-final (the first such chunk opener is used); both
+    sentences fit the tokenizer's context length; both have the same number of CLIP
+    tokens. The counterpart replaces that "no" with "some" ("No" -> "Some"). Columns:
+    ``source_index`` (index in ``df``), ``negated``, ``non_negated``, ``negator_pos``
+    (SOT = 0), ``eot_pos``, ``n_tokens``.
     """
     missing = [c for c in ("hypothesis", "label") if c not in df.columns]
     if missing:

@@ -15,8 +15,11 @@ position 0 and EOT is the last position (``len(ids) - 1``). Definitions:
 * **further subject tokens** (``n_further_subject``): the tokens strictly between the first
   subject token and the full stop (EOT when there is no full stop).
 * **subject**: the text of the noun chunk holding the negator without the determiner "no"
-  ("people" in "There are no people in the picture."); in the dependency fallback, the
-  words after "no" up to its syntactic head.
+  ("people" in "There are no people in the picture."); empty when the chunk is "no" alone
+  (spaCy reads "no" as a pronoun in "There are no of his feet ..."). In the dependency
+  fallback: the words after "no" up to its syntactic head, extended along compound and
+  adjectival/numeric modifier links to the right ("floor grates" in "There are no floor
+  grates visible.").
 * **generic_ok**: the negated sentence is SOT, "there", "is"/"are", "no", at least one
   subject token, ".", EOT; its positions then map onto the 8 generic positions
   :data:`GENERIC_NAMES` (see :func:`generic_position_map`).
@@ -32,6 +35,7 @@ from .errors import InputError
 from .tokenizers import ClipTokenizer
 
 NEGATOR = "no"
+_MODIFIER_DEPS = ("compound", "amod", "nummod", "nmod")
 FULL_STOP = "."
 GENERIC_NAMES = ("SOT", "There", "is/are", "negator", "subject_first", "subject_further", "full_stop", "EOT")
 POSITION_COLUMNS = [
@@ -65,8 +69,10 @@ def find_negator(doc) -> tuple[Any, str, str]:
             return chunk[0], chunk[1:].text, "noun_chunk"
     for token in doc:
         if token.lower_ == NEGATOR:
-            end = token.head.i + 1 if token.head.i > token.i else token.i + 2
-            return token, doc[token.i + 1:min(end, len(doc))].text, "dependency"
+            head = token.head if token.head.i > token.i else doc[min(token.i + 1, len(doc) - 1)]
+            while head.dep_ in _MODIFIER_DEPS and head.head.i > head.i:
+                head = head.head
+            return token, doc[token.i + 1:head.i + 1].text, "dependency"
     raise InputError(f"negated sentence {doc.text!r} has no word {NEGATOR!r}")
 
 
@@ -157,7 +163,7 @@ def add_positions(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
     ``foil_ids``. Rows whose negator cannot be placed are kept with ``positions_ok`` False
     and positions -1. Report: ``rows``, ``positions_ok``, ``positions_failed``,
     ``failed_entries`` (key and reason), ``generic_ok``, ``equal_length``,
-    ``subject_from_dependency`` and its ``subject_from_dependency_keys``.
+    ``subject_from_dependency``/``empty_subject`` and their ``..._keys``.
     """
     missing = [c for c in ("negated", "non_negated") if c not in df.columns]
     if missing:
@@ -188,6 +194,7 @@ def add_positions(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
         out["caption_ids"] = [n if c else p for c, n, p in zip(in_caption, out["negated_ids"], out["non_negated_ids"])]
         out["foil_ids"] = [p if c else n for c, n, p in zip(in_caption, out["negated_ids"], out["non_negated_ids"])]
     dependency = [k for k, r, e in zip(keys, records, errors) if not e and r["subject_source"] == "dependency"]
+    empty_subject = [k for k, r, e in zip(keys, records, errors) if not e and not r["subject"]]
     report = {
         "rows": len(out),
         "positions_ok": int(sum(e == "" for e in errors)),
@@ -197,6 +204,8 @@ def add_positions(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
         "equal_length": int(sum(r["equal_length"] for r in records)),
         "subject_from_dependency": len(dependency),
         "subject_from_dependency_keys": dependency,
+        "empty_subject": len(empty_subject),
+        "empty_subject_keys": empty_subject,
     }
     return out, report
 

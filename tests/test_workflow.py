@@ -1,0 +1,205 @@
+"""End-to-end Snakemake runs: the offline demo, params-triggered re-runs, and error paths."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ["Snakefile", "rules", "workflow", "config", "envs", "resources"]
+
+# A reduced demo: few instances and a short training, so the whole DAG runs in a few minutes on 2 cores.
+SMALL_DEMO = {
+    "synthetic": {"n_eval": 40, "n_train": 800, "image_size": 64, "seed": 0},
+    "toy_clip": {"epochs": 2, "batch_size": 64, "lr": 0.002, "seed": 0},
+    "threads": 2,
+}
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "results"))
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
+def write_config(workdir: Path, base: str, overrides: dict, name: str = "test.yaml") -> Path:
+    config = yaml.safe_load((REPO / "config" / base).read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path = workdir / "config" / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "-s", str(workdir / "Snakefile"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts from the 'Job stats' table of a dry run."""
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    lines = out.split("Job stats:", 1)[1].splitlines()[3:]
+    jobs = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        jobs[parts[0]] = int(parts[1])
+    jobs.pop("total", None)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
+    config = write_config(workdir, "demo.yaml", SMALL_DEMO)
+    snakemake(workdir, "--configfile", str(config))
+    return workdir, config
+
+
+def test_demo_produces_tables(demo_run):
+    workdir, _ = demo_run
+    results = workdir / "results"
+    standard = pd.read_parquet(results / "datasets" / "valse_existence_standard.parquet")
+    rephrased = pd.read_parquet(results / "datasets" / "valse_existence_rephrased.parquet")
+    assert {"key", "caption", "foil", "negation", "image_file"} <= set(standard.columns)
+    assert len(standard) == len(rephrased) == SMALL_DEMO["synthetic"]["n_eval"]
+    assert (standard["negation"] == "caption").sum() == (standard["negation"] == "foil").sum()
+    positions = pd.read_parquet(results / "datasets" / "toy-clip" / "valse_existence_rephrased_positions.parquet")
+    assert positions["positions_ok"].all()
+    for name in ("text_standard.h5", "text_rephrased.h5", "image.h5"):
+        assert (results / "cache" / "toy-clip" / name).stat().st_size > 0
+    assert not list(results.rglob("*.part")), "no temporary file may be left behind"
+
+
+def test_editing_an_analysis_parameter_reruns_only_dependent_rules(demo_run):
+    workdir, config = demo_run
+    assert planned_jobs(snakemake(workdir, "--configfile", str(config), "-n")) == {}
+    data = yaml.safe_load(config.read_text())
+    data["dataset"]["min_caption_votes"] = 3
+    edited = workdir / "config" / "edited.yaml"
+    edited.write_text(yaml.safe_dump(data))
+    jobs = planned_jobs(snakemake(workdir, "--configfile", str(edited), "-n"))
+    assert jobs.get("prepare_valse") == 2
+    for upstream in ("generate_synthetic_benchmark", "train_toy_clip", "fetch_cannot", "cannot_pairs"):
+        assert upstream not in jobs, f"{upstream} must not re-run when only min_caption_votes changes"
+
+
+def test_default_config_dry_run_lists_the_study(tmp_path, shared_data):
+    workdir = copy_workflow(tmp_path / "wf")
+    images = tmp_path / "images.zip"
+    with zipfile.ZipFile(images, "w") as z:
+        z.writestr("images/placeholder.jpg", b"")
+    overrides = {"sources": {
+        "valse_existence": {"url": str(shared_data / "valse" / "existence.json")},
+        "visual7w_images": {"url": str(images)},
+        "cannot": {"url": str(tmp_path / "cannot.tsv")},
+    }}
+    config = write_config(workdir, "config.yaml", overrides)
+    jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
+    for rule in ("fetch_valse", "extract_valse_images", "fetch_cannot", "prepare_valse", "token_positions",
+                 "cache_text_activations", "cache_image_activations"):
+        assert rule in jobs, rule
+    assert "download_visual7w_images" not in jobs, "a local images source is used in place"
+
+
+def test_valse_counts_through_the_workflow(tmp_path, shared_data):
+    """The real VALSE file, fetched by the workflow from a local path, gives 505 / 490 (250 + 240) instances."""
+    workdir = copy_workflow(tmp_path / "wf")
+    entries = json.loads((shared_data / "valse" / "existence.json").read_text())
+    images = workdir / "results" / "raw" / "images"
+    images.mkdir(parents=True)
+    for entry in entries.values():
+        (images / entry["image_file"]).write_bytes(b"stand-in")
+    sha = hashlib.sha256((shared_data / "valse" / "existence.json").read_bytes()).hexdigest()
+    config = write_config(workdir, "config.yaml", {"sources": {
+        "valse_existence": {"url": "file://" + str(shared_data / "valse" / "existence.json"), "sha256": sha},
+        "visual7w_images": {"url": str(tmp_path / "unused.zip")},
+        "cannot": {"url": str(tmp_path / "unused.tsv")},
+    }})
+    targets = ["results/datasets/valse_existence_standard.parquet", "results/datasets/valse_existence_rephrased.parquet"]
+    snakemake(workdir, "--configfile", str(config), "--allowed-rules", "fetch_valse", "prepare_valse", *targets)
+    standard = pd.read_parquet(workdir / targets[0])
+    rephrased = pd.read_parquet(workdir / targets[1])
+    assert len(standard) == 505
+    assert len(rephrased) == 490
+    assert rephrased["negation"].value_counts().to_dict() == {"caption": 250, "foil": 240}
+
+
+def _fails_cleanly(workdir, config, target, expected_message):
+    proc = snakemake(workdir, "--configfile", str(config), target, check=False)
+    assert proc.returncode != 0
+    logs = "".join(p.read_text() for p in (workdir / "logs").rglob("*.log")) if (workdir / "logs").exists() else ""
+    assert expected_message in proc.stdout + proc.stderr + logs
+    assert not (workdir / target).exists(), "a failed rule must leave no output"
+    assert not list((workdir / "results").rglob("*.part")) if (workdir / "results").exists() else True
+
+
+def test_sha256_mismatch_stops_with_clear_message(tmp_path, shared_data):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir, "config.yaml", {"sources": {
+        "valse_existence": {"url": str(shared_data / "valse" / "existence.json"), "sha256": "0" * 64},
+        "visual7w_images": {"url": str(tmp_path / "x.zip")}, "cannot": {"url": str(tmp_path / "x.tsv")},
+    }})
+    _fails_cleanly(workdir, config, "results/raw/valse/existence.json", "sources.valse_existence")
+
+
+def test_lfs_pointer_instead_of_tsv_stops(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    pointer = tmp_path / "cannot_dataset_v1.1.tsv"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 123\n")
+    config = write_config(workdir, "config.yaml", {"sources": {
+        "valse_existence": {"url": str(tmp_path / "x.json")}, "visual7w_images": {"url": str(tmp_path / "x.zip")},
+        "cannot": {"url": str(pointer)},
+    }})
+    _fails_cleanly(workdir, config, "results/raw/cannot/cannot_dataset_v1.1.tsv", "LFS")
+
+
+def test_missing_image_stops(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    valse = tmp_path / "existence.json"
+    valse.write_text(json.dumps({"k1": {
+        "caption": "There is no dog.", "foil": "There is a dog.", "image_file": "absent.jpg",
+        "mturk": {"caption": 3, "foil": 0, "other": 0}, "provenance_of_foils": "zero_to_something"}}))
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("images/other.jpg", b"x")
+    config = write_config(workdir, "config.yaml", {"sources": {
+        "valse_existence": {"url": str(valse)}, "visual7w_images": {"url": str(archive)},
+        "cannot": {"url": str(tmp_path / "x.tsv")},
+    }})
+    _fails_cleanly(workdir, config, "results/raw/images", "absent.jpg")
+
+
+def test_invalid_config_names_the_key(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir, "demo.yaml", {"dataset": {"min_caption_vots": 2}})
+    proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
+    assert proc.returncode != 0
+    assert "min_caption_vots" in proc.stdout + proc.stderr
+    config = write_config(workdir, "demo.yaml", {"analysis": {"segments": {"correct": "high"}}}, "bad2.yaml")
+    proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
+    assert proc.returncode != 0 and "high" in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
