@@ -309,21 +309,25 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
         rng = _stream(seed, "train", index)
         plural = bool(rng.integers(2))
         rgb, main, _, count, objects = _draw_scene(rng, image_size, plural)
-        absent = _absent_subject(rng, main, objects)
-        some = plural and bool(rng.uniform() < SOME_SHARE_IN_TRAIN)
         image_file = f"train_{index:05d}.png"
         _write_bytes(_png_bytes(rgb), images_dir / image_file)
         present_list = [[c, s, n] for (c, s), n in sorted(objects.items())]
-        for subject, negated in ((main, False), (absent, True)):
-            true_text = sentence(*subject, plural=plural, negated=negated, some=some)
-            false_text = sentence(*subject, plural=plural, negated=not negated, some=some)
+        statements = [(main, plural, False)]
+        statements += [(combo, n > 1, False) for combo, n in sorted(objects.items()) if combo != main]
+        absent_used: set[tuple[str, str]] = set()
+        for number in range(len(statements)):
+            absent = _absent_subject(rng, main, set(objects) | absent_used)
+            absent_used.add(absent)
+            statements.append((absent, plural if number == 0 else bool(rng.integers(2)), True))
+        for subject, subject_plural, negated in statements:
+            some = subject_plural and bool(rng.uniform() < SOME_SHARE_IN_TRAIN)
             lines.append({
                 "image_file": image_file,
-                "caption": true_text,
-                "foil": false_text,
+                "caption": sentence(*subject, plural=subject_plural, negated=negated, some=some),
+                "foil": sentence(*subject, plural=subject_plural, negated=not negated, some=some),
                 "subject": {"colour": subject[0], "shape": subject[1]},
                 "caption_negated": negated,
-                "plural": plural,
+                "plural": subject_plural,
                 "objects": present_list,
             })
     with atomic_path(out / "train.jsonl") as tmp:
