@@ -18,6 +18,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/synthetic.smk"
 include: "rules/cache.smk"
+include: "rules/negation.smk"
 
 
 rule all:

@@ -69,7 +69,7 @@ def all_targets():
     targets += expand("results/datasets/{model}/cannot_pairs.parquet", model=MODELS)
     targets += expand("results/cache/{model}/text_{variant}.h5", model=MODELS, variant=VARIANTS)
     targets += expand("results/cache/{model}/image.h5", model=MODELS)
-    targets += negation_targets() if "negation_targets" in globals() else []
+    targets += expand("results/negation/{model}/scores.parquet", model=MODELS)
     return targets
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["Snakefile", "rules", "workflow", "config", "envs", "resources"]
+COPIED = ["Snakefile", "rules", "workflow", "config", "envs", "resources", "report"]
 
 # A reduced demo: few instances and a short training, so the whole DAG runs in a few minutes on 2 cores.
 SMALL_DEMO = {
@@ -92,17 +92,26 @@ def test_demo_produces_tables(demo_run):
     for name in ("text_standard.h5", "text_rephrased.h5", "image.h5"):
         assert (results / "cache" / "toy-clip" / name).stat().st_size > 0
     assert not list(results.rglob("*.part")), "no temporary file may be left behind"
+    scores = pd.read_parquet(results / "negation" / "toy-clip" / "scores.parquet")
+    assert len(scores) == 2 * SMALL_DEMO["synthetic"]["n_eval"]
+    assert ((scores.d > 0) == scores.correct).all()
+    for name in ("fig3_score_distribution.png", "fig3_score_distribution.pdf"):
+        assert (results / "negation" / "toy-clip" / "figures" / name).stat().st_size > 1000
 
 
 def test_editing_an_analysis_parameter_reruns_only_dependent_rules(demo_run):
     workdir, config = demo_run
     assert planned_jobs(snakemake(workdir, "--configfile", str(config), "-n")) == {}
     data = yaml.safe_load(config.read_text())
-    data["dataset"]["min_caption_votes"] = 3
+    data["analysis"]["segments"]["correct"] = 0.5
     edited = workdir / "config" / "edited.yaml"
     edited.write_text(yaml.safe_dump(data))
+    assert planned_jobs(snakemake(workdir, "--configfile", str(edited), "-n")) == {"compute_scores": 1, "all": 1}
+
+    data["dataset"]["min_caption_votes"] = 3
+    edited.write_text(yaml.safe_dump(data))
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(edited), "-n"))
-    assert jobs.get("prepare_valse") == 2
+    assert jobs.get("prepare_valse") == 2 and jobs.get("compute_scores") == 1
     for upstream in ("generate_synthetic_benchmark", "train_toy_clip", "fetch_cannot", "cannot_pairs"):
         assert upstream not in jobs, f"{upstream} must not re-run when only min_caption_votes changes"
 

@@ -50,6 +50,7 @@ def _dataset(group, name, shape, dtype):
 def _write_attrs(f, model_id: str, spec: Mapping, extra: Mapping) -> None:
     f.attrs["model"] = model_id
     f.attrs["model_spec"] = json.dumps(dict(spec), sort_keys=True)
+    f.attrs["logit_scale"] = float(extra.get("logit_scale", 0.0))
     for k, v in extra.items():
         f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
 
@@ -63,7 +64,7 @@ def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequenc
     n = len(keys)
     np_dtype = np.dtype(dtype)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        _write_attrs(f, model_id, model.spec, {"tower": "text", "n_layers": tower.n_layers, "n_heads": tower.n_heads,
+        _write_attrs(f, model_id, model.spec, {"tower": "text", "logit_scale": model.logit_scale, "n_layers": tower.n_layers, "n_heads": tower.n_heads,
                                                "d_model": tower.d_model, **(metadata or {})})
         f.create_dataset("keys", data=np.asarray(list(keys), dtype=object), dtype=STR)
         for group_name, seqs in sentences.items():
@@ -111,7 +112,7 @@ def write_image_cache(model, keys: Sequence[str], image_paths: Sequence[str | Pa
     n, n_layers, d = len(keys), tower.n_layers, tower.d_model
     np_dtype = np.dtype(dtype)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        _write_attrs(f, model_id, model.spec, {"tower": "vision", "n_layers": n_layers, "n_heads": tower.n_heads,
+        _write_attrs(f, model_id, model.spec, {"tower": "vision", "logit_scale": model.logit_scale, "n_layers": n_layers, "n_heads": tower.n_heads,
                                                "d_model": d, **(metadata or {})})
         f.create_dataset("keys", data=np.asarray(list(keys), dtype=object), dtype=STR)
         f.create_dataset("image_file", data=np.asarray([str(Path(p).name) for p in image_paths], dtype=object), dtype=STR)

@@ -219,7 +219,12 @@ def _mlp_step(block, x: torch.Tensor) -> torch.Tensor:
 
 
 def _trace_chunk(model, neg, non, negator, eot, image_emb):
-    """S(negated), S(non-negated) (B,) and the patched similarities S* (B, L+1, T) of one batch of instances."""
+    """S(negated), S(non-negated) (B,) and the patched similarities S* (B, L+1, T) of one batch of instances.
+
+    For each position p, the patches of all layers go through the blocks together: block m
+    runs on the patches made at layers 0..m-1 (a patch at layer l joins before block l+1),
+    over positions p..EOT, with the clean keys and values of positions < p.
+    """
     tower = model.text
     n_layers, dev = tower.n_layers, model.device
     b = len(neg)
@@ -240,17 +245,21 @@ def _trace_chunk(model, neg, non, negator, eot, image_emb):
             continue
         rows = torch.as_tensor(sel, device=dev)
         end = int(eot[sel].max()) + 1
-        pool = eot_t[rows] - p
-        img = image_emb[rows]
-        sub_kv = None
-        if p > 0:
-            sub_kv = {m: (k[rows, :, :p], v[rows, :, :p]) for m, (k, v) in kv.items()}
-        for layer in range(n_layers):
-            start = r_non[rows, layer, p:end]
-            start[:, 0] = r_neg[rows, layer, p]
-            prefix = None if sub_kv is None else {m: sub_kv[m] for m in range(layer + 1, n_layers + 1)}
-            pooled = _resume_pooled(tower, start, layer, pool, prefix)
-            s_patch[rows, layer, p] = model.similarity(img, tower.head(pooled))
+        x = None
+        for m in range(1, n_layers + 1):
+            start = r_non[rows, m - 1, p:end]
+            start[:, 0] = r_neg[rows, m - 1, p]
+            x = start if x is None else torch.cat([x, start])
+            pool = (eot_t[rows] - p).repeat(m)
+            prefix = None if p == 0 else tuple(z[rows, :, :p].repeat(m, 1, 1, 1) for z in kv[m])
+            if m < n_layers:
+                x = tower.run(start_layer=m - 1, start_resid=x, prefix_kv=None if prefix is None else {m: prefix},
+                              pool_index=pool, stop_layer=m).resid_final
+            else:
+                x = _final_block_pooled(tower, x, pool, prefix)
+        emb = tower.head(x)
+        s = model.similarity(image_emb[rows].repeat(n_layers, 1), emb).view(n_layers, len(sel))
+        s_patch[rows, :n_layers, p] = s.T
     return s_neg, s_non, s_patch
 
 

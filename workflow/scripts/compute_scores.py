@@ -1,0 +1,54 @@
+"""Rule script: scores and segments (Tables 1 and 2, Figure 3) from the activation caches."""
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from clip_interp.cache import read_keys
+from clip_interp.errors import InputError
+from clip_interp.io import save_figure, write_parquet
+from clip_interp.negation.scores import accuracy_table, classification_scores, plot_score_distribution, segment_table
+from clip_interp.workflow import run_rule
+
+
+def variant_scores(text_cache, positions, image_index, image_emb, logit_scale, seg):
+    df = pd.read_parquet(positions).set_index("key")
+    keys = read_keys(text_cache)
+    with h5py.File(text_cache, "r") as f:
+        neg, non = f["negated/embedding"][:], f["non_negated/embedding"][:]
+    negation = df.loc[keys, "negation"].to_numpy()
+    in_caption = (negation == "caption")[:, None]
+    missing = [k for k in keys if k not in image_index]
+    if missing:
+        raise InputError(f"{len(missing)} instances of {text_cache} have no cached image, e.g. {missing[:3]}")
+    rows = [image_index[k] for k in keys]
+    return classification_scores(keys, negation, np.where(in_caption, neg, non), np.where(in_caption, non, neg),
+                                 image_emb[rows], logit_scale, seg["correct"], seg["incorrect"])
+
+
+def main(smk, log):
+    seg = smk.params.segments
+    with h5py.File(smk.input.image, "r") as f:
+        image_emb = f["real/embedding"][:]
+    image_index = {k: i for i, k in enumerate(read_keys(smk.input.image))}
+    parts = []
+    for variant, text_cache, positions in zip(smk.params.variants, smk.input.text, smk.input.positions):
+        s = variant_scores(text_cache, positions, image_index, image_emb, load_logit_scale(smk), seg)
+        s.insert(1, "variant", variant)
+        parts.append(s)
+        log.info("%s: %d instances, accuracy %.3f", variant, len(s), s.correct.mean())
+    scores = pd.concat(parts, ignore_index=True)
+    meta = {"model": smk.wildcards.model, "segments": seg}
+    write_parquet(scores, smk.output.scores, meta)
+    write_parquet(accuracy_table(scores), smk.output.table1, meta)
+    write_parquet(segment_table(scores), smk.output.table2, meta)
+    save_figure(plot_score_distribution(scores, seg["correct"], seg["incorrect"], smk.wildcards.model),
+                [smk.output.fig3_png, smk.output.fig3_pdf])
+
+
+def load_logit_scale(smk):
+    with h5py.File(smk.input.image, "r") as f:
+        return float(f.attrs["logit_scale"])
+
+
+run_rule(snakemake, main)  # noqa: F821
