@@ -149,7 +149,7 @@ def test_valse_counts_through_the_workflow(tmp_path, shared_data):
         "cannot": {"url": str(tmp_path / "unused.tsv")},
     }})
     targets = ["results/datasets/valse_existence_standard.parquet", "results/datasets/valse_existence_rephrased.parquet"]
-    snakemake(workdir, "--configfile", str(config), "--allowed-rules", "fetch_valse", "prepare_valse", *targets)
+    snakemake(workdir, *targets, "--configfile", str(config), "--allowed-rules", "fetch_valse", "prepare_valse")
     standard = pd.read_parquet(workdir / targets[0])
     rephrased = pd.read_parquet(workdir / targets[1])
     assert len(standard) == 505
@@ -158,7 +158,7 @@ def test_valse_counts_through_the_workflow(tmp_path, shared_data):
 
 
 def _fails_cleanly(workdir, config, target, expected_message):
-    proc = snakemake(workdir, "--configfile", str(config), target, check=False)
+    proc = snakemake(workdir, target, "--configfile", str(config), check=False)
     assert proc.returncode != 0
     logs = "".join(p.read_text() for p in (workdir / "logs").rglob("*.log")) if (workdir / "logs").exists() else ""
     assert expected_message in proc.stdout + proc.stderr + logs
