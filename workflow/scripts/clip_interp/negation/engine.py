@@ -33,7 +33,7 @@ exist to check the fast ones.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -198,18 +198,6 @@ def _final_block_pooled(tower, x: torch.Tensor, pool: torch.Tensor, prefix=None)
     return y + block.ls_2(block.mlp(block.ln_2(y)))
 
 
-def _resume_pooled(tower, start: torch.Tensor, layer: int, pool: torch.Tensor, prefix_kv=None) -> torch.Tensor:
-    """The pooled rows of ``resid[L]`` (B, D) of a forward resumed from ``resid[layer]`` = ``start``."""
-    n_layers = tower.n_layers
-    if layer == n_layers:
-        return start[torch.arange(start.shape[0], device=start.device), pool]
-    x = start
-    if layer < n_layers - 1:
-        x = tower.run(start_layer=layer, start_resid=start, prefix_kv=prefix_kv, pool_index=pool,
-                      stop_layer=n_layers - 1).resid_final
-    return _final_block_pooled(tower, x, pool, None if prefix_kv is None else prefix_kv.get(n_layers))
-
-
 def _mlp_step(block, x: torch.Tensor) -> torch.Tensor:
     """``resid_mid`` -> ``resid`` of one block: add its MLP output."""
     return x + block.ls_2(block.mlp(block.ln_2(x)))
@@ -270,7 +258,10 @@ def _tracing_frame(instances, s_neg, s_non, s_patch_rows, n_layers) -> pd.DataFr
     s_foil = np.where(in_caption, s_non, s_neg)
     sizes = [a.size for a in s_patch_rows]
     lengths = [a.shape[1] for a in s_patch_rows]
-    rep = lambda values: np.repeat(np.asarray(values), sizes)
+
+    def rep(values):
+        return np.repeat(np.asarray(values), sizes)
+
     s_patched = np.concatenate([a.reshape(-1) for a in s_patch_rows])
     layer = np.concatenate([np.repeat(np.arange(n_layers + 1), t) for t in lengths])
     position = np.concatenate([np.tile(np.arange(t), n_layers + 1) for t in lengths])
@@ -278,7 +269,7 @@ def _tracing_frame(instances, s_neg, s_non, s_patch_rows, n_layers) -> pd.DataFr
     d = s_c - s_f
     d_star = np.where(cap, s_patched - s_f, s_c - s_patched)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cte = d_star / d
+        cte = d_star / d + 0.0
     return pd.DataFrame({
         "key": rep(instances["key"].to_numpy()), "negation": rep(instances["negation"].to_numpy()),
         "layer": layer.astype(np.int16), "position": position.astype(np.int16),
@@ -297,11 +288,12 @@ def causal_tracing_effects(model, instances: pd.DataFrame, image_embeddings: tor
     image embeddings (:func:`encode_images`). Returns one row per instance x layer x position
     with columns :data:`CAUSAL_TRACING_COLUMNS`, instances in input order.
 
-    Each batch of ``batch_size`` instances (sorted by length) is run once cleanly, caching
+    Each batch of up to ``batch_size`` instances of one token length is run once cleanly, caching
     both sentences' residual streams and the non-negated sentence's keys and values. A patch
     at ``(l, p)`` resumes from the patched ``resid[l]`` and recomputes only positions ``>= p``
-    (earlier positions enter through their clean keys and values), up to the EOT row of the
-    last block; all instances of the batch with the same ``p`` and ``l`` share one forward.
+    (earlier positions enter through their clean keys and values), and the last block only
+    for the EOT row. The patches at one position ``p`` of all instances of the batch and all
+    layers share the forwards: block m runs once on every patch made at a layer below m.
     """
     neg, non, negator, eot = _tracing_inputs(instances)
     n = len(neg)
@@ -309,11 +301,13 @@ def causal_tracing_effects(model, instances: pd.DataFrame, image_embeddings: tor
     if image_embeddings.shape[0] != n:
         raise InputError(f"{image_embeddings.shape[0]} image embeddings for {n} instances")
     n_layers = model.text.n_layers
-    order = np.argsort(eot, kind="stable")
+    batches = []
+    for length in np.unique(eot):
+        same = np.flatnonzero(eot == length)
+        batches.extend(same[sl] for sl in _chunks(len(same), batch_size))
     s_neg, s_non = np.zeros(n), np.zeros(n)
     s_patch: list[np.ndarray | None] = [None] * n
-    for sl in tqdm(_chunks(n, batch_size), desc="causal tracing", disable=not progress):
-        idx = order[sl]
+    for idx in tqdm(batches, desc="causal tracing", disable=not progress):
         sn, sp, patched = _trace_chunk(
             model, [neg[i] for i in idx], [non[i] for i in idx], negator[idx], eot[idx],
             image_embeddings[torch.as_tensor(idx, device=model.device)],
@@ -362,6 +356,42 @@ def _labels(keys, negation, n: int):
     return keys, negation
 
 
+def _ablation_start(tower, layer: int, component: str, rr, rm, sa, sm) -> torch.Tensor:
+    """The ablated ``resid[layer]`` of a batch (only the class token at the last layer)."""
+    keep = slice(None) if layer < tower.n_layers else slice(0, 1)
+    if component == "mha":
+        return _mlp_step(tower.blocks[layer - 1], (rr[:, layer - 1] + sa[:, layer - 1])[:, keep])
+    return (rm[:, layer - 1] + sm[:, layer - 1])[:, keep]
+
+
+def _ablate_chunk(tower, rr, rm, sa, sm, layers, components):
+    """Pooled ``resid[L]`` rows of every ablation of a batch, and the layer of each row group.
+
+    Rows come in groups of ``len(components) * B`` (component-major), one group per ablated
+    layer, in the returned order. Block m runs once on all ablations made at layers < m.
+    """
+    n_layers = tower.n_layers
+    wanted = set(layers)
+    x, order = None, []
+    for m in range(2, n_layers + 1):
+        if m - 1 in wanted:
+            new = torch.cat([_ablation_start(tower, m - 1, c, rr, rm, sa, sm) for c in components])
+            x = new if x is None else torch.cat([x, new])
+            order.append(m - 1)
+        if x is None:
+            continue
+        pool = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        if m < n_layers:
+            x = tower.run(start_layer=m - 1, start_resid=x, pool_index=pool, stop_layer=m).resid_final
+        else:
+            x = _final_block_pooled(tower, x, pool)
+    parts = [] if x is None else [x]
+    if n_layers in wanted:
+        parts.append(torch.cat([_ablation_start(tower, n_layers, c, rr, rm, sa, sm)[:, 0] for c in components]))
+        order.append(n_layers)
+    return torch.cat(parts), order
+
+
 @torch.inference_mode()
 def image_ablation_effects_from_activations(
     model, real_resid, real_resid_mid, single_attn_out, single_mlp_out, caption_emb, foil_emb, *,
@@ -379,13 +409,13 @@ def image_ablation_effects_from_activations(
 
     The ablated ``resid[l]`` is ``resid[l-1] + single attn_out[l]`` followed by block l's MLP
     ("mha") or ``resid_mid[l] + single mlp_out[l]`` ("mlp"); blocks l+1..L then run from it
-    (the last one for the class token only), every component of every image of a batch in
-    one forward per layer.
+    (the last one for the class token only). Within a batch of ``batch_size`` images, block m
+    runs once on every ablation made at a layer below m.
     """
     tower = model.vision
     n_layers, dev = tower.n_layers, model.device
     components = _check_components(components)
-    layers = list(range(1, n_layers + 1)) if layers is None else [int(l) for l in layers]
+    layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(l) for l in layers})
     if any(not 1 <= l <= n_layers for l in layers):
         raise InputError(f"ablation layers must lie in 1..{n_layers}, got {layers}")
     n = len(caption_emb)
@@ -409,19 +439,14 @@ def image_ablation_effects_from_activations(
         clean = tower.head(rr[:, n_layers, 0])
         s_cap[sl] = model.similarity(clean, cap).double().cpu().numpy()
         s_foil[sl] = model.similarity(clean, foil).double().cpu().numpy()
-        cap_rep, foil_rep = cap.repeat(n_c, 1), foil.repeat(n_c, 1)
-        pool = torch.zeros(b * n_c, dtype=torch.long, device=dev)
-        for j, layer in enumerate(layers):
-            keep = slice(None) if layer < n_layers else slice(0, 1)
-            starts = []
-            for comp in components:
-                if comp == "mha":
-                    starts.append(_mlp_step(tower.blocks[layer - 1], (rr[:, layer - 1] + sa[:, layer - 1])[:, keep]))
-                else:
-                    starts.append((rm[:, layer - 1] + sm[:, layer - 1])[:, keep])
-            emb = tower.head(_resume_pooled(tower, torch.cat(starts), layer, pool))
-            s_cap_star[sl, j] = model.similarity(emb, cap_rep).double().cpu().numpy().reshape(n_c, b).T
-            s_foil_star[sl, j] = model.similarity(emb, foil_rep).double().cpu().numpy().reshape(n_c, b).T
+        pooled, order = _ablate_chunk(tower, rr, rm, sa, sm, layers, components)
+        emb = tower.head(pooled)
+        groups = len(order)
+        s_c = model.similarity(emb, cap.repeat(groups * n_c, 1)).view(groups, n_c, b)
+        s_f = model.similarity(emb, foil.repeat(groups * n_c, 1)).view(groups, n_c, b)
+        col = [layers.index(l) for l in order]
+        s_cap_star[sl, col] = s_c.permute(2, 0, 1).double().cpu().numpy()
+        s_foil_star[sl, col] = s_f.permute(2, 0, 1).double().cpu().numpy()
     return _ablation_frame(keys, negation, layers, components, s_cap, s_foil, s_cap_star, s_foil_star)
 
 
@@ -532,18 +557,21 @@ def _capture_resid(blocks, store: dict):
 
 @torch.inference_mode()
 def reference_causal_tracing(model, instances: pd.DataFrame, pixels: torch.Tensor, *,
-                             all_positions: bool = False, progress: bool = False) -> pd.DataFrame:
+                             all_positions: bool = False, layers: Iterable[int] | None = None,
+                             progress: bool = False) -> pd.DataFrame:
     """Causal tracing the direct way: one full library forward (image and text) per patch.
 
     Sentences are zero-padded to the context length (77) as open_clip's tokenizer pads;
     ``resid[l]`` is block l's output (block 1's input for l = 0) in the library's own
     ``transformer.resblocks``, read and overwritten with module hooks. ``pixels`` (N, 3, H, W)
     are the row-aligned images. With ``all_positions`` the positions before the negator are
-    patched too instead of being set to no effect. Columns as :func:`causal_tracing_effects`.
+    patched too instead of being set to no effect. With ``layers`` only those layers are
+    patched and the other layers' rows hold NaN. Columns as :func:`causal_tracing_effects`.
     """
     src, blocks, _, context = _open_clip_parts(model)
     neg, non, negator, eot = _tracing_inputs(instances)
     n_layers, dev = len(blocks), model.device
+    layers = range(n_layers + 1) if layers is None else sorted({int(l) for l in layers})
     n = len(neg)
     s_neg, s_non, s_patch = np.zeros(n), np.zeros(n), []
     for i in tqdm(range(n), desc="reference causal tracing", disable=not progress):
@@ -557,9 +585,10 @@ def reference_causal_tracing(model, instances: pd.DataFrame, pixels: torch.Tenso
             for h in handles:
                 h.remove()
         s_non[i] = _library_logit(src, px, non_ids).item()
-        patched = np.full((n_layers + 1, eot[i] + 1), s_non[i])
+        patched = np.full((n_layers + 1, eot[i] + 1), np.nan)
         first = 0 if all_positions else negator[i]
-        for layer in range(n_layers + 1):
+        for layer in layers:
+            patched[layer] = s_non[i]
             for p in range(first, eot[i] + 1):
                 handle = _resid_overwrite(blocks, layer, p, donor[layer][:, p])
                 try:
@@ -573,7 +602,7 @@ def reference_causal_tracing(model, instances: pd.DataFrame, pixels: torch.Tenso
 @torch.inference_mode()
 def reference_image_ablation(model, pixels: torch.Tensor, captions, foils, *, keys: Sequence | None = None,
                              negation: Sequence | None = None, components: Iterable[str] = ("mha", "mlp"),
-                             progress: bool = False) -> pd.DataFrame:
+                             layers: Iterable[int] | None = None, progress: bool = False) -> pd.DataFrame:
     """Image ablation the direct way: one full library image forward per (layer, component).
 
     The single-colour image's outputs of ``ls_1`` (attention) and ``ls_2`` (MLP) of every
@@ -587,11 +616,12 @@ def reference_image_ablation(model, pixels: torch.Tensor, captions, foils, *, ke
     dev = model.device
     cap_ids, foil_ids = _id_lists(model, captions), _id_lists(model, foils)
     n, n_layers = len(cap_ids), len(blocks)
+    layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(l) for l in layers})
     keys, negation = _labels(keys, negation, n)
     scale = src.logit_scale.exp()
     sites = {"mha": "ls_1", "mlp": "ls_2"}
     s_cap, s_foil = np.zeros(n), np.zeros(n)
-    s_cap_star = np.zeros((n, n_layers, len(components)))
+    s_cap_star = np.zeros((n, len(layers), len(components)))
     s_foil_star = np.zeros_like(s_cap_star)
     for i in tqdm(range(n), desc="reference image ablation", disable=not progress):
         cap = src.encode_text(_library_ids(cap_ids[i], context, dev), normalize=True)
@@ -608,7 +638,7 @@ def reference_image_ablation(model, pixels: torch.Tensor, captions, foils, *, ke
                 h.remove()
         image = src.encode_image(px, normalize=True)
         s_cap[i], s_foil[i] = (scale * (image * cap).sum()).item(), (scale * (image * foil).sum()).item()
-        for layer in range(1, n_layers + 1):
+        for k, layer in enumerate(layers):
             for j, comp in enumerate(components):
                 value = single[(comp, layer)]
                 handle = getattr(blocks[layer - 1], sites[comp]).register_forward_hook(
@@ -617,7 +647,6 @@ def reference_image_ablation(model, pixels: torch.Tensor, captions, foils, *, ke
                     image = src.encode_image(px, normalize=True)
                 finally:
                     handle.remove()
-                s_cap_star[i, layer - 1, j] = (scale * (image * cap).sum()).item()
-                s_foil_star[i, layer - 1, j] = (scale * (image * foil).sum()).item()
-    return _ablation_frame(keys, negation, list(range(1, n_layers + 1)), components,
-                           s_cap, s_foil, s_cap_star, s_foil_star)
+                s_cap_star[i, k, j] = (scale * (image * cap).sum()).item()
+                s_foil_star[i, k, j] = (scale * (image * foil).sum()).item()
+    return _ablation_frame(keys, negation, layers, components, s_cap, s_foil, s_cap_star, s_foil_star)
