@@ -19,14 +19,20 @@ pair absent from the image, usually sharing its colour or its shape with the mai
 object, so that presence cannot be read off colour or shape alone and image statistics
 (object count and size) do not reveal which sentence is true.
 
+Objects occupy square cells whose sides and corners are multiples of ``grid`` pixels
+(default 8, the toy CLIP's patch size, so every object covers whole patches), and never
+overlap; each shape is drawn inside its cell with a 1-pixel margin.
+
 ``relative_size`` of an instance is the share of image pixels covered by the subject,
 i.e. the mean of its binary mask (0 when the subject is absent).
 
 Training pairs (``train.jsonl``) come from separate images drawn from the same
-distribution; each training image has one pair about its main object (affirmative
-caption, negated foil) and one about an absent subject (negated caption, affirmative
-foil). Half of the training plural affirmatives say "There are some ..." so a model also
-sees the rephrased form the workflow evaluates.
+distribution. Each training image gets one pair per distinct (colour, shape) it shows
+(affirmative caption, negated foil; plural wording for the main object of a plural
+scene and for any pair shown more than once) and as many pairs about absent subjects
+(negated caption, affirmative foil), so negation sits in the caption of exactly half
+of the pairs. Half of the training plural affirmatives read "There are some ...", so a
+model also sees the rephrased form the workflow evaluates.
 
 Every image is drawn from its own random stream, seeded by ``(seed, split, index)``, so
 the output bytes depend only on the arguments.
@@ -52,21 +58,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "blue": (35, 70, 220),
     "yellow": (240, 215, 35),
     "purple": (135, 45, 175),
-    "orange": (245, 135, 25),
 }
-SHAPES: dict[str, str] = {
-    "circle": "circles",
-    "square": "squares",
-    "triangle": "triangles",
-    "star": "stars",
-    "cross": "crosses",
-}
+SHAPES: dict[str, str] = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 COMBOS: list[tuple[str, str]] = [(c, s) for c in COLOURS for s in SHAPES]
 
 MIN_SIZE = 6
-MAX_SIZE_SINGULAR = 44
-MAX_SIZE_PLURAL = 26
-MAX_SIZE_DISTRACTOR = 18
+MAX_SIZE_SINGULAR = 32
+MAX_SIZE_PLURAL = 24
+MAX_SIZE_DISTRACTOR = 16
 MAX_DISTRACTORS = 3
 COLOUR_JITTER = 18
 NOISE_STD = 6.0
@@ -90,54 +89,43 @@ def sentence(colour: str, shape: str, *, plural: bool, negated: bool, some: bool
 
 
 def _shape_mask(shape: str, size: int) -> np.ndarray:
-    """Boolean ``size``×``size`` mask of ``shape`` filling its bounding square."""
+    """Boolean ``size``×``size`` mask of ``shape`` drawn inside its cell with a 1-pixel margin."""
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
-    last = size - 1
+    lo, hi = 1, size - 2
     if shape == "circle":
-        draw.ellipse((0, 0, last, last), fill=255)
+        draw.ellipse((lo, lo, hi, hi), fill=255)
     elif shape == "square":
-        inset = round(size * 0.08)
-        draw.rectangle((inset, inset, last - inset, last - inset), fill=255)
+        inset = lo + round((size - 2) * 0.06)
+        draw.rectangle((inset, inset, size - 1 - inset, size - 1 - inset), fill=255)
     elif shape == "triangle":
-        draw.polygon([(last / 2, 0), (last, last), (0, last)], fill=255)
-    elif shape == "star":
-        centre, outer = last / 2, last / 2
-        inner = outer * 0.45
-        points = []
-        for k in range(10):
-            radius = outer if k % 2 == 0 else inner
-            angle = -np.pi / 2 + k * np.pi / 5
-            points.append((centre + radius * np.cos(angle), centre + radius * np.sin(angle)))
-        draw.polygon(points, fill=255)
-    elif shape == "cross":
-        arm = max(1, round(size / 3))
-        lo = (size - arm) // 2
-        draw.rectangle((lo, 0, lo + arm - 1, last), fill=255)
-        draw.rectangle((0, lo, last, lo + arm - 1), fill=255)
+        draw.polygon([((size - 1) / 2, lo), (hi, hi), (lo, hi)], fill=255)
     else:
         raise InputError(f"unknown shape {shape!r}; use one of {sorted(SHAPES)}")
     return np.asarray(canvas) > 0
 
 
-def _log_uniform_size(rng: np.random.Generator, high: int, image_size: int) -> int:
-    high = min(high, image_size - 2)
-    return int(round(np.exp(rng.uniform(np.log(MIN_SIZE), np.log(high)))))
+def _cell_size(rng: np.random.Generator, high: int, image_size: int, grid: int) -> int:
+    """A cell side drawn log-uniformly from [max(MIN_SIZE, grid), high], rounded to a multiple of ``grid``."""
+    low = max(MIN_SIZE, grid)
+    high = max(low, min(high, image_size))
+    size = int(round(np.exp(rng.uniform(np.log(low), np.log(high))) / grid)) * grid
+    return min(max(size, -(-low // grid) * grid), high // grid * grid)
 
 
 def _place(rng: np.random.Generator, size: int, boxes: list[tuple[int, int, int]], image_size: int,
-           tries: int = 60) -> tuple[int, int] | None:
-    """Top-left corner for a ``size`` square that keeps a 1-pixel gap to ``boxes``; None if none found."""
+           grid: int, tries: int = 60) -> tuple[int, int] | None:
+    """Top-left corner (multiples of ``grid``) of a ``size`` cell not overlapping ``boxes``; None if none found."""
+    positions = (image_size - size) // grid + 1
     for _ in range(tries):
-        x = int(rng.integers(0, image_size - size + 1))
-        y = int(rng.integers(0, image_size - size + 1))
-        if all(x + size + 1 <= bx or bx + bs + 1 <= x or y + size + 1 <= by or by + bs + 1 <= y
-               for bx, by, bs in boxes):
+        x = grid * int(rng.integers(0, positions))
+        y = grid * int(rng.integers(0, positions))
+        if all(x + size <= bx or bx + bs <= x or y + size <= by or by + bs <= y for bx, by, bs in boxes):
             return x, y
     return None
 
 
-def _draw_scene(rng: np.random.Generator, image_size: int, plural: bool):
+def _draw_scene(rng: np.random.Generator, image_size: int, plural: bool, grid: int):
     """Draw one scene around a main object.
 
     Returns ``(rgb uint8 array, main (colour, shape), main_mask, main_count, objects)``
@@ -145,26 +133,27 @@ def _draw_scene(rng: np.random.Generator, image_size: int, plural: bool):
     """
     main = COMBOS[int(rng.integers(len(COMBOS)))]
     count = int(rng.integers(2, 4)) if plural else 1
+    smallest = -(-max(MIN_SIZE, grid) // grid) * grid
     boxes: list[tuple[int, int, int]] = []
     placed: list[tuple[tuple[str, str], int, int, int]] = []
-    size = _log_uniform_size(rng, MAX_SIZE_PLURAL if plural else MAX_SIZE_SINGULAR, image_size)
+    size = _cell_size(rng, MAX_SIZE_PLURAL if plural else MAX_SIZE_SINGULAR, image_size, grid)
     while len(placed) < count:
-        spot = _place(rng, size, boxes, image_size)
+        spot = _place(rng, size, boxes, image_size, grid)
         if spot is None:
-            if size == MIN_SIZE:
+            if size <= smallest:
                 raise RuntimeError(f"cannot place {count} objects on a {image_size}-pixel image")
-            size = max(MIN_SIZE, int(size * 0.85))
+            size = max(smallest, size - grid * max(1, round(size * 0.15 / grid)))
             continue
         boxes.append((spot[0], spot[1], size))
         placed.append((main, spot[0], spot[1], size))
         if plural:
-            size = max(MIN_SIZE, min(MAX_SIZE_PLURAL, int(round(size * rng.uniform(0.8, 1.25)))))
+            size = _cell_size(rng, MAX_SIZE_PLURAL, image_size, grid) if rng.uniform() < 0.3 else size
 
     others = [c for c in COMBOS if c != main]
     for _ in range(int(rng.integers(0, MAX_DISTRACTORS + 1))):
         combo = others[int(rng.integers(len(others)))]
-        dsize = _log_uniform_size(rng, MAX_SIZE_DISTRACTOR, image_size)
-        spot = _place(rng, dsize, boxes, image_size)
+        dsize = _cell_size(rng, MAX_SIZE_DISTRACTOR, image_size, grid)
+        spot = _place(rng, dsize, boxes, image_size, grid)
         if spot is not None:
             boxes.append((spot[0], spot[1], dsize))
             placed.append((combo, spot[0], spot[1], dsize))
@@ -231,17 +220,19 @@ def _count_foils(answer: int) -> list[int]:
 
 
 def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_train: int,
-                                 image_size: int = 64, seed: int = 0) -> dict[str, Any]:
+                                 image_size: int = 64, seed: int = 0, grid: int = 8) -> dict[str, Any]:
     """Write a synthetic existence benchmark under ``out_dir`` and return a summary.
 
     Files: ``images/eval_NNNNN.png`` and ``images/train_NNNNN.png`` (RGB),
     ``masks/eval_NNNNN_mask.png`` (mode "L", 255 on subject pixels, 0 elsewhere),
     ``existence.json`` (VALSE existence format, one entry per eval image, plus
-    ``mask_file`` (relative to ``masks/``), ``relative_size``, ``subject``, ``plural``
-    and ``negation_in``) and ``train.jsonl`` (two caption/foil pairs per training image).
+    ``mask_file`` (relative to ``masks/``), ``relative_size``, ``subject``, ``plural``,
+    ``negation_in`` and ``objects``, the [colour, shape, count] triples the image shows) and ``train.jsonl`` (one JSON object per line: ``image_file``,
+    ``caption``, ``foil``, ``subject`` {colour, shape}, ``caption_negated``, ``plural`` and
+    ``objects``, the [colour, shape, count] triples the image shows).
 
     ``n_eval`` must be even and positive (half the instances negate the caption, half the
-    foil); ``n_train`` is the number of training images (``2 * n_train`` pairs).
+    foil); ``n_train`` is the number of training images.
     """
     for name, value, minimum in (("n_eval", n_eval, 2), ("n_train", n_train, 0),
                                  ("image_size", image_size, 32)):
@@ -254,6 +245,12 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
         )
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise InputError(f"seed={seed!r} is invalid: give a non-negative integer")
+    if not isinstance(grid, (int, np.integer)) or isinstance(grid, bool) or grid < 1 or image_size % grid \
+            or grid > image_size // 4:
+        raise InputError(
+            f"grid={grid!r} is invalid for image_size={image_size}: give a positive divisor of the image "
+            "size at most a quarter of it (the toy CLIP's patch size, 8, for 64-pixel images; 1 for free placement)"
+        )
 
     out = Path(out_dir)
     images_dir, masks_dir = out / "images", out / "masks"
@@ -264,7 +261,7 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
     sizes = []
     for index, (neg_caption, plural) in enumerate(_eval_plan(n_eval, seed)):
         rng = _stream(seed, "eval", index)
-        rgb, main, main_mask, count, objects = _draw_scene(rng, image_size, plural)
+        rgb, main, main_mask, count, objects = _draw_scene(rng, image_size, plural, grid)
         if neg_caption:
             subject = _absent_subject(rng, main, objects)
             mask = np.zeros_like(main_mask)
@@ -299,6 +296,7 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
             "mturk": {"caption": 3, "foil": 0, "other": 0},
             "relative_size": relative_size,
             "subject": {"colour": subject[0], "shape": subject[1], "count": answer},
+            "objects": [[c, s, n] for (c, s), n in sorted(objects.items())],
             "plural": plural,
             "negation_in": "caption" if neg_caption else "foil",
         }
@@ -308,7 +306,7 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
     for index in range(n_train):
         rng = _stream(seed, "train", index)
         plural = bool(rng.integers(2))
-        rgb, main, _, count, objects = _draw_scene(rng, image_size, plural)
+        rgb, main, _, count, objects = _draw_scene(rng, image_size, plural, grid)
         image_file = f"train_{index:05d}.png"
         _write_bytes(_png_bytes(rgb), images_dir / image_file)
         present_list = [[c, s, n] for (c, s), n in sorted(objects.items())]
@@ -339,6 +337,7 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
         "out_dir": str(out),
         "seed": int(seed),
         "image_size": int(image_size),
+        "grid": int(grid),
         "n_eval": int(n_eval),
         "n_train_images": int(n_train),
         "n_train_pairs": len(lines),

@@ -7,17 +7,26 @@ and argmax (end-of-text) text pooling, so open_clip's tokenizer, hooks and loadi
 apply unchanged. Images are preprocessed with open_clip's default (OpenAI mean/std)
 evaluation transform at the model's image size, in training and evaluation alike.
 
-Training minimises, per batch of (image, caption, foil) triples,
+Training minimises, per batch of images with all their (caption, foil) pairs,
 
-    L = (CE(S, I) + CE(Sᵀ, I)) / 2 + w · mean softplus(s · (cos(v, t_foil) − cos(v, t_caption)))
+    L = c · (CE(S, I) + CE(Sᵀ, I)) / 2 + w · H
 
-where ``S[i, j] = s · cos(v_i, t_j)`` are the image-caption logits of the batch with
-logit scale ``s`` (learned, capped at 100), ``CE(·, I)`` is the cross-entropy against
-the diagonal (the symmetric InfoNCE loss), and ``w`` is the hard-negative weight. An
-off-diagonal pair (i, j) whose caption j is *true* of image i (known from the objects
-each training image holds, e.g. "There is no blue star." for most images) is left out
-of both softmaxes instead of being treated as a negative. The second term is the
-logistic loss of preferring the caption over its foil, which differs only by negation.
+where ``S[r, q] = s · cos(v_r, t_q)`` are the logits between the image of pair ``r`` and
+the caption of pair ``q`` with logit scale ``s`` (learned, capped at 100), ``CE(·, I)``
+is the cross-entropy against the diagonal (the symmetric InfoNCE loss), and ``c``/``w``
+are the InfoNCE and hard-negative weights. An off-diagonal (r, q) whose caption q is
+*true* of image r (known from the objects each training image holds, e.g. "There is no
+blue square." for most images) is left out of both softmaxes instead of being treated as
+a negative. ``H`` is the hard-negative term: the logistic loss
+``softplus(s · (cos(v, t_false) − cos(v, t_true)))`` of preferring the true sentence of
+each (affirmative, negated) pair of the training set over its negation-flipped twin,
+for every image of the batch and every such pair (see :func:`_dense_hard_loss`).
+
+Two measures make the towers learn in a few CPU minutes: a short text warm-up that
+spreads the sentence embeddings apart (:func:`_spread_text`), and a text-tower learning
+rate of ``text_lr_scale`` times the image tower's. Without them the text tower settles
+on colour words early and the image tower never learns shapes (held-out accuracy stays
+near 0.7, the score of a colour-only model).
 
 Held-out accuracy is the share of benchmark instances whose caption logit exceeds its
 foil logit, computed through the standard ``encode_image``/``encode_text`` path.
@@ -57,12 +66,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": VOCAB_SIZE, "width": 64, "heads": 4,
                  "layers": 2},
 }
-DEFAULT_EPOCHS = 12
-DEFAULT_BATCH_SIZE = 128
+DEFAULT_EPOCHS = 4
+DEFAULT_BATCH_SIZE = 32
 DEFAULT_LR = 1e-3
 DEFAULT_WEIGHT_DECAY = 0.1
 DEFAULT_WARMUP_FRACTION = 0.05
 DEFAULT_HARD_NEGATIVE_WEIGHT = 1.0
+DEFAULT_CLIP_WEIGHT = 1.0
+DEFAULT_TEXT_WARMUP_STEPS = 100
+DEFAULT_TEXT_LR_SCALE = 0.1
 
 
 def toy_clip_config(**overrides: Any) -> dict[str, Any]:
@@ -144,12 +156,16 @@ def _read_train(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _read_eval(path: Path) -> list[dict[str, Any]]:
+def _read_eval(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     if not path.exists():
         raise InputError(f"benchmark {path} not found; create it with clip_interp.synthetic.generate_existence_benchmark")
     with open(path) as handle:
         entries = json.load(handle)
-    return [entries[key] for key in sorted(entries)]
+    keys = sorted(entries)
+    missing = [k for k in keys if not {"caption", "foil", "image_file"} <= set(entries[k])]
+    if missing:
+        raise InputError(f"{path}: entries {missing[:3]} lack caption, foil or image_file; regenerate the benchmark")
+    return keys, [entries[key] for key in keys]
 
 
 def _load_images(paths: list[Path], preprocess) -> torch.Tensor:
@@ -216,6 +232,56 @@ class _DeterministicCPU:
         return False
 
 
+def _dense_hard_loss(model, vision, scale, tokens, counts, pair_aff, pair_neg, pair_combo, pair_plural, related):
+    """Hard-negative term over every (affirmative, negated) sentence pair of the training set.
+
+    For image ``i`` and pair ``p`` about subject ``X`` the true sentence is the affirmative
+    one when ``X`` is shown (with the pair's number matching: singular for one instance,
+    plural for several) and the negated one when ``X`` is absent; pairs whose number does
+    not match a shown subject are skipped. The term is the mean over valid (i, p) of
+    ``softplus(s · (cos(v_i, t_false) − cos(v_i, t_true)))``, averaged with equal weight
+    over three groups: shown subjects, absent subjects that share their colour or shape
+    with a shown one (``related[X, Y]``: X and Y share an attribute), and other absent subjects.
+    """
+    sentences = torch.cat([pair_aff, pair_neg])
+    wanted, inverse = torch.unique(sentences, return_inverse=True)
+    text = F.normalize(_encode_short_text(model, tokens[wanted]), dim=-1)
+    n_pairs = pair_aff.numel()
+    logits = scale * vision @ text.T
+    aff_logit, neg_logit = logits[:, inverse[:n_pairs]], logits[:, inverse[n_pairs:]]
+    count = counts[:, pair_combo]
+    shown = count > 0
+    valid = ~shown | (shown & ((count > 1) == pair_plural[None, :]))
+    margin = torch.where(shown, neg_logit - aff_logit, aff_logit - neg_logit)
+    loss = F.softplus(margin)
+    near = ((shown.float() @ related[pair_combo][:, pair_combo].float().T) > 0) & ~shown
+    groups = (shown & valid, near, ~shown & ~near)
+    parts = [loss[mask].mean() for mask in groups if mask.any()]
+    return torch.stack(parts).mean()
+
+
+def _spread_text(model, tokens: torch.Tensor, steps: int, lr: float) -> tuple[float, float]:
+    """Spread the text embeddings of all training sentences apart before contrastive training.
+
+    Minimises the uniformity loss ``log mean_{j≠k} exp(-2 ||t_j - t_k||²)`` over the
+    normalised text embeddings ``t`` for ``steps`` Adam steps on the text tower alone.
+    Returns the loss before and after.
+    """
+    text_params = [p for n, p in model.named_parameters() if not n.startswith("visual.") and n != "logit_scale"]
+    optimizer = torch.optim.Adam(text_params, lr=lr)
+    off_diagonal = ~torch.eye(tokens.shape[0], dtype=torch.bool)
+    first = last = float("nan")
+    for number in range(steps):
+        text = F.normalize(_encode_short_text(model, tokens), dim=-1)
+        loss = torch.log(torch.exp(-2.0 * torch.cdist(text, text).pow(2))[off_diagonal].mean())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        last = float(loss.detach())
+        first = last if number == 0 else first
+    return first, last
+
+
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total``."""
     if step < warmup:
@@ -231,19 +297,31 @@ def _check_positive(name: str, value, kind=int) -> None:
 
 def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                    epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
-                   seed: int = 0, threads: int = 2, log: Callable[[str], Any] | None = print,
+                   seed: int = 0, threads: int = 1, log: Callable[[str], Any] | None = print,
                    config: dict[str, Any] | None = None, weight_decay: float = DEFAULT_WEIGHT_DECAY,
                    warmup_fraction: float = DEFAULT_WARMUP_FRACTION,
                    hard_negative_weight: float = DEFAULT_HARD_NEGATIVE_WEIGHT,
-                   flip: bool = True) -> dict[str, Any]:
+                   clip_weight: float = DEFAULT_CLIP_WEIGHT, flip: bool = True,
+                   text_warmup_steps: int = DEFAULT_TEXT_WARMUP_STEPS,
+                   text_lr_scale: float = DEFAULT_TEXT_LR_SCALE) -> dict[str, Any]:
     """Train the toy CLIP on ``benchmark_dir/train.jsonl`` and evaluate it on ``existence.json``.
 
-    AdamW (weight decay on matrices only) with linear warm-up over ``warmup_fraction`` of the
-    steps and cosine decay; each epoch visits every training pair once in a seeded order;
-    with ``flip`` each image is mirrored left-right with probability 1/2. ``config`` is an
+    The loss is the module docstring's ``L`` with ``c = clip_weight`` and ``w =
+    hard_negative_weight``. After ``text_warmup_steps`` steps of :func:`_spread_text`,
+    AdamW (betas 0.9/0.98, weight decay on weight matrices only; the text tower's learning
+    rate is ``text_lr_scale * lr``) runs with linear warm-up over ``warmup_fraction`` of the
+    steps and cosine decay to zero. Each epoch visits every training image once in a seeded
+    order, in batches of ``batch_size`` images that carry all of their caption/foil pairs;
+    with ``flip`` each image is mirrored left-right with probability 1/2. Images go through
+    open_clip's default evaluation transform once, up front.
+
+    Runs on ``threads`` CPU threads with deterministic algorithms: the same arguments give
+    the same weights; a different thread count may round differently. ``config`` is an
     open_clip model config (default :func:`toy_clip_config`). Writes ``ToyCLIP.json``,
-    ``toy_clip.pt`` (state dict) and ``training_metrics.json`` to ``out_dir`` and returns
-    the metrics.
+    ``toy_clip.pt`` (state dict) and ``training_metrics.json`` (per-epoch losses and
+    held-out accuracy, final accuracy overall, by where the negation is and with "some"
+    inserted into plural affirmatives, per-instance logits, timings) to ``out_dir`` and
+    returns the metrics.
     """
     import open_clip
 
@@ -260,7 +338,7 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
     out = Path(out_dir)
     config = copy.deepcopy(config) if config is not None else toy_clip_config()
     records = _read_train(benchmark / "train.jsonl")
-    eval_entries = _read_eval(benchmark / "existence.json")
+    eval_keys, eval_entries = _read_eval(benchmark / "existence.json")
 
     with _DeterministicCPU(threads):
         torch.manual_seed(seed)
@@ -279,13 +357,23 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
         combos = sorted({(o[0], o[1]) for r in records for o in r["objects"]}
                         | {(r["subject"]["colour"], r["subject"]["shape"]) for r in records})
         combo_index = {c: i for i, c in enumerate(combos)}
-        present = torch.zeros(len(image_files), len(combos), dtype=torch.bool)
+        counts = torch.zeros(len(image_files), len(combos), dtype=torch.long)
         for r in records:
             for o in r["objects"]:
-                present[image_index[r["image_file"]], combo_index[(o[0], o[1])]] = True
+                counts[image_index[r["image_file"]], combo_index[(o[0], o[1])]] = int(o[2]) if len(o) > 2 else 1
+        present = counts > 0
+        related = torch.tensor([[a[0] == b[0] or a[1] == b[1] for b in combos] for a in combos])
+        inventory = {}
+        for r in records:
+            affirmative, negative = (r["foil"], r["caption"]) if r["caption_negated"] else (r["caption"], r["foil"])
+            inventory[(affirmative, negative)] = (combo_index[(r["subject"]["colour"], r["subject"]["shape"])],
+                                                 bool(r.get("plural", False)))
+        pair_aff = torch.tensor([sentence_index[a] for a, _ in inventory])
+        pair_neg = torch.tensor([sentence_index[n] for _, n in inventory])
+        pair_combo = torch.tensor([c for c, _ in inventory.values()])
+        pair_plural = torch.tensor([p for _, p in inventory.values()])
         rec_image = torch.tensor([image_index[r["image_file"]] for r in records])
         rec_caption = torch.tensor([sentence_index[r["caption"]] for r in records])
-        rec_foil = torch.tensor([sentence_index[r["foil"]] for r in records])
         rec_combo = torch.tensor([combo_index[(r["subject"]["colour"], r["subject"]["shape"])] for r in records])
         rec_negated = torch.tensor([bool(r["caption_negated"]) for r in records])
 
@@ -299,10 +387,15 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
         say(f"toy CLIP: {len(records)} training pairs on {len(image_files)} images, {len(eval_entries)} eval "
             f"instances, {len(sentences)} distinct sentences (loaded in {loaded - started:.1f}s)")
 
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+        groups = {}
+        for name, param in model.named_parameters():
+            tower = "vision" if name.startswith("visual.") or name == "logit_scale" else "text"
+            decays = param.ndim >= 2 and "embedding" not in name
+            groups.setdefault((tower, decays), []).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+              "lr_scale": text_lr_scale if tower == "text" else 1.0}
+             for (tower, decays), params in sorted(groups.items())],
             lr=lr, betas=(0.9, 0.98), eps=1e-6,
         )
         generator = torch.Generator().manual_seed(seed)
@@ -315,16 +408,18 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
         total_steps = steps_per_epoch * epochs
         warmup = max(1, int(round(warmup_fraction * total_steps)))
 
-        def evaluate(caps, foils) -> tuple[float, torch.Tensor]:
+        def evaluate(caps, foils) -> tuple[float, torch.Tensor, torch.Tensor]:
             model.eval()
             lc, lf = caption_foil_logits(model, eval_images, caps, foils)
             model.train()
-            correct = lc > lf
-            return float(correct.float().mean()), correct
+            return float((lc > lf).float().mean()), lc, lf
 
+        model.train()
+        uniformity = _spread_text(model, tokens, text_warmup_steps, lr) if text_warmup_steps else None
+        if uniformity is not None:
+            say(f"text warm-up: {text_warmup_steps} steps, uniformity loss {uniformity[0]:.3f} -> {uniformity[1]:.3f}")
         history = []
         step = 0
-        model.train()
         for epoch in range(1, epochs + 1):
             order = torch.randperm(n, generator=generator)
             sums = {"loss": 0.0, "clip_loss": 0.0, "hard_loss": 0.0}
@@ -334,7 +429,7 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 if batch.numel() < 2:
                     continue
                 for group in optimizer.param_groups:
-                    group["lr"] = lr * _lr_factor(step, total_steps, warmup)
+                    group["lr"] = lr * group["lr_scale"] * _lr_factor(step, total_steps, warmup)
                 batch_images = images[batch]
                 if flip:
                     mirrored = torch.rand(batch.numel(), generator=generator) < 0.5
@@ -343,21 +438,19 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 idx = torch.cat([image_records[i] for i in batch.tolist()])
                 row_of_record = torch.cat([torch.full((image_records[i].numel(),), b)
                                            for b, i in enumerate(batch.tolist())])
-                wanted, inverse = torch.unique(torch.cat([rec_caption[idx], rec_foil[idx]]), return_inverse=True)
-                text = F.normalize(_encode_short_text(model, tokens[wanted]), dim=-1)
+                wanted, inverse = torch.unique(rec_caption[idx], return_inverse=True)
+                t_caption = F.normalize(_encode_short_text(model, tokens[wanted]), dim=-1)[inverse]
                 scale = model.logit_scale.exp()
                 k = idx.numel()
-                v = vision[row_of_record]
-                t_caption, t_foil = text[inverse[:k]], text[inverse[k:]]
-                logits = scale * v @ t_caption.T
+                logits = scale * vision[row_of_record] @ t_caption.T
                 caption_true = present[rec_image[idx]][:, rec_combo[idx]] != rec_negated[idx][None, :]
                 excluded = caption_true & ~torch.eye(k, dtype=torch.bool)
                 logits = logits.masked_fill(excluded, float("-inf"))
                 target = torch.arange(k)
                 clip_loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-                margin = scale * ((v * t_foil).sum(-1) - (v * t_caption).sum(-1))
-                hard_loss = F.softplus(margin).mean()
-                loss = clip_loss + hard_negative_weight * hard_loss
+                hard_loss = _dense_hard_loss(model, vision, scale, tokens, counts[batch], pair_aff, pair_neg,
+                                             pair_combo, pair_plural, related)
+                loss = clip_weight * clip_loss + hard_negative_weight * hard_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -368,9 +461,9 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 sums["loss"] += float(loss.detach())
                 sums["clip_loss"] += float(clip_loss.detach())
                 sums["hard_loss"] += float(hard_loss.detach())
-            accuracy, _ = evaluate(eval_captions, eval_foils)
+            accuracy, _, _ = evaluate(eval_captions, eval_foils)
             row = {"epoch": epoch, **{k: v / max(1, batches) for k, v in sums.items()},
-                   "logit_scale": float(model.logit_scale.exp()), "heldout_accuracy": accuracy,
+                   "logit_scale": float(model.logit_scale.detach().exp()), "heldout_accuracy": accuracy,
                    "seconds": time.perf_counter() - loaded,
                    "cpu_seconds": time.process_time() - cpu_started}
             history.append(row)
@@ -379,9 +472,9 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
         trained = time.perf_counter()
         model.eval()
-        accuracy, correct = evaluate(eval_captions, eval_foils)
-        accuracy_some, _ = evaluate(eval_captions_some, eval_foils_some)
-        model.eval()
+        accuracy, caption_logits, foil_logits = evaluate(eval_captions, eval_foils)
+        accuracy_some, _, _ = evaluate(eval_captions_some, eval_foils_some)
+        correct = caption_logits > foil_logits
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
     write_json(config, out / CONFIG_FILE)
@@ -397,7 +490,8 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
         "hyperparameters": {
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
             "weight_decay": weight_decay, "warmup_fraction": warmup_fraction,
-            "hard_negative_weight": hard_negative_weight, "flip": flip, "optimizer": "AdamW(0.9, 0.98)",
+            "hard_negative_weight": hard_negative_weight, "clip_weight": clip_weight, "flip": flip,
+            "text_warmup_steps": text_warmup_steps, "text_lr_scale": text_lr_scale, "optimizer": "AdamW(0.9, 0.98)",
             "schedule": "linear warm-up then cosine",
         },
         "n_train_pairs": len(records),
@@ -410,6 +504,8 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
         "heldout_accuracy": accuracy,
         "heldout_accuracy_by_negation_in": by_negation,
         "heldout_accuracy_with_some": accuracy_some,
+        "heldout_logits": {key: [float(c), float(f)] for key, c, f in
+                           zip(eval_keys, caption_logits.tolist(), foil_logits.tolist())},
         "seconds_loading": loaded - started,
         "seconds_training": trained - loaded,
         "seconds_total": time.perf_counter() - started,
