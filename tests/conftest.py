@@ -28,3 +28,19 @@ def _torch_threads():
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """open_clip's bundled CLIP BPE tokenizer."""
+    from clip_interp.tokenizers import default_tokenizer
+
+    return default_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def nlp():
+    """The spaCy pipeline used for subject noun chunks."""
+    from clip_interp.nlp import load_spacy
+
+    return load_spacy()

@@ -3,22 +3,10 @@ import pytest
 
 from clip_interp.cannot import build_cannot_v11_from_parts, load_cannot, select_no_some_pairs
 from clip_interp.errors import InputError, SourceError
-from clip_interp.nlp import load_spacy
-from clip_interp.tokenizers import default_tokenizer
 
 PAIR_COLUMNS = ["source_index", "negated", "non_negated", "negator_pos", "eot_pos", "n_tokens"]
 STEPS = ["rows", "after_label_1", "after_contains_no", "after_no_opens_noun_chunk",
          "after_not_followed_by_punct", "after_fits_context", "after_equal_length"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def nlp():
-    return load_spacy()
 
 
 def write(path, text):

@@ -3,21 +3,9 @@ import pytest
 
 from clip_interp.errors import InputError
 from clip_interp.io import write_parquet
-from clip_interp.nlp import load_spacy
 from clip_interp.positions import (GENERIC_NAMES, POSITION_COLUMNS, add_positions, generic_position_map,
                                    sentence_positions)
-from clip_interp.tokenizers import default_tokenizer
 from clip_interp.valse import prepare_variant
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def nlp():
-    return load_spacy()
 
 
 def word(tok, ids, pos):

@@ -30,10 +30,11 @@ def main(smk, log):
     seg = smk.params.segments
     with h5py.File(smk.input.image, "r") as f:
         image_emb = f["real/embedding"][:]
+        logit_scale = float(f.attrs["logit_scale"])
     image_index = {k: i for i, k in enumerate(read_keys(smk.input.image))}
     parts = []
     for variant, text_cache, positions in zip(smk.params.variants, smk.input.text, smk.input.positions):
-        s = variant_scores(text_cache, positions, image_index, image_emb, load_logit_scale(smk), seg)
+        s = variant_scores(text_cache, positions, image_index, image_emb, logit_scale, seg)
         s.insert(1, "variant", variant)
         parts.append(s)
         log.info("%s: %d instances, accuracy %.3f", variant, len(s), s.correct.mean())
@@ -44,11 +45,6 @@ def main(smk, log):
     write_parquet(segment_table(scores), smk.output.table2, meta)
     save_figure(plot_score_distribution(scores, seg["correct"], seg["incorrect"], smk.wildcards.model),
                 [smk.output.fig3_png, smk.output.fig3_pdf])
-
-
-def load_logit_scale(smk):
-    with h5py.File(smk.input.image, "r") as f:
-        return float(f.attrs["logit_scale"])
 
 
 run_rule(snakemake, main)  # noqa: F821

@@ -50,7 +50,6 @@ def _dataset(group, name, shape, dtype):
 def _write_attrs(f, model_id: str, spec: Mapping, extra: Mapping) -> None:
     f.attrs["model"] = model_id
     f.attrs["model_spec"] = json.dumps(dict(spec), sort_keys=True)
-    f.attrs["logit_scale"] = float(extra.get("logit_scale", 0.0))
     for k, v in extra.items():
         f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
 

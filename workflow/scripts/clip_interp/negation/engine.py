@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..cache import single_colour as single_colour_image
 from ..errors import InputError
 
 CAUSAL_TRACING_COLUMNS = [
@@ -55,11 +56,6 @@ NEGATION_SIDES = ("caption", "foil")
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def single_colour_image(pixels: torch.Tensor) -> torch.Tensor:
-    """``pixels`` (..., C, H, W) with every channel set to its mean over H and W."""
-    return pixels.mean(dim=(-2, -1), keepdim=True).expand_as(pixels).contiguous()
 
 
 def _id_lists(model, texts) -> list[list[int]]:
