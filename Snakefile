@@ -19,6 +19,11 @@ include: "rules/data.smk"
 include: "rules/synthetic.smk"
 include: "rules/cache.smk"
 include: "rules/negation.smk"
+include: "rules/preliminary.smk"
+include: "rules/tracing.smk"
+include: "rules/selectivity.smk"
+include: "rules/ablation.smk"
+include: "rules/cross_model.smk"
 
 
 rule all:

@@ -1,6 +1,11 @@
-import re
 import os
+import re
+import sys
 from pathlib import Path
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+
+from clip_interp.sources import is_remote, local_path
 
 MODELS = list(config["models"])
 VARIANTS = list(config["dataset"]["variants"])
@@ -10,15 +15,6 @@ SYNTHETIC = config["benchmark"] == "synthetic"
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     variant="standard|rephrased",
-
-
-def is_remote(url):
-    return url.split("://", 1)[0] in ("http", "https", "ftp")
-
-
-def local_source(url):
-    """The local path of a `file://` URL or plain path."""
-    return url[len("file://") :] if url.startswith("file://") else url
 
 
 def valse_json():
@@ -37,7 +33,7 @@ def images_dir():
 def images_archive():
     """The images source to extract from: a downloaded zip, or the configured local zip/folder."""
     url = config["sources"]["visual7w_images"]["url"]
-    return "results/raw/downloads/visual7w_images.zip" if is_remote(url) else local_source(url)
+    return "results/raw/downloads/visual7w_images.zip" if is_remote(url) else str(local_path(url))
 
 
 def model_spec(wildcards):
@@ -58,6 +54,21 @@ def rule_benchmark(name, *wildcards):
     return os.path.join("benchmarks", name, *wildcards) + ".tsv"
 
 
+# Each stage file appends its final outputs (tables and figures) here; `rule all` requests them.
+STUDY_TARGETS = []
+
+
+def analysis_variant(analysis):
+    """The dataset variant an analysis reads (`analysis.<name>.variant`), checked against `dataset.variants`."""
+    variant = config["analysis"][analysis]["variant"]
+    if variant not in VARIANTS:
+        raise WorkflowError(
+            f"config analysis.{analysis}.variant is {variant!r}, which is not among dataset.variants {VARIANTS}; "
+            f"add it to dataset.variants or choose one of them"
+        )
+    return variant
+
+
 MODEL_RESOURCES = dict(mem_mb=config["resources"]["model_mem_mb"], gpu=config["resources"]["gpu"])
 
 
@@ -70,7 +81,7 @@ def all_targets():
     targets += expand("results/cache/{model}/text_{variant}.h5", model=MODELS, variant=VARIANTS)
     targets += expand("results/cache/{model}/image.h5", model=MODELS)
     targets += expand("results/negation/{model}/scores.parquet", model=MODELS)
-    return targets
+    return targets + STUDY_TARGETS
 
 
 def check_model_entries():

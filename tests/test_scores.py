@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clip_interp.negation.scores import accuracy_table, classification_scores, segment_of, segment_table
+from clip_interp.negation.scores import (
+    accuracy_table, classification_scores, segment_of, segment_table, threshold_aligned_bins,
+)
 
 
 def test_segments_use_strict_and_inclusive_thresholds():
@@ -35,3 +37,22 @@ def test_tables_count_every_instance():
     t2 = segment_table(scores)
     assert t2.n.sum() == len(scores)
     assert t2.set_index(["variant", "negation", "segment"]).n[("standard", "foil", "ambiguous")] == 1
+
+
+@pytest.mark.parametrize("correct, incorrect", [(1.0, -1.0), (0.5, -2.0), (3.0, 2.5)])
+def test_histogram_bins_never_straddle_a_threshold(correct, incorrect):
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.0, 4.0, 300)
+    edges = threshold_aligned_bins(d, correct, incorrect)
+    width = np.diff(edges)
+    assert np.allclose(width, width[0])
+    assert edges[0] <= d.min() and edges[-1] >= d.max()
+    for t in (correct, incorrect):
+        assert np.isclose(edges, t, atol=1e-9).any(), f"threshold {t} is not a bin edge"
+    assert len(edges) - 1 <= 80
+
+
+def test_histogram_bins_coarsen_for_a_wide_range():
+    edges = threshold_aligned_bins(np.array([-200.0, 200.0]), 1.0, -1.0)
+    assert np.isclose(edges, 1.0).any() and np.isclose(edges, -1.0).any()
+    assert np.isclose(np.diff(edges)[0], 2.0)

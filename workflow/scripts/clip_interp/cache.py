@@ -35,6 +35,7 @@ from .errors import InputError
 from .io import atomic_path
 
 STR = h5py.string_dtype()
+TEXT_SITES = ("resid", "pattern")
 
 
 def _batches(n: int, size: int) -> Iterable[slice]:
@@ -57,8 +58,16 @@ def _write_attrs(f, model_id: str, spec: Mapping, extra: Mapping) -> None:
 @torch.no_grad()
 def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequence[Sequence[int]]], path,
                      *, model_id: str, batch_size: int = 64, dtype: str = "float32",
-                     metadata: Mapping | None = None, progress: bool = True) -> None:
-    """Cache residual streams, attention patterns and embeddings of each group of id sequences."""
+                     metadata: Mapping | None = None, progress: bool = True,
+                     sites: Sequence[str] = TEXT_SITES) -> None:
+    """Cache the embeddings and the chosen ``sites`` (residual streams, attention patterns) of each group.
+
+    ``sites`` is a subset of :data:`TEXT_SITES`; a cache for attention analyses alone can
+    leave out ``"resid"`` and so the ``resid`` datasets.
+    """
+    unknown = sorted(set(sites) - set(TEXT_SITES))
+    if unknown:
+        raise ValueError(f"text cache sites {unknown} are not among {TEXT_SITES}")
     tower = model.text
     n = len(keys)
     np_dtype = np.dtype(dtype)
@@ -73,16 +82,17 @@ def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequenc
             g = f.create_group(group_name)
             g.create_dataset("ids", data=model.tokenizer.pad(seqs, t_max).numpy())
             g.create_dataset("length", data=np.asarray([len(s) for s in seqs], dtype=np.int32))
-            resid = _dataset(g, "resid", (n, tower.n_layers + 1, t_max, tower.d_model), np_dtype)
-            pattern = _dataset(g, "pattern", (n, tower.n_layers, tower.n_heads, t_max, t_max), np_dtype)
+            shapes = {"resid": (n, tower.n_layers + 1, t_max, tower.d_model),
+                      "pattern": (n, tower.n_layers, tower.n_heads, t_max, t_max)}
+            stored = {site: _dataset(g, site, shapes[site], np_dtype) for site in TEXT_SITES if site in sites}
             emb = None
             for sl in tqdm(list(_batches(n, batch_size)), desc=f"text {group_name}", disable=not progress):
                 ids = model.tokenizer.pad(seqs[sl], t_max)
-                out = model.encode_text(ids, cache=["resid", "pattern"])
+                out = model.encode_text(ids, cache=list(stored))
                 if emb is None:
                     emb = g.create_dataset("embedding", shape=(n, out.embedding.shape[-1]), dtype=np.float32)
-                resid[sl] = out.cache.stack("resid").cpu().numpy().astype(np_dtype)
-                pattern[sl] = out.cache.stack("pattern").cpu().numpy().astype(np_dtype)
+                for site, dataset in stored.items():
+                    dataset[sl] = out.cache.stack(site).cpu().numpy().astype(np_dtype)
                 emb[sl] = out.embedding.cpu().numpy()
 
 
@@ -94,7 +104,11 @@ def load_images(paths: Sequence[str | Path], preprocess) -> torch.Tensor:
             f"{len(missing)} image file(s) are missing, e.g. {missing[:3]}; check the images folder "
             "(re-run the image extraction rule, or fix `sources.visual7w_images` in the config)"
         )
-    return torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths])
+    tensors = []
+    for p in paths:
+        with Image.open(p) as image:
+            tensors.append(preprocess(image.convert("RGB")))
+    return torch.stack(tensors)
 
 
 def single_colour(pixels: torch.Tensor) -> torch.Tensor:

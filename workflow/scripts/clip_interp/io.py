@@ -8,6 +8,7 @@ never leaves a truncated file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -25,14 +26,16 @@ METADATA_KEY = b"clip_interp"
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. Temporary
+    files of ``path`` left by a killed earlier write (which could not clean up) are removed first.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix + ".part",
-        dir=target.parent,
-    )
+    suffix = suffix if suffix is not None else target.suffix + ".part"
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*{glob.escape(suffix)}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

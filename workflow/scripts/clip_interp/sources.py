@@ -45,11 +45,12 @@ def _logger(log) -> Callable[[str], None]:
     raise TypeError(f"log must be a logger, a callable or None, not {type(log).__name__}")
 
 
-def _is_remote(url: str) -> bool:
+def is_remote(url: str) -> bool:
+    """Whether a source URL is fetched over HTTP(S) rather than read from a local path."""
     return url.lower().startswith(("http://", "https://"))
 
 
-def _local_path(url: str) -> Path:
+def local_path(url: str) -> Path:
     """The local file a ``file://`` URL or a plain path names."""
     if url.lower().startswith("file://"):
         parsed = urllib.parse.urlparse(url)
@@ -182,10 +183,10 @@ def fetch_source(spec: Mapping[str, Any] | str, dest: str | os.PathLike, *, name
     dest = Path(dest)
     try:
         with atomic_path(dest) as tmp:
-            if _is_remote(url):
+            if is_remote(url):
                 _download(url, tmp, name, say)
             else:
-                src = _local_path(url)
+                src = local_path(url)
                 if not src.is_file():
                     raise SourceError(
                         f"config key {name!r}: local source {str(src)!r} (from {url!r}) does not exist "

@@ -45,8 +45,8 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from .cache import load_images
 from .errors import InputError
 from .io import atomic_path, write_json
 
@@ -166,16 +166,6 @@ def _read_eval(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     if missing:
         raise InputError(f"{path}: entries {missing[:3]} lack caption, foil or image_file; regenerate the benchmark")
     return keys, [entries[key] for key in keys]
-
-
-def _load_images(paths: list[Path], preprocess) -> torch.Tensor:
-    tensors = []
-    for path in paths:
-        if not path.exists():
-            raise InputError(f"image {path} is missing; regenerate the benchmark")
-        with Image.open(path) as image:
-            tensors.append(preprocess(image.convert("RGB")))
-    return torch.stack(tensors)
 
 
 def _insert_some(text: str) -> str:
@@ -348,7 +338,7 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
         image_files = list(dict.fromkeys(r["image_file"] for r in records))
         image_index = {name: i for i, name in enumerate(image_files)}
-        images = _load_images([benchmark / "images" / name for name in image_files], preprocess)
+        images = load_images([benchmark / "images" / name for name in image_files], preprocess)
         sentences = sorted({r["caption"] for r in records} | {r["foil"] for r in records})
         sentence_index = {text: i for i, text in enumerate(sentences)}
         tokens = tokenizer(sentences)
@@ -377,7 +367,7 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
         rec_combo = torch.tensor([combo_index[(r["subject"]["colour"], r["subject"]["shape"])] for r in records])
         rec_negated = torch.tensor([bool(r["caption_negated"]) for r in records])
 
-        eval_images = _load_images([benchmark / "images" / e["image_file"] for e in eval_entries], preprocess)
+        eval_images = load_images([benchmark / "images" / e["image_file"] for e in eval_entries], preprocess)
         eval_captions = tokenizer([e["caption"] for e in eval_entries])
         eval_foils = tokenizer([e["foil"] for e in eval_entries])
         eval_captions_some = tokenizer([_insert_some(e["caption"]) for e in eval_entries])

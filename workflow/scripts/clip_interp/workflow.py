@@ -21,12 +21,8 @@ def setup_rule(snakemake, name: str | None = None) -> logging.Logger:
     logging.captureWarnings(True)
     threads = int(getattr(snakemake, "threads", 1) or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     return logger
 
 

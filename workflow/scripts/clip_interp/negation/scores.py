@@ -61,6 +61,28 @@ def segment_table(scores: pd.DataFrame) -> pd.DataFrame:
     return counts.set_index(["variant", "negation", "segment"]).reindex(full, fill_value=0).reset_index()
 
 
+def threshold_aligned_bins(d: np.ndarray, correct: float, incorrect: float, per_segment: int = 4,
+                           max_bins: int = 80) -> np.ndarray:
+    """Equal-width histogram edges that include both thresholds, so that no bin mixes segments.
+
+    The width is ``(correct - incorrect) / k``: ``k = per_segment`` bins span the ambiguous
+    segment unless that makes more than ``max_bins`` bins over the data, then the largest
+    ``k < per_segment`` that does not (at least ``k = 1``).
+    """
+    d = np.asarray(d, dtype=float)
+    d = d[np.isfinite(d)]
+    low = min(incorrect, d.min()) if d.size else incorrect
+    high = max(correct, d.max()) if d.size else correct
+    gap = correct - incorrect
+    for k in range(per_segment, 0, -1):
+        width = gap / k
+        if (high - low) / width <= max_bins:
+            break
+    below = int(np.ceil((incorrect - low) / width)) + 1
+    above = int(np.ceil((high - incorrect) / width)) + 1
+    return incorrect + width * np.arange(-below, above + 1)
+
+
 def plot_score_distribution(scores: pd.DataFrame, correct: float, incorrect: float, model: str):
     """Figure 3: histogram of d per variant and negation side, coloured by segment."""
     import matplotlib
@@ -71,7 +93,7 @@ def plot_score_distribution(scores: pd.DataFrame, correct: float, incorrect: flo
     variants = sorted(scores.variant.unique())
     fig, axes = plt.subplots(len(variants), 2, figsize=(9, 3 * len(variants)), squeeze=False, sharex=True)
     colours = {"correct": "tab:green", "ambiguous": "tab:orange", "incorrect": "tab:red"}
-    bins = np.linspace(scores.d.min() - 0.5, scores.d.max() + 0.5, 40)
+    bins = threshold_aligned_bins(scores.d.to_numpy(), correct, incorrect)
     for r, variant in enumerate(variants):
         for c, side in enumerate(["caption", "foil"]):
             ax = axes[r, c]
