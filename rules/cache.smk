@@ -44,3 +44,25 @@ rule cache_image_activations:
         "../envs/model.yaml"
     script:
         "../workflow/scripts/cache_image_activations.py"
+
+
+rule cache_cannot_activations:
+    input:
+        table="results/datasets/{model}/cannot_pairs.parquet",
+        model=model_files,
+    output:
+        "results/cache/{model}/text_cannot.h5",
+    params:
+        model=model_spec,
+        dtype=config["cache"]["dtype"],
+    log:
+        rule_log("cache_cannot_activations", "{model}"),
+    benchmark:
+        rule_benchmark("cache_cannot_activations", "{model}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/cache_cannot_activations.py"

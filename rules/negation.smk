@@ -23,7 +23,7 @@ rule compute_scores:
     resources:
         mem_mb=2000,
     conda:
-        "../envs/model.yaml"
+        "../envs/figures.yaml"
     script:
         "../workflow/scripts/compute_scores.py"
 

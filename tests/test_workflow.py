@@ -4,11 +4,14 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -99,6 +102,52 @@ def test_demo_produces_tables(demo_run):
         assert (results / "negation" / "toy-clip" / "figures" / name).stat().st_size > 1000
 
 
+STUDY_TABLES = [
+    "preliminary", "table3_correlations", "causal_tracing", "causal_tracing_generic", "causal_tracing_summary",
+    "localisation", "selectivity", "selectivity_by_position", "selectivity_heads", "selectivity_layers",
+    "cannot_selectivity", "cannot_selectivity_heads", "image_ablation", "image_ablation_summary",
+]
+STUDY_FIGURES = [
+    "fig6_similarity_vs_score", "fig7_subject_size", "fig8_causal_tracing", "fig8_causal_tracing_by_segment",
+    "fig9_negator_selectivity", "fig10_selectivity_by_position", "fig11_cannot_selectivity",
+    "fig12_mha_ablation", "fig13_mlp_ablation", "fig14_mha_vs_mlp",
+]
+
+
+def test_demo_produces_every_table_and_figure_of_the_study(demo_run):
+    workdir, _ = demo_run
+    out = workdir / "results" / "negation" / "toy-clip"
+    for name in STUDY_TABLES:
+        assert len(pd.read_parquet(out / f"{name}.parquet")) > 0, name
+    for name in STUDY_FIGURES:
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
+    assert len(pd.read_parquet(workdir / "results" / "datasets" / "subject_size.parquet")) == SMALL_DEMO["synthetic"]["n_eval"]
+    assert (workdir / "results" / "cross_model" / "figures" / "fig_cross_model_layers.png").stat().st_size > 1000
+    profiles = pd.read_parquet(workdir / "results" / "cross_model" / "layer_profiles.parquet")
+    assert set(profiles.model) == {"toy-clip"}
+
+
+def test_demo_causal_tracing_invariants(demo_run):
+    workdir, _ = demo_run
+    out = workdir / "results" / "negation" / "toy-clip"
+    positions = pd.read_parquet(workdir / "results" / "datasets" / "toy-clip" / "valse_existence_rephrased_positions.parquet")
+    ct = pd.read_parquet(out / "causal_tracing.parquet").merge(positions[["key", "negator_pos", "eot_pos_negated"]], on="key")
+    n_layers = int(ct.layer.max())
+    at_negator = ct[(ct.layer == 0) & (ct.position == ct.negator_pos)]
+    at_eot = ct[(ct.layer == n_layers) & (ct.position == ct.eot_pos_negated)]
+    assert len(at_negator) == len(at_eot) == ct.key.nunique() > 0
+    assert np.allclose(at_negator.cte, 1.0, atol=1e-4) and np.allclose(at_eot.cte, 1.0, atol=1e-4)
+    assert (ct.loc[ct.position < ct.negator_pos, "cte"] == 0).all()
+    heads = pd.read_parquet(out / "selectivity_heads.parquet")
+    assert len(heads) == heads["layer"].nunique() * heads["head"].nunique() and heads.layer.min() == 1
+    ablation = pd.read_parquet(out / "image_ablation.parquet")
+    assert np.allclose(ablation.iae, ablation.d - ablation.d_star)
+    assert len(ablation) == ablation.key.nunique() * ablation.layer.nunique() * 2
+    table3 = pd.read_parquet(out / "table3_correlations.parquet")
+    assert len(table3) > 0
+
+
 def test_editing_an_analysis_parameter_reruns_only_dependent_rules(demo_run):
     workdir, config = demo_run
     assert planned_jobs(snakemake(workdir, "--configfile", str(config), "-n")) == {}
@@ -106,7 +155,12 @@ def test_editing_an_analysis_parameter_reruns_only_dependent_rules(demo_run):
     data["analysis"]["segments"]["correct"] = 0.5
     edited = workdir / "config" / "edited.yaml"
     edited.write_text(yaml.safe_dump(data))
-    assert planned_jobs(snakemake(workdir, "--configfile", str(edited), "-n")) == {"compute_scores": 1, "all": 1}
+    jobs = planned_jobs(snakemake(workdir, "--configfile", str(edited), "-n"))
+    assert jobs.get("compute_scores") == 1 and jobs.get("causal_tracing_summary") == 1
+    assert jobs.get("image_ablation_summary") == 1
+    for expensive in ("causal_tracing", "image_ablation", "cache_text_activations", "cache_image_activations",
+                      "cache_cannot_activations", "subject_size", "train_toy_clip"):
+        assert expensive not in jobs, f"{expensive} must not re-run when only the segment thresholds change"
 
     data["dataset"]["min_caption_votes"] = 3
     edited.write_text(yaml.safe_dump(data))
@@ -129,8 +183,17 @@ def test_default_config_dry_run_lists_the_study(tmp_path, shared_data):
     config = write_config(workdir, "config.yaml", overrides)
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
     for rule in ("fetch_valse", "extract_valse_images", "fetch_cannot", "prepare_valse", "token_positions",
-                 "cache_text_activations", "cache_image_activations"):
+                 "cache_text_activations", "cache_image_activations", "cache_cannot_activations", "compute_scores",
+                 "subject_size", "preliminary_analyses", "causal_tracing", "causal_tracing_summary",
+                 "negator_selectivity", "cannot_selectivity", "image_ablation", "image_ablation_summary",
+                 "cross_model_profiles"):
         assert rule in jobs, rule
+    proc = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False)
+    listed = proc.stdout
+    for table in STUDY_TABLES:
+        assert f"results/negation/openai-ViT-B-32/{table}.parquet" in listed, table
+    for figure in STUDY_FIGURES:
+        assert f"results/negation/openai-ViT-B-32/figures/{figure}.png" in listed, figure
     assert "download_visual7w_images" not in jobs, "a local images source is used in place"
 
 
@@ -212,3 +275,62 @@ def test_invalid_config_names_the_key(tmp_path):
     proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
     assert proc.returncode != 0 and "high" in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
+
+
+def test_interrupted_rule_reruns_to_the_same_table(demo_run):
+    """A model rule killed mid-run is re-run by --rerun-incomplete and writes the same table."""
+    workdir, config = demo_run
+    target = "results/negation/toy-clip/causal_tracing.parquet"
+    reference = pd.read_parquet(workdir / target)
+    log = workdir / "logs" / "causal_tracing" / "toy-clip.log"
+    log.unlink()
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "-s",
+           str(workdir / "Snakefile"), target, "--forcerun", "causal_tracing", "--configfile", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not log.exists():
+            assert proc.poll() is None, "snakemake stopped before the rule started"
+            assert time.monotonic() < deadline, "the rule did not start within 300 s"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the rule finished before it could be interrupted"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (workdir / target).exists(), "an interrupted rule must not leave its output behind"
+    snakemake(workdir, "--unlock", "--configfile", str(config))
+    assert "causal_tracing" in planned_jobs(snakemake(workdir, target, "--configfile", str(config), "-n"))
+    snakemake(workdir, target, "--rerun-incomplete", "--configfile", str(config))
+    pd.testing.assert_frame_equal(pd.read_parquet(workdir / target), reference)
+    assert not list((workdir / "results").rglob("*.part"))
+
+
+def test_adding_a_model_adds_only_its_own_jobs(demo_run):
+    workdir, config = demo_run
+    data = yaml.safe_load(config.read_text())
+    data["models"]["toy-random"] = {"backend": "open_clip", "name": "ToyCLIP", "random_init": True,
+                                    "config": "results/models/toy-clip/ToyCLIP.json"}
+    extended = workdir / "config" / "two_models.yaml"
+    extended.write_text(yaml.safe_dump(data))
+    proc = snakemake(workdir, "--configfile", str(extended), "-n")
+    out = proc.stdout + proc.stderr
+    assert "model=toy-random" in out
+    assert "model=toy-clip" not in out, "the results of a model already listed must not re-run"
+    jobs = planned_jobs(proc)
+    assert jobs.get("cross_model_profiles") == 1 and jobs.get("causal_tracing") == 1
+    for shared in ("generate_synthetic_benchmark", "train_toy_clip", "prepare_valse", "fetch_cannot"):
+        assert shared not in jobs, shared
+
+
+def test_report_holds_every_figure_with_its_caption(demo_run):
+    workdir, config = demo_run
+    report = workdir / "report.zip"
+    snakemake(workdir, "--configfile", str(config), "--report", str(report))
+    with zipfile.ZipFile(report) as z:
+        names = z.namelist()
+        text = "".join(z.read(n).decode("utf-8", "replace") for n in names if n.endswith((".html", ".js", ".json")))
+    for figure in ["fig3_score_distribution", *STUDY_FIGURES, "fig_cross_model_layers"]:
+        assert any(name.endswith(f"{figure}.png") for name in names), figure
+    for phrase in ("causal tracing effect", "single-colour", "CANNOT"):
+        assert phrase.lower() in text.lower(), phrase

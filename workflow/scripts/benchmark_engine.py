@@ -48,7 +48,8 @@ PAIRS = [
     ("There are no birds.", "There are some birds."),
     ("There are no boats in the water near the dock.", "There are some boats in the water near the dock."),
 ]
-STUDY = {"tracing_instances": 490, "ablation_images": 505, "text_variants": 2}
+STUDY = {"tracing_instances": 490, "ablation_images": 505, "text_variants": 2, "cannot_pairs": 554,
+         "sized_images": 249}
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -120,6 +121,22 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds:.3f} s"
 
 
+@torch.inference_mode()
+def time_clipseg(device, n_images: int) -> float:
+    """Wall seconds per image of a random-init CLIPSeg with the rd64-refined architecture (ViT-B/16, 352 px)."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    config = CLIPSegConfig(vision_config={"patch_size": 16, "image_size": 352}, reduce_dim=64,
+                           use_complex_transposed_convolution=True)
+    segmenter = CLIPSegForImageSegmentation(config).eval().to(device)
+    pixels = torch.randn(n_images, 3, 352, 352, device=device)
+    ids = torch.randint(1, 1000, (n_images, 6), device=device)
+    segmenter(input_ids=ids[:1], pixel_values=pixels[:1])
+    with Timer() as timer:
+        segmenter(input_ids=ids, pixel_values=pixels)
+    return timer.wall / n_images
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--instances", type=int, default=4, help="instances run by both reference and engine")
@@ -133,6 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cte-min-d", type=float, default=1e-2, help="compare CTE only where |d| exceeds this")
     ap.add_argument("--select-min-d", type=float, default=0.1,
                     help="compared instances (and the invariant checks) need |d| at least this")
+    ap.add_argument("--clipseg-images", type=int, default=8, help="images for the CLIPSeg time per image")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
     args = ap.parse_args(argv)
 
@@ -284,7 +302,9 @@ def main(argv=None) -> int:
             model.text.run(model.tokenizer.pad(part).to(model.device), cache=["resid", "pattern"], pool_index=eot)
 
     n_tr, n_im, n_var = STUDY["tracing_instances"], STUDY["ablation_images"], STUDY["text_variants"]
+    n_cannot, n_sized = STUDY["cannot_pairs"], STUDY["sized_images"]
     per_instance = 1 / len(timing_frame)
+    clipseg_per_image = time_clipseg(model.device, args.clipseg_images)
     parts = {
         f"text cache forwards ({n_var} variants x {n_tr} instances, both sentences, resid + pattern)":
             n_var * n_tr * t_text_cache.wall * per_instance,
@@ -292,7 +312,10 @@ def main(argv=None) -> int:
         f"causal tracing ({n_tr} instances, image embedding included)": n_tr * eng_ct_per,
         f"image ablation from the cache ({n_im} images x {n_layers_vision} layers x 2 components)":
             n_im * (t_from.wall + t_text.wall) * per_instance,
-        f"selectivity ({n_tr} instances; reads the text cache, no forwards)": 0.0,
+        f"CANNOT cache forwards ({n_cannot} pairs, both sentences, patterns)": n_cannot * t_text_cache.wall * per_instance,
+        f"subject size ({n_sized} images with the negation in the foil, CLIPSeg rd64 at 352 px, random init)":
+            n_sized * clipseg_per_image,
+        f"selectivity, summaries, figures ({n_tr} instances; read the caches and tables, no forwards)": 0.0,
     }
     total = sum(parts.values())
     reference_total = n_tr * ref_ct_per + n_im * ref_ia_per

@@ -5,7 +5,8 @@ Text cache (one file per model and dataset variant), for each of the groups
 
 - ``ids`` (N, T) token ids right-padded to the longest sentence, ``length`` (N,);
 - ``resid`` (N, L+1, T, D): the residual stream after the embedding and every block;
-- ``pattern`` (N, L, H, T, T): every head's attention weights;
+- ``pattern`` (N, L, H, T, T): every head's attention weights (LZF-compressed: padding and
+  the causal mask make most entries zero);
 - ``embedding`` (N, E): the text embedding.
 
 Image cache (one file per model), for each instance's image and its single-colour
@@ -21,14 +22,13 @@ Files are written atomically.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
-import torch
-from PIL import Image
 from tqdm import tqdm
 
 from .errors import InputError
@@ -38,14 +38,26 @@ STR = h5py.string_dtype()
 TEXT_SITES = ("resid", "pattern")
 
 
+def _no_grad(function):
+    """Run ``function`` without autograd; torch is imported on call, so readers of the cache need no torch."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _batches(n: int, size: int) -> Iterable[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
 
 
-def _dataset(group, name, shape, dtype):
+def _dataset(group, name, shape, dtype, compression=None):
     chunks = (1, *shape[1:]) if len(shape) > 1 else None
-    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression=compression)
 
 
 def _write_attrs(f, model_id: str, spec: Mapping, extra: Mapping) -> None:
@@ -55,7 +67,7 @@ def _write_attrs(f, model_id: str, spec: Mapping, extra: Mapping) -> None:
         f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
 
 
-@torch.no_grad()
+@_no_grad
 def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequence[Sequence[int]]], path,
                      *, model_id: str, batch_size: int = 64, dtype: str = "float32",
                      metadata: Mapping | None = None, progress: bool = True,
@@ -84,7 +96,8 @@ def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequenc
             g.create_dataset("length", data=np.asarray([len(s) for s in seqs], dtype=np.int32))
             shapes = {"resid": (n, tower.n_layers + 1, t_max, tower.d_model),
                       "pattern": (n, tower.n_layers, tower.n_heads, t_max, t_max)}
-            stored = {site: _dataset(g, site, shapes[site], np_dtype) for site in TEXT_SITES if site in sites}
+            stored = {site: _dataset(g, site, shapes[site], np_dtype, "lzf" if site == "pattern" else None)
+                      for site in TEXT_SITES if site in sites}
             emb = None
             for sl in tqdm(list(_batches(n, batch_size)), desc=f"text {group_name}", disable=not progress):
                 ids = model.tokenizer.pad(seqs[sl], t_max)
@@ -104,6 +117,9 @@ def load_images(paths: Sequence[str | Path], preprocess) -> torch.Tensor:
             f"{len(missing)} image file(s) are missing, e.g. {missing[:3]}; check the images folder "
             "(re-run the image extraction rule, or fix `sources.visual7w_images` in the config)"
         )
+    import torch
+    from PIL import Image
+
     tensors = []
     for p in paths:
         with Image.open(p) as image:
@@ -116,7 +132,7 @@ def single_colour(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.mean(dim=(-2, -1), keepdim=True).expand_as(pixels).contiguous()
 
 
-@torch.no_grad()
+@_no_grad
 def write_image_cache(model, keys: Sequence[str], image_paths: Sequence[str | Path], path, *, model_id: str,
                       batch_size: int = 16, dtype: str = "float32", metadata: Mapping | None = None,
                       progress: bool = True) -> None:

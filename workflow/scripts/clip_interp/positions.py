@@ -27,12 +27,14 @@ position 0 and EOT is the last position (``len(ids) - 1``). Definitions:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
 from .errors import InputError
-from .tokenizers import ClipTokenizer
+
+if TYPE_CHECKING:
+    from .tokenizers import ClipTokenizer
 
 NEGATOR = "no"
 _MODIFIER_DEPS = ("compound", "amod", "nummod", "nmod")

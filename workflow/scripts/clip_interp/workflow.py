@@ -15,6 +15,7 @@ def setup_rule(snakemake, name: str | None = None) -> logging.Logger:
     logger = logging.getLogger(name or "clip_interp")
     logger.setLevel(logging.INFO)
     logger.handlers.clear()
+    logger.propagate = False
     for handler in (logging.FileHandler(log_path, mode="w"), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)

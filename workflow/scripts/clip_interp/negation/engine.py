@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from ..cache import single_colour as single_colour_image
 from ..errors import InputError
+from .labels import COMPONENTS, NEGATION_SIDES
 
 CAUSAL_TRACING_COLUMNS = [
     "key", "negation", "layer", "position", "S_caption", "S_foil", "d", "S_patched", "d_star", "cte",
@@ -51,8 +52,6 @@ IMAGE_ABLATION_COLUMNS = [
     "key", "negation", "layer", "component", "S_caption", "S_foil", "d",
     "S_caption_patched", "S_foil_patched", "d_star", "iae",
 ]
-COMPONENTS = {"mha": "attn_out", "mlp": "mlp_out"}
-NEGATION_SIDES = ("caption", "foil")
 
 
 # --------------------------------------------------------------------------- inputs

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
 SEGMENTS = ("correct", "ambiguous", "incorrect")
 
@@ -22,14 +21,18 @@ def segment_of(d: np.ndarray, correct: float = 1.0, incorrect: float = -1.0) -> 
     return np.where(d > correct, "correct", np.where(d <= incorrect, "incorrect", "ambiguous"))
 
 
+def _unit_rows(x) -> np.ndarray:
+    """Rows of ``x`` scaled to unit Euclidean norm, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def classification_scores(keys, negation, caption_embedding, foil_embedding, image_embedding, logit_scale: float,
                           correct: float = 1.0, incorrect: float = -1.0) -> pd.DataFrame:
     """One row per instance: ``S_caption, S_foil, d, correct, segment``."""
-    img = torch.nn.functional.normalize(torch.as_tensor(np.asarray(image_embedding), dtype=torch.float64), dim=-1)
-    cap = torch.nn.functional.normalize(torch.as_tensor(np.asarray(caption_embedding), dtype=torch.float64), dim=-1)
-    foil = torch.nn.functional.normalize(torch.as_tensor(np.asarray(foil_embedding), dtype=torch.float64), dim=-1)
-    s_cap = (logit_scale * (img * cap).sum(-1)).numpy()
-    s_foil = (logit_scale * (img * foil).sum(-1)).numpy()
+    img, cap, foil = (_unit_rows(x) for x in (image_embedding, caption_embedding, foil_embedding))
+    s_cap = logit_scale * (img * cap).sum(-1)
+    s_foil = logit_scale * (img * foil).sum(-1)
     d = s_cap - s_foil
     return pd.DataFrame({
         "key": list(keys), "negation": list(negation), "S_caption": s_cap, "S_foil": s_foil, "d": d,

@@ -1,0 +1,70 @@
+# Image ablation: each image-tower layer's MHA or MLP output replaced by the single-colour image's.
+
+ABLATION_VARIANT = analysis_variant("image_ablation")
+
+STUDY_TARGETS += expand(
+    [
+        "results/negation/{model}/image_ablation.parquet",
+        "results/negation/{model}/image_ablation_summary.parquet",
+        "results/negation/{model}/figures/fig12_mha_ablation.png",
+        "results/negation/{model}/figures/fig12_mha_ablation.pdf",
+        "results/negation/{model}/figures/fig13_mlp_ablation.png",
+        "results/negation/{model}/figures/fig13_mlp_ablation.pdf",
+        "results/negation/{model}/figures/fig14_mha_vs_mlp.png",
+        "results/negation/{model}/figures/fig14_mha_vs_mlp.pdf",
+    ],
+    model=MODELS,
+)
+
+
+rule image_ablation:
+    input:
+        image="results/cache/{model}/image.h5",
+        text=f"results/cache/{{model}}/text_{ABLATION_VARIANT}.h5",
+        positions=f"results/datasets/{{model}}/valse_existence_{ABLATION_VARIANT}_positions.parquet",
+        model=model_files,
+    output:
+        "results/negation/{model}/image_ablation.parquet",
+    params:
+        model=model_spec,
+        variant=ABLATION_VARIANT,
+        components=config["analysis"]["image_ablation"]["components"],
+    log:
+        rule_log("image_ablation", "{model}"),
+    benchmark:
+        rule_benchmark("image_ablation", "{model}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/image_ablation.py"
+
+
+# Figures of a component missing from analysis.image_ablation.components are drawn as a panel saying so,
+# so the outputs are the same for every configuration.
+rule image_ablation_summary:
+    input:
+        table="results/negation/{model}/image_ablation.parquet",
+    output:
+        summary="results/negation/{model}/image_ablation_summary.parquet",
+        fig12_png=report("results/negation/{model}/figures/fig12_mha_ablation.png", caption="../report/fig12.rst", category="Image ablation"),
+        fig12_pdf="results/negation/{model}/figures/fig12_mha_ablation.pdf",
+        fig13_png=report("results/negation/{model}/figures/fig13_mlp_ablation.png", caption="../report/fig13.rst", category="Image ablation"),
+        fig13_pdf="results/negation/{model}/figures/fig13_mlp_ablation.pdf",
+        fig14_png=report("results/negation/{model}/figures/fig14_mha_vs_mlp.png", caption="../report/fig14.rst", category="Image ablation"),
+        fig14_pdf="results/negation/{model}/figures/fig14_mha_vs_mlp.pdf",
+    params:
+        segments=config["analysis"]["segments"],
+    log:
+        rule_log("image_ablation_summary", "{model}"),
+    benchmark:
+        rule_benchmark("image_ablation_summary", "{model}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/figures.yaml"
+    script:
+        "../workflow/scripts/image_ablation_summary.py"

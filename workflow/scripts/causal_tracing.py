@@ -1,0 +1,41 @@
+"""Rule script: causal tracing effects per instance × layer × token position and per generic position."""
+
+import pandas as pd
+import torch
+
+from clip_interp.io import write_parquet
+from clip_interp.models import load_model
+from clip_interp.negation.engine import causal_tracing_effects
+from clip_interp.negation.tracing import (
+    generic_effects, image_embeddings_for_keys, label_generic_positions, select_tracing_instances, selection_summary,
+)
+from clip_interp.workflow import run_rule
+
+
+def main(smk, log):
+    positions = pd.read_parquet(smk.input.positions)
+    instances, selection = select_tracing_instances(positions, smk.input.positions)
+    log.info("%s: %s", smk.input.positions, selection_summary(selection))
+    for reason, keys in selection["excluded_keys"].items():
+        if keys:
+            log.warning("excluded (%s): %d instances, e.g. %s", reason, len(keys), keys[:5])
+    if selection["differs_beyond_negator"]:
+        log.warning("%d kept instances differ after the negator too; their CTE at (0, negator) need not be 1",
+                    selection["differs_beyond_negator"])
+    image_emb = image_embeddings_for_keys(smk.input.image, instances["key"])
+    model = load_model(smk.params.model, smk.config["device"])
+    log.info("tracing %d instances through %d text layers on %s", len(instances), model.text.n_layers, model.device)
+    effects = causal_tracing_effects(model, instances, torch.as_tensor(image_emb, dtype=torch.float32),
+                                     batch_size=smk.config["analysis"]["batch_size"])
+    effects = label_generic_positions(effects, instances)
+    generic = generic_effects(effects)
+    meta = {
+        "model": smk.wildcards.model, "model_spec": smk.params.model, "variant": smk.params.variant,
+        "n_instances": len(instances), "n_layers": model.text.n_layers, "selection": selection,
+    }
+    write_parquet(effects, smk.output.effects, meta)
+    write_parquet(generic, smk.output.generic, meta)
+    log.info("wrote %d token-level and %d generic rows", len(effects), len(generic))
+
+
+run_rule(snakemake, main)  # noqa: F821

@@ -1,0 +1,345 @@
+"""Single-colour ablation of the image tower's attention and MLP blocks, from the activation caches.
+
+Per instance there is a caption ``c``, a foil ``f`` and an image ``i``; ``S(t, i)`` is CLIP's
+logit ``logit_scale * cos(image embedding, text embedding)`` and ``d = S(c, i) - S(f, i)``.
+The single-colour image sets every channel of the preprocessed image to its mean over the
+image. Ablating block ``l`` (1..L) of component ``"mha"`` (``"mlp"``) replaces, in the real
+image's forward, the attention (MLP) output of block ``l`` at every position by the
+single-colour image's output of the same block. ``S*`` uses the ablated image embedding,
+``d* = S*(c, i) - S*(f, i)`` and the image ablation effect is ``IAE(l) = d - d*``.
+
+An ablation *improved* an instance if ``d* > d`` (``IAE < 0``), *worsened* it if ``d* < d``
+(``IAE > 0``) and left it *unchanged* if ``d* = d``; it *ends correct* if ``d* > 0``.
+Instances are correct before the ablation if ``d > 0``.
+
+:func:`image_ablation_from_caches` computes the per-instance table from the image cache (the
+real image's ``resid``/``resid_mid``, the single-colour image's ``attn_out``/``mlp_out``) and a
+text cache (caption and foil embeddings), matching their rows by instance key.
+:func:`ablation_summary` aggregates it per component, negation side, segment and layer, and
+:func:`plot_component_ablation` / :func:`plot_mha_vs_mlp` draw Figures 12-14.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .labels import COMPONENTS, NEGATION_SIDES
+from .scores import SEGMENTS, segment_of
+
+COMPONENT_LABELS = {"mha": "MHA (attention)", "mlp": "MLP"}
+OUTCOMES = ("improved_correct", "improved_incorrect", "worsened_correct", "worsened_incorrect")
+SUMMARY_COLUMNS = [
+    "component", "negation", "segment", "layer", "n", "mean_iae", "sem_iae", "mean_d", "mean_d_star",
+    *OUTCOMES, "unchanged", "accuracy_before", "accuracy_after",
+]
+SUMMARY_SEGMENTS = ("all", *SEGMENTS)
+
+
+def check_components(components: Iterable[str]) -> list[str]:
+    """The configured ablation components, validated against :data:`engine.COMPONENTS`."""
+    components = list(components)
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown or not components:
+        raise InputError(f"analysis.image_ablation.components: unknown or no component(s) {unknown or components}; "
+                         f"choose one or more of {sorted(COMPONENTS)}")
+    if len(set(components)) != len(components):
+        raise InputError(f"analysis.image_ablation.components lists a component twice: {components}")
+    return components
+
+
+def _decode(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _unique_index(keys: Sequence[str], where: str) -> dict[str, int]:
+    index = {k: i for i, k in enumerate(keys)}
+    if len(index) != len(keys):
+        dup = pd.Series(list(keys))
+        examples = dup[dup.duplicated()].unique()[:3].tolist()
+        raise InputError(f"{where} lists {len(keys) - len(index)} duplicate key(s), e.g. {examples}; "
+                         "delete it and re-run the rule that wrote it")
+    return index
+
+
+def match_rows(keys: Sequence[str], available: Sequence[str], *, what: str, where: str) -> np.ndarray:
+    """Row of each of ``keys`` in ``available`` (the keys of ``where``); absent keys are an InputError."""
+    index = _unique_index(available, where)
+    missing = [k for k in keys if k not in index]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(keys)} {what} are absent from {where} ({len(available)} rows), "
+                         f"e.g. {missing[:3]}; re-run the rule that writes {where} so it covers every instance")
+    return np.asarray([index[k] for k in keys], dtype=np.int64)
+
+
+class SelectedRows:
+    """Rows ``rows`` of an h5py dataset (or array), read lazily: ``view[a:b]`` reads ``dataset[rows[a:b]]``.
+
+    Each read fetches the requested rows in increasing order (one contiguous slice when they
+    are consecutive) and returns them in the requested order, so only one batch of rows of
+    the dataset is ever in memory.
+    """
+
+    def __init__(self, dataset, rows: np.ndarray):
+        self.dataset = dataset
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= dataset.shape[0]):
+            raise InputError(f"row selection outside 0..{dataset.shape[0] - 1} of {getattr(dataset, 'name', 'array')}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.dataset.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        wanted = self.rows[sl]
+        if len(wanted) == 0:
+            return np.zeros((0, *self.dataset.shape[1:]), dtype=self.dataset.dtype)
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        if unique[-1] - unique[0] + 1 == len(unique):
+            block = np.asarray(self.dataset[int(unique[0]):int(unique[-1]) + 1])
+        else:
+            block = np.asarray(self.dataset[unique.tolist()])
+        return block[inverse.reshape(-1)]
+
+
+def caption_foil_embeddings(text_cache, negation_by_key: Mapping[str, str] | pd.Series):
+    """Keys, negation sides and caption/foil embeddings (N, E) of the instances of a text cache.
+
+    The caption is the negated sentence when ``negation`` is ``"caption"`` and the non-negated
+    one when it is ``"foil"``; the foil is the other sentence. ``negation_by_key`` maps each key
+    of the text cache to its negation side (from the token positions table).
+    """
+    with h5py.File(text_cache, "r") as f:
+        for name in ("keys", "negated/embedding", "non_negated/embedding"):
+            if name not in f:
+                raise InputError(f"text cache {text_cache} has no dataset {name!r}; delete it and re-run its rule")
+        keys = _decode(f["keys"][:])
+        negated, non_negated = f["negated/embedding"][:], f["non_negated/embedding"][:]
+    _unique_index(keys, f"text cache {text_cache}")
+    negation_by_key = pd.Series(negation_by_key) if not isinstance(negation_by_key, pd.Series) else negation_by_key
+    _unique_index(list(negation_by_key.index), "the positions table")
+    missing = [k for k in keys if k not in negation_by_key.index]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(keys)} instances of text cache {text_cache} are absent from the "
+                         f"positions table, e.g. {missing[:3]}; re-run the positions and text-cache rules")
+    negation = negation_by_key.loc[keys].astype(str).to_numpy()
+    bad = sorted(set(negation) - set(NEGATION_SIDES))
+    if bad:
+        raise InputError(f"positions table: negation values {bad} are not 'caption' or 'foil'")
+    in_caption = (negation == "caption")[:, None]
+    return keys, negation, np.where(in_caption, negated, non_negated), np.where(in_caption, non_negated, negated)
+
+
+def image_ablation_from_caches(model, image_cache, text_cache, negation_by_key, *,
+                               components: Iterable[str] = ("mha", "mlp"), batch_size: int = 16,
+                               progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The image ablation table of every instance of ``text_cache``, with activations from ``image_cache``.
+
+    Returns the table (columns :data:`engine.IMAGE_ABLATION_COLUMNS`, instances in the text
+    cache's order, per instance layers 1..L x ``components``) and counts for the metadata.
+    Image-cache rows are matched to text-cache rows by key; the instances are processed in
+    increasing image-cache row order, ``batch_size`` at a time, reading only those rows of the
+    cached activations. Instances of the text cache absent from the image cache are an InputError.
+    """
+    from .engine import image_ablation_effects_from_activations
+
+    components = check_components(components)
+    keys, negation, caption_emb, foil_emb = caption_foil_embeddings(text_cache, negation_by_key)
+    with h5py.File(image_cache, "r") as f:
+        needed = ("keys", "real/resid", "real/resid_mid", "single_colour/attn_out", "single_colour/mlp_out")
+        absent = [name for name in needed if name not in f]
+        if absent:
+            raise InputError(f"image cache {image_cache} lacks {absent}; delete it and re-run its rule")
+        image_keys = _decode(f["keys"][:])
+        rows = match_rows(keys, image_keys, what=f"instances of {text_cache}", where=f"image cache {image_cache}")
+        order = np.argsort(rows, kind="stable")
+        sel = rows[order]
+        table = image_ablation_effects_from_activations(
+            model,
+            SelectedRows(f["real/resid"], sel), SelectedRows(f["real/resid_mid"], sel),
+            SelectedRows(f["single_colour/attn_out"], sel), SelectedRows(f["single_colour/mlp_out"], sel),
+            caption_emb[order], foil_emb[order],
+            keys=[keys[i] for i in order], negation=negation[order], components=components,
+            batch_size=batch_size, progress=progress,
+        )
+    rank = pd.Series(np.arange(len(keys)), index=keys)
+    table = table.iloc[np.argsort(rank.loc[table["key"]].to_numpy(), kind="stable")].reset_index(drop=True)
+    counts = {
+        "n_instances": len(keys),
+        "n_instances_caption": int((negation == "caption").sum()),
+        "n_instances_foil": int((negation == "foil").sum()),
+        "n_image_cache_rows": len(image_keys),
+        "n_image_cache_rows_unused": len(image_keys) - len(keys),
+        "image_rows_in_text_order": bool(np.array_equal(rows, np.arange(len(keys)))),
+    }
+    return table, counts
+
+
+def _sem(values: pd.Series) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
+
+
+def ablation_summary(table: pd.DataFrame, correct: float = 1.0, incorrect: float = -1.0) -> pd.DataFrame:
+    """Per component x negation side x segment x layer: IAE statistics, outcome counts and accuracies.
+
+    ``segment`` is the instance's segment before the ablation (``segment_of(d, correct,
+    incorrect)``) or ``"all"``. ``mean_iae`` and ``sem_iae`` are the mean of ``IAE = d - d*``
+    and its standard error (sample standard deviation / sqrt(n)); ``improved_correct`` counts
+    ``d* > d`` and ``d* > 0``, ``improved_incorrect`` ``d* > d`` and ``d* <= 0``,
+    ``worsened_*`` likewise with ``d* < d``, ``unchanged`` ``d* = d``; ``accuracy_before`` and
+    ``accuracy_after`` are the fractions with ``d > 0`` and ``d* > 0``. Every combination of
+    the table's components and layers, both sides and all segments has a row (``n = 0`` and NaN
+    statistics where no instance falls in it).
+    """
+    needed = {"key", "negation", "layer", "component", "d", "d_star", "iae"}
+    missing = needed - set(table.columns)
+    if missing:
+        raise InputError(f"image ablation table lacks column(s) {sorted(missing)}; re-run the image_ablation rule")
+    if not incorrect < correct:
+        raise InputError(f"analysis.segments: incorrect ({incorrect}) must be below correct ({correct})")
+    unknown = sorted(set(table["component"]) - set(COMPONENTS))
+    if unknown:
+        raise InputError(f"image ablation table has unknown component(s) {unknown}; expected {sorted(COMPONENTS)}")
+    bad_sides = sorted(set(table["negation"].astype(str)) - set(NEGATION_SIDES))
+    if bad_sides:
+        raise InputError(f"image ablation table has negation values {bad_sides}, not 'caption' or 'foil'")
+    df = table.assign(segment=segment_of(table["d"].to_numpy(), correct, incorrect))
+    df = pd.concat([df.assign(segment="all"), df], ignore_index=True)
+    improved, worsened = df["d_star"] > df["d"], df["d_star"] < df["d"]
+    ends_correct = df["d_star"] > 0
+    df = df.assign(
+        improved_correct=improved & ends_correct, improved_incorrect=improved & ~ends_correct,
+        worsened_correct=worsened & ends_correct, worsened_incorrect=worsened & ~ends_correct,
+        unchanged=df["d_star"] == df["d"], before=df["d"] > 0, after=ends_correct,
+    )
+    group = ["component", "negation", "segment", "layer"]
+    grouped = df.groupby(group, sort=False)
+    stats = grouped.agg(
+        n=("iae", "size"), mean_iae=("iae", "mean"), sem_iae=("iae", _sem), mean_d=("d", "mean"),
+        mean_d_star=("d_star", "mean"), **{o: (o, "sum") for o in (*OUTCOMES, "unchanged")},
+        accuracy_before=("before", "mean"), accuracy_after=("after", "mean"),
+    )
+    components = [c for c in COMPONENTS if c in set(table["component"])]
+    full = pd.MultiIndex.from_product(
+        [components, list(NEGATION_SIDES), list(SUMMARY_SEGMENTS), sorted(table["layer"].unique())], names=group)
+    out = stats.reindex(full).reset_index()
+    count_cols = ["n", *OUTCOMES, "unchanged"]
+    out[count_cols] = out[count_cols].fillna(0).astype(np.int64)
+    out["layer"] = out["layer"].astype(np.int16)
+    return out[SUMMARY_COLUMNS]
+
+
+def _not_configured(ax, component: str) -> None:
+    ax.text(0.5, 0.5, f"{COMPONENT_LABELS[component]} ablation not configured\n"
+            "(analysis.image_ablation.components)", ha="center", va="center", transform=ax.transAxes, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_component_ablation(summary: pd.DataFrame, component: str, model: str):
+    """Figures 12 (MHA) and 13 (MLP): per negation side, mean IAE per layer and the outcome counts per layer.
+
+    Top row: mean ``IAE = d - d*`` over all instances per ablated layer, with the standard
+    error as error bars. Bottom row: per layer the instances improved (``d* > d``, above zero)
+    and worsened (``d* < d``, below zero), each split into ending correct (``d* > 0``) and
+    ending incorrect. A component absent from ``summary`` gives a figure saying it was not configured.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    label = COMPONENT_LABELS[component]
+    title = f"{model}: single-colour ablation of the image tower's {label} output per layer"
+    part = summary[(summary["component"] == component) & (summary["segment"] == "all")]
+    if part.empty:
+        fig, ax = plt.subplots(figsize=(10, 3))
+        _not_configured(ax, component)
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout()
+        return fig
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex="col", gridspec_kw={"height_ratios": [1, 1.2]})
+    fig.suptitle(title, fontsize=11)
+    colours = {"improved_correct": "#1a9850", "improved_incorrect": "#a6d96a",
+               "worsened_correct": "#fdae61", "worsened_incorrect": "#d73027"}
+    names = {"improved_correct": "improved, ends correct", "improved_incorrect": "improved, ends incorrect",
+             "worsened_correct": "worsened, ends correct", "worsened_incorrect": "worsened, ends incorrect"}
+    for c, side in enumerate(NEGATION_SIDES):
+        rows = part[part["negation"] == side].sort_values("layer")
+        layers = rows["layer"].to_numpy()
+        n = int(rows["n"].max()) if len(rows) else 0
+        top, bottom = axes[0, c], axes[1, c]
+        top.bar(layers, rows["mean_iae"], yerr=rows["sem_iae"].fillna(0), color="tab:blue", alpha=0.8,
+                capsize=3, ecolor="black", error_kw={"lw": 0.8})
+        top.axhline(0, color="black", lw=0.6)
+        acc = rows["accuracy_before"].iloc[0] if len(rows) else np.nan
+        top.set_title(f"negation in {side} (n={n}, accuracy before ablation {acc:.2f})", fontsize=9)
+        top.set_ylabel("mean IAE = d − d*  (± s.e.m.)")
+        up = np.zeros(len(rows))
+        for outcome in ("improved_correct", "improved_incorrect"):
+            bottom.bar(layers, rows[outcome], bottom=up, color=colours[outcome], label=names[outcome])
+            up += rows[outcome].to_numpy()
+        down = np.zeros(len(rows))
+        for outcome in ("worsened_correct", "worsened_incorrect"):
+            bottom.bar(layers, -rows[outcome], bottom=down, color=colours[outcome], label=names[outcome])
+            down -= rows[outcome].to_numpy()
+        bottom.axhline(0, color="black", lw=0.6)
+        top_count, bottom_count = max(up.max(initial=0), 1), down.min(initial=0)
+        pad = 0.08 * (top_count - bottom_count)
+        bottom.set_ylim(bottom_count - pad, top_count + pad)
+        bottom.set_ylabel("instances: improved (↑) / worsened (↓)")
+        bottom.set_xlabel("ablated layer of the image tower")
+        bottom.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{abs(v):g}"))
+        bottom.set_xticks(layers)
+    handles, labels = axes[1, 0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_mha_vs_mlp(summary: pd.DataFrame, model: str):
+    """Figure 14: mean IAE per layer of the MHA and MLP ablations, one panel per negation side.
+
+    Dashed horizontal lines give each component's mean IAE averaged over the layers (the
+    value is in the legend). A component absent from ``summary`` is named as not configured.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    part = summary[summary["segment"] == "all"]
+    colours = {"mha": "tab:blue", "mlp": "tab:orange"}
+    absent = [c for c in COMPONENTS if c not in set(part["component"])]
+    for ax, side in zip(axes, NEGATION_SIDES):
+        n = 0
+        for comp in COMPONENTS:
+            rows = part[(part["component"] == comp) & (part["negation"] == side)].sort_values("layer")
+            if rows.empty:
+                continue
+            n = int(rows["n"].max())
+            ax.errorbar(rows["layer"], rows["mean_iae"], yerr=rows["sem_iae"].fillna(0), color=colours[comp],
+                        marker="o", ms=4, capsize=3, label=COMPONENT_LABELS[comp])
+            average = rows["mean_iae"].mean()
+            ax.axhline(average, color=colours[comp], ls="--", lw=1,
+                       label=f"{COMPONENT_LABELS[comp]}: average over layers {average:.3f}")
+            ax.set_xticks(rows["layer"])
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(f"negation in {side} (n={n})", fontsize=9)
+        ax.set_xlabel("ablated layer of the image tower")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    axes[0].set_ylabel("mean IAE = d − d*  (± s.e.m.)")
+    note = f"\n(not configured: {', '.join(COMPONENT_LABELS[c] for c in absent)})" if absent else ""
+    fig.suptitle(f"{model}: image ablation effect of the MHA vs the MLP output per layer{note}", fontsize=11)
+    fig.tight_layout()
+    return fig

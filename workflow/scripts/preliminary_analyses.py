@@ -1,0 +1,50 @@
+"""Rule script: per-instance properties, Table 3 (correlations), Figures 6 and 7."""
+
+import h5py
+import pandas as pd
+
+from clip_interp.cache import read_keys
+from clip_interp.errors import InputError
+from clip_interp.io import read_parquet_metadata, save_figure, write_parquet
+from clip_interp.negation.preliminary import (REPEATED_CAPTION, correlation_table, instance_table, pairwise_cosine,
+                                              plot_similarity_vs_score, plot_subject_size)
+from clip_interp.workflow import run_rule
+
+
+def main(smk, log):
+    variant, model = smk.params.variant, smk.wildcards.model
+    scores = pd.read_parquet(smk.input.scores)
+    scores = scores[scores["variant"] == variant].reset_index(drop=True)
+    if scores.empty:
+        raise InputError(f"{smk.input.scores} has no scores of variant {variant!r} "
+                         "(analysis.preliminary.variant); re-run compute_scores")
+    with h5py.File(smk.input.text, "r") as f:
+        cosine = pairwise_cosine(f["negated/embedding"][:], f["non_negated/embedding"][:])
+    sizes = pd.read_parquet(smk.input.sizes)
+    size_meta = read_parquet_metadata(smk.input.sizes)
+    instances, counts = instance_table(scores, pd.read_parquet(smk.input.positions), read_keys(smk.input.text),
+                                       cosine, sizes)
+    log.info("variant %s: %s", variant, counts)
+    if counts["n_missing_from_size_table"]:
+        log.warning("%d instances are not in %s; they get no size", counts["n_missing_from_size_table"],
+                    smk.input.sizes)
+    if counts["n_positions_failed"]:
+        log.warning("%d instances have no negator position; their negator position and subject length are missing",
+                    counts["n_positions_failed"])
+    table3, info = correlation_table(instances)
+    log.info("Table 3 over %d instances with the negation in the foil (%d lacking a variable)", info["n"],
+             info["n_incomplete"])
+    if info["constant_variables"]:
+        log.warning("constant over the Table 3 instances, so without correlations: %s", info["constant_variables"])
+    size_info = {"source": size_meta.get("source"), "clipseg_model": size_meta.get("clipseg_model"),
+                 "threshold": size_meta.get("threshold")}
+    meta = {"model": model, "variant": variant, "counts": counts, "subject_size": size_info}
+    write_parquet(instances, smk.output.instances, meta)
+    write_parquet(table3, smk.output.table3, {**meta, "correlation": "pearson", **info})
+    save_figure(plot_similarity_vs_score(instances, f"{model} ({variant})", REPEATED_CAPTION),
+                [smk.output.fig6_png, smk.output.fig6_pdf])
+    save_figure(plot_subject_size(instances, f"{model} ({variant}, size from {size_info['source']})"),
+                [smk.output.fig7_png, smk.output.fig7_pdf])
+
+
+run_rule(snakemake, main)  # noqa: F821
