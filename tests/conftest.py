@@ -44,3 +44,14 @@ def nlp():
     from clip_interp.nlp import load_spacy
 
     return load_spacy()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small forwards: on a shared CPU more threads mostly wait."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -43,13 +43,7 @@ def _case(model, pairs=PAIRS, seed=0):
     return instances, captions, foils, pixels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These forwards are small; on a shared CPU, intra-op threads mostly add synchronisation waits."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

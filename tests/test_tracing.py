@@ -36,12 +36,7 @@ TOY_PAIRS = pd.DataFrame({
 })
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _traced(model, positions, seed=0):

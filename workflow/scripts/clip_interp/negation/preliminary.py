@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .statistics import pearson
 
 TABLE3_VARIABLES = {
     "negator_pos": "negator position",
@@ -143,17 +144,6 @@ def instance_table(scores: pd.DataFrame, positions: pd.DataFrame, cache_keys: Se
     return table[INSTANCE_COLUMNS], counts
 
 
-def pearson(x, y) -> float:
-    """Pearson r of the pairs where both are finite; NaN with fewer than 3 pairs or a constant variable."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
-
-
 def correlation_table(instances: pd.DataFrame,
                       variables: Sequence[str] = tuple(TABLE3_VARIABLES)) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Table 3: Pearson correlations of ``variables`` over complete cases with negation in the foil.
@@ -172,7 +162,7 @@ def correlation_table(instances: pd.DataFrame,
     for i, a in enumerate(variables):
         for j, b in enumerate(variables):
             if j >= i:
-                matrix[i, j] = matrix[j, i] = pearson(complete[a], complete[b])
+                matrix[i, j] = matrix[j, i] = pearson(complete[a], complete[b])[0]
     table = pd.DataFrame(matrix, columns=list(variables))
     table.insert(0, "variable", list(variables))
     table["n"] = n
@@ -225,9 +215,9 @@ def plot_similarity_vs_score(instances: pd.DataFrame, model: str, repeated_capti
         points = ax.scatter(part["cosine_similarity"], part["d"], c=part["seq_len_negated"].astype(float), cmap=cmap,
                             norm=norm, s=14, alpha=0.8, edgecolors="none")
         ax.axhline(0, color="grey", lw=0.8, ls="--")
-        r = pearson(part["cosine_similarity"], part["d"])
+        r = pearson(part["cosine_similarity"], part["d"])[0]
         rest = part[part["caption"].str.strip() != repeated_caption]
-        r_rest = pearson(rest["cosine_similarity"], rest["d"])
+        r_rest = pearson(rest["cosine_similarity"], rest["d"])[0]
         ax.set_title(f"negation in the {side}: r = {_r_text(r)}, n = {len(part)}\n"
                      f"without \"{repeated_caption}\" ({len(part) - len(rest)} excl.): "
                      f"r = {_r_text(r_rest)}, n = {len(rest)}", fontsize=9)
@@ -264,7 +254,7 @@ def plot_subject_size(instances: pd.DataFrame, model: str, min_count: int = 10):
         ax.axhline(0, color="grey", lw=0.8, ls="--")
         ax.set_xlabel(label)
         ax.set_ylabel("d = S(c,i) − S(f,i)")
-        r = pearson(size, part["d"])
+        r = pearson(size, part["d"])[0]
         ax.set_title(f"{column.replace('_', ' ')}: r(size, d) = {_r_text(r)}, n = {len(part)}", fontsize=10)
         twin = ax.twinx()
         thresholds = np.unique(size)

@@ -22,18 +22,17 @@ heads from 0 (the index into the model's heads).
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..cache import read_keys
 from ..errors import InputError
 from ..positions import generic_position_map
+from .statistics import pearson
 
 LATER_GENERIC = ("subject_first", "subject_further", "full_stop", "EOT")
 SELECTIVITY_COLUMNS = ["key", "negation", "layer", "head", "a", "argmax_position", "argmax_generic"]
@@ -233,19 +232,6 @@ def cannot_selectivity(s: np.ndarray, keys: Sequence[str]) -> pd.DataFrame:
     """Per pair, layer (1-based) and head: ``a`` and the maximising position (:data:`CANNOT_COLUMNS`)."""
     a, argmax = head_selectivity(s)
     return _long([str(k) for k in keys], a.shape, a=a, argmax_position=argmax)[CANNOT_COLUMNS]
-
-
-def pearson(x, y) -> tuple[float, float]:
-    """Pearson's r and its two-sided p-value; NaN for fewer than 3 values or a constant series."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) != len(y):
-        raise ValueError(f"pearson: {len(x)} and {len(y)} values")
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        result = stats.pearsonr(x, y)
-    return float(result.statistic), float(result.pvalue)
 
 
 def _head_stats(selectivity: pd.DataFrame, threshold: float) -> pd.DataFrame:
