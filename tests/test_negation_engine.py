@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clip_interp.errors import InputError
-from clip_interp.models import load_model
+from clip_interp.models import load_model, patch_positions
 from clip_interp.negation import engine as E
 
 TOL = 1e-4
@@ -168,3 +168,51 @@ def test_from_activations_equals_convenience(vit, tmp_path):
                                   convenience[["key", "negation", "layer", "component"]])
     for col in ("S_caption", "S_foil", "d", "d_star", "iae"):
         np.testing.assert_allclose(stored[col], convenience[col], atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def hf_small(tmp_path_factory):
+    """A random-init Hugging Face CLIPModel of small width (the HF backend's hooks and blocks)."""
+    from transformers import CLIPConfig
+
+    folder = tmp_path_factory.mktemp("hf_clip")
+    CLIPConfig(
+        text_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4},
+        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+                       "image_size": 64, "patch_size": 16},
+        projection_dim=32,
+    ).save_pretrained(folder)
+    torch.manual_seed(0)
+    model = load_model({"backend": "hf", "name": "small", "path": str(folder), "random_init": True}, "cpu")
+    return model, *_case(model, MORE_PAIRS)
+
+
+@torch.inference_mode()
+def test_engine_on_hf_clip_equals_one_hooked_forward_per_intervention(hf_small):
+    """The batched, resumed engine equals full forwards of the hooked HF towers, one per patch or ablation."""
+    model, instances, captions, foils, pixels = hf_small
+    image_emb = E.encode_images(model, pixels)
+    fast = E.causal_tracing_effects(model, instances, image_emb, batch_size=2, progress=False)
+    for i, inst in instances.iterrows():
+        neg = torch.as_tensor([inst["negated_ids"]])
+        non = torch.as_tensor([inst["non_negated_ids"]])
+        eot = torch.as_tensor([inst["eot_pos"]])
+        donor = model.text.run(neg, cache=["resid"], pool_index=eot).cache
+        rows = fast[fast["key"] == inst["key"]].set_index(["layer", "position"])
+        for layer in range(model.text.n_layers + 1):
+            for pos in range(inst["negator_pos"], inst["eot_pos"] + 1):
+                hook = patch_positions(donor[("resid", layer)][:, pos], [0], [pos])
+                emb = model.text.run(non, hooks={("resid", layer): hook}, pool_index=eot).embedding
+                s_star = model.similarity(image_emb[i:i + 1], emb).item()
+                assert abs(rows.loc[(layer, pos), "S_patched"] - s_star) < TOL, (inst["key"], layer, pos)
+    caption_emb, foil_emb = E.encode_texts(model, captions), E.encode_texts(model, foils)
+    table = E.image_ablation_effects(model, pixels, caption_emb, foil_emb, batch_size=2, progress=False)
+    single = model.vision.run(E.single_colour_image(pixels), cache=["attn_out", "mlp_out"]).cache
+    for comp, site in E.COMPONENTS.items():
+        for layer in range(1, model.vision.n_layers + 1):
+            value = single[(site, layer)]
+            emb = model.vision.run(pixels, hooks={(site, layer): lambda x, value=value: value.clone()}).embedding
+            d_star = (model.similarity(emb, caption_emb) - model.similarity(emb, foil_emb)).numpy()
+            got = table[(table["component"] == comp) & (table["layer"] == layer)].sort_values("key")
+            expected = pd.Series(d_star, index=range(len(d_star))).loc[got["key"].to_numpy()]
+            np.testing.assert_allclose(got["d_star"].to_numpy(), expected.to_numpy(), atol=TOL, rtol=0)
