@@ -334,3 +334,15 @@ def test_report_holds_every_figure_with_its_caption(demo_run):
         assert any(name.endswith(f"{figure}.png") for name in names), figure
     for phrase in ("causal tracing effect", "single-colour", "CANNOT"):
         assert phrase.lower() in text.lower(), phrase
+
+
+def test_spot_check_recomputes_the_demo_tables_directly(demo_run):
+    """Random cells of the demo's tables equal one full hooked forward each (catches misaligned rows across rules)."""
+    workdir, config = demo_run
+    proc = subprocess.run([sys.executable, str(workdir / "workflow" / "scripts" / "spot_check_results.py"),
+                           "--configfile", str(config), "--instances", "5"],
+                          cwd=workdir, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for what in ("scores d", "causal tracing d*", "selectivity a", "image ablation IAE"):
+        assert what in proc.stdout, what
+    assert "RESULT: PASS" in proc.stdout

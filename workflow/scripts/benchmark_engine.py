@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     load_before = os.getloadavg()[0]
-    model = load_model({"backend": "open_clip", "name": "ViT-B-32", "random_init": True}, args.device)
+    model = load_model({"backend": "open_clip", "name": "ViT-B-32", "random_init": True, "seed": args.seed}, args.device)
     n_layers_text, n_layers_vision = model.text.n_layers, model.vision.n_layers
     print(f"model: random-init open_clip ViT-B-32 (seed {args.seed}) on {model.device}; torch {torch.__version__}, "
           f"{args.threads} thread(s), {os.cpu_count()} CPU(s), load average {load_before:.1f}")

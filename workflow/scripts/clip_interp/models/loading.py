@@ -8,7 +8,9 @@ A model is a config entry ``{backend, name, pretrained | path}``:
   ship (it is registered under its file stem, which must equal ``name``).
 - ``backend: hf`` — ``name`` a hub id (``openai/clip-vit-base-patch32``) or ``path`` a local
   directory saved with ``save_pretrained``.
-- ``random_init: true`` builds the architecture with random weights (tests, benchmarks).
+- ``random_init: true`` builds the architecture with random weights (tests, benchmarks),
+  drawn from the seed ``seed`` (default 0) so that every rule loading the entry gets the same
+  weights.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ def load_model(spec: Mapping, device: str | torch.device | None = "auto") -> Hoo
     """Load the model described by config entry ``spec`` and wrap it for hooking."""
     backend = spec.get("backend")
     dev = resolve_device(device)
-    if backend == "open_clip":
-        model = _load_open_clip(spec, dev)
-    elif backend in ("hf", "transformers"):
-        model = _load_hf(spec, dev)
-    else:
+    loaders = {"open_clip": _load_open_clip, "hf": _load_hf, "transformers": _load_hf}
+    if backend not in loaders:
         raise InputError(f"model {spec.get('name')!r}: unknown backend {backend!r}; use 'open_clip' or 'hf'")
-    return model
+    if not spec.get("random_init"):
+        return loaders[backend](spec, dev)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(spec.get("seed", 0)))
+        return loaders[backend](spec, dev)
 
 
 def _check_local(spec: Mapping, key: str) -> str | None:
