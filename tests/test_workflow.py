@@ -346,3 +346,22 @@ def test_spot_check_recomputes_the_demo_tables_directly(demo_run):
     for what in ("scores d", "causal tracing d*", "selectivity a", "image ablation IAE"):
         assert what in proc.stdout, what
     assert "RESULT: PASS" in proc.stdout
+
+
+def test_analysis_variant_missing_from_the_dataset_names_the_key(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir, "demo.yaml", {"dataset": {"min_caption_votes": 2, "variants": ["standard"]}})
+    proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
+    assert proc.returncode != 0
+    assert "analysis.causal_tracing.variant" in proc.stdout + proc.stderr
+
+
+def test_mask_subject_size_on_real_data_is_refused(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["analysis"]["subject_size"]["source"] = "mask"
+    path = workdir / "config" / "mask.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(workdir, "--configfile", str(path), "-n", check=False)
+    assert proc.returncode != 0
+    assert "only the synthetic benchmark has subject masks" in proc.stdout + proc.stderr

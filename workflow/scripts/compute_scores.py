@@ -1,29 +1,20 @@
 """Rule script: scores and segments (Tables 1 and 2, Figure 3) from the activation caches."""
 
 import h5py
-import numpy as np
 import pandas as pd
 
-from clip_interp.cache import read_keys
-from clip_interp.errors import InputError
+from clip_interp.cache import caption_foil_embeddings, match_rows, read_keys
 from clip_interp.io import save_figure, write_parquet
 from clip_interp.negation.scores import accuracy_table, classification_scores, plot_score_distribution, segment_table
 from clip_interp.workflow import run_rule
 
 
-def variant_scores(text_cache, positions, image_index, image_emb, logit_scale, seg):
-    df = pd.read_parquet(positions).set_index("key")
-    keys = read_keys(text_cache)
-    with h5py.File(text_cache, "r") as f:
-        neg, non = f["negated/embedding"][:], f["non_negated/embedding"][:]
-    negation = df.loc[keys, "negation"].to_numpy()
-    in_caption = (negation == "caption")[:, None]
-    missing = [k for k in keys if k not in image_index]
-    if missing:
-        raise InputError(f"{len(missing)} instances of {text_cache} have no cached image, e.g. {missing[:3]}")
-    rows = [image_index[k] for k in keys]
-    return classification_scores(keys, negation, np.where(in_caption, neg, non), np.where(in_caption, non, neg),
-                                 image_emb[rows], logit_scale, seg["correct"], seg["incorrect"])
+def variant_scores(text_cache, positions, image_cache, image_keys, image_emb, logit_scale, seg):
+    table = pd.read_parquet(positions)
+    keys, negation, caption_emb, foil_emb = caption_foil_embeddings(text_cache, table.set_index("key")["negation"])
+    rows = match_rows(keys, image_keys, what=f"instances of {text_cache}", where=f"the image cache {image_cache}")
+    return classification_scores(keys, negation, caption_emb, foil_emb, image_emb[rows], logit_scale,
+                                 seg["correct"], seg["incorrect"])
 
 
 def main(smk, log):
@@ -31,10 +22,10 @@ def main(smk, log):
     with h5py.File(smk.input.image, "r") as f:
         image_emb = f["real/embedding"][:]
         logit_scale = float(f.attrs["logit_scale"])
-    image_index = {k: i for i, k in enumerate(read_keys(smk.input.image))}
+    image_keys = read_keys(smk.input.image)
     parts = []
     for variant, text_cache, positions in zip(smk.params.variants, smk.input.text, smk.input.positions):
-        s = variant_scores(text_cache, positions, image_index, image_emb, logit_scale, seg)
+        s = variant_scores(text_cache, positions, smk.input.image, image_keys, image_emb, logit_scale, seg)
         s.insert(1, "variant", variant)
         parts.append(s)
         log.info("%s: %d instances, accuracy %.3f", variant, len(s), s.correct.mean())

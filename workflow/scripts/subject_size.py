@@ -1,5 +1,7 @@
 """Rule script: relative size of each instance's subject (CLIPSeg or the synthetic benchmark's masks)."""
 
+import functools
+
 import pandas as pd
 
 from clip_interp.io import write_parquet
@@ -21,10 +23,8 @@ def main(smk, log):
         device = resolve_device(smk.config["device"])
         processor, segmenter = load_clipseg(model_id, device)
         log.info("CLIPSeg %s on %s, threshold %.3f", model_id, device, threshold)
-        batch_size = max(1, smk.config["analysis"]["batch_size"] // 4)
-
-        def clipseg(paths, prompts):
-            return clipseg_sizes(processor, segmenter, paths, prompts, threshold, batch_size)
+        clipseg = functools.partial(clipseg_sizes, processor, segmenter, threshold=threshold,
+                                    batch_size=max(1, smk.config["analysis"]["batch_size"] // 4))
 
     table, info = subject_size_table(dataset, load_spacy(smk.params.spacy_model), source=source, threshold=threshold,
                                      clipseg=clipseg, images_dir=smk.input.images, **masks)

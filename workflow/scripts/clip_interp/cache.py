@@ -23,9 +23,10 @@ Files are written atomically.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import json
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -33,6 +34,10 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .io import atomic_path
+from .negation.labels import NEGATION_SIDES
+
+if TYPE_CHECKING:
+    import torch
 
 STR = h5py.string_dtype()
 TEXT_SITES = ("resid", "pattern")
@@ -166,9 +171,65 @@ def write_image_cache(model, keys: Sequence[str], image_paths: Sequence[str | Pa
                 made[(group.name, name)][sl] = value.cpu().numpy().astype(made[(group.name, name)].dtype)
 
 
+def unique_key_index(keys: Sequence[str], where: str) -> dict[str, int]:
+    """Row of each key of ``where`` (a cache or table); a duplicate key is an InputError."""
+    index = {k: i for i, k in enumerate(keys)}
+    if len(index) != len(keys):
+        examples = [k for k, count in Counter(keys).items() if count > 1][:3]
+        raise InputError(f"{where} lists {len(keys) - len(index)} duplicate key(s), e.g. {examples}; "
+                         "delete it and re-run the rule that wrote it")
+    return index
+
+
+def match_rows(keys: Sequence[str], available: Sequence[str], *, what: str, where: str) -> np.ndarray:
+    """Row of each of ``keys`` in ``available`` (the keys of ``where``, in row order); absent keys are an InputError.
+
+    Caches and tables are matched by key, never by position: their row orders may differ.
+    """
+    index = unique_key_index(available, where)
+    missing = [k for k in keys if k not in index]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(keys)} {what} are absent from {where} ({len(available)} rows), "
+                         f"e.g. {missing[:3]}; re-run the rule that writes {where} so it covers every instance")
+    return np.asarray([index[k] for k in keys], dtype=np.int64)
+
+
+def caption_foil_embeddings(text_cache, negation_by_key: Mapping[str, str]):
+    """Keys, negation sides and caption/foil embeddings (N, E) of the instances of a text cache.
+
+    The caption is the negated sentence when ``negation`` is ``"caption"`` and the non-negated
+    one when it is ``"foil"``; the foil is the other sentence. ``negation_by_key`` maps each key
+    of the text cache to its negation side (from the token positions table).
+    """
+    with h5py.File(text_cache, "r") as f:
+        for name in ("keys", "negated/embedding", "non_negated/embedding"):
+            if name not in f:
+                raise InputError(f"text cache {text_cache} has no dataset {name!r}; delete it and re-run its rule")
+        keys = decode_keys(f["keys"][:])
+        negated, non_negated = f["negated/embedding"][:], f["non_negated/embedding"][:]
+    unique_key_index(keys, f"text cache {text_cache}")
+    unique_key_index(list(getattr(negation_by_key, "index", negation_by_key)), "the positions table")
+    negation_by_key = dict(negation_by_key)
+    missing = [k for k in keys if k not in negation_by_key]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(keys)} instances of text cache {text_cache} are absent from the "
+                         f"positions table, e.g. {missing[:3]}; re-run the positions and text-cache rules")
+    negation = np.asarray([str(negation_by_key[k]) for k in keys])
+    bad = sorted(set(negation) - set(NEGATION_SIDES))
+    if bad:
+        raise InputError(f"positions table: negation values {bad} are not 'caption' or 'foil'")
+    in_caption = (negation == "caption")[:, None]
+    return keys, negation, np.where(in_caption, negated, non_negated), np.where(in_caption, non_negated, negated)
+
+
+def decode_keys(values) -> list[str]:
+    """Keys as stored in HDF5 (bytes or str) as Python strings."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
 def read_keys(path) -> list[str]:
     with h5py.File(path, "r") as f:
-        return [k.decode() if isinstance(k, bytes) else k for k in f["keys"][:]]
+        return decode_keys(f["keys"][:])
 
 
 def read_array(path, name: str, rows=None) -> np.ndarray:

@@ -21,12 +21,13 @@ text cache (caption and foil embeddings), matching their rows by instance key.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable
 
 import h5py
 import numpy as np
 import pandas as pd
 
+from ..cache import caption_foil_embeddings, decode_keys, match_rows
 from ..errors import InputError
 from .labels import COMPONENTS, NEGATION_SIDES
 from .scores import SEGMENTS, segment_of
@@ -50,30 +51,6 @@ def check_components(components: Iterable[str]) -> list[str]:
     if len(set(components)) != len(components):
         raise InputError(f"analysis.image_ablation.components lists a component twice: {components}")
     return components
-
-
-def _decode(values) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-
-
-def _unique_index(keys: Sequence[str], where: str) -> dict[str, int]:
-    index = {k: i for i, k in enumerate(keys)}
-    if len(index) != len(keys):
-        dup = pd.Series(list(keys))
-        examples = dup[dup.duplicated()].unique()[:3].tolist()
-        raise InputError(f"{where} lists {len(keys) - len(index)} duplicate key(s), e.g. {examples}; "
-                         "delete it and re-run the rule that wrote it")
-    return index
-
-
-def match_rows(keys: Sequence[str], available: Sequence[str], *, what: str, where: str) -> np.ndarray:
-    """Row of each of ``keys`` in ``available`` (the keys of ``where``); absent keys are an InputError."""
-    index = _unique_index(available, where)
-    missing = [k for k in keys if k not in index]
-    if missing:
-        raise InputError(f"{len(missing)} of {len(keys)} {what} are absent from {where} ({len(available)} rows), "
-                         f"e.g. {missing[:3]}; re-run the rule that writes {where} so it covers every instance")
-    return np.asarray([index[k] for k in keys], dtype=np.int64)
 
 
 class SelectedRows:
@@ -109,34 +86,6 @@ class SelectedRows:
         return block[inverse.reshape(-1)]
 
 
-def caption_foil_embeddings(text_cache, negation_by_key: Mapping[str, str] | pd.Series):
-    """Keys, negation sides and caption/foil embeddings (N, E) of the instances of a text cache.
-
-    The caption is the negated sentence when ``negation`` is ``"caption"`` and the non-negated
-    one when it is ``"foil"``; the foil is the other sentence. ``negation_by_key`` maps each key
-    of the text cache to its negation side (from the token positions table).
-    """
-    with h5py.File(text_cache, "r") as f:
-        for name in ("keys", "negated/embedding", "non_negated/embedding"):
-            if name not in f:
-                raise InputError(f"text cache {text_cache} has no dataset {name!r}; delete it and re-run its rule")
-        keys = _decode(f["keys"][:])
-        negated, non_negated = f["negated/embedding"][:], f["non_negated/embedding"][:]
-    _unique_index(keys, f"text cache {text_cache}")
-    negation_by_key = pd.Series(negation_by_key) if not isinstance(negation_by_key, pd.Series) else negation_by_key
-    _unique_index(list(negation_by_key.index), "the positions table")
-    missing = [k for k in keys if k not in negation_by_key.index]
-    if missing:
-        raise InputError(f"{len(missing)} of {len(keys)} instances of text cache {text_cache} are absent from the "
-                         f"positions table, e.g. {missing[:3]}; re-run the positions and text-cache rules")
-    negation = negation_by_key.loc[keys].astype(str).to_numpy()
-    bad = sorted(set(negation) - set(NEGATION_SIDES))
-    if bad:
-        raise InputError(f"positions table: negation values {bad} are not 'caption' or 'foil'")
-    in_caption = (negation == "caption")[:, None]
-    return keys, negation, np.where(in_caption, negated, non_negated), np.where(in_caption, non_negated, negated)
-
-
 def image_ablation_from_caches(model, image_cache, text_cache, negation_by_key, *,
                                components: Iterable[str] = ("mha", "mlp"), batch_size: int = 16,
                                progress: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -157,7 +106,7 @@ def image_ablation_from_caches(model, image_cache, text_cache, negation_by_key, 
         absent = [name for name in needed if name not in f]
         if absent:
             raise InputError(f"image cache {image_cache} lacks {absent}; delete it and re-run its rule")
-        image_keys = _decode(f["keys"][:])
+        image_keys = decode_keys(f["keys"][:])
         rows = match_rows(keys, image_keys, what=f"instances of {text_cache}", where=f"image cache {image_cache}")
         order = np.argsort(rows, kind="stable")
         sel = rows[order]

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..cache import read_array, read_keys
+from ..cache import match_rows, read_array, read_keys
 from ..errors import InputError
 from ..positions import GENERIC_NAMES, generic_position_map
 from .labels import NEGATION_SIDES
@@ -133,16 +133,10 @@ def image_embeddings_for_keys(image_cache: str | Path, keys: Iterable[str]) -> n
 
     Raises InputError naming the cache when a key has no row in it.
     """
-    keys = [str(k) for k in keys]
-    index = {k: i for i, k in enumerate(read_keys(image_cache))}
-    missing = [k for k in keys if k not in index]
-    if missing:
-        raise InputError(
-            f"{len(missing)} of {len(keys)} causal tracing instances have no row in the image cache {image_cache}, "
-            f"e.g. {missing[:3]}; re-run cache_image_activations for this model"
-        )
+    rows = match_rows([str(k) for k in keys], read_keys(image_cache), what="causal tracing instances",
+                      where=f"the image cache {image_cache}")
     embeddings = read_array(image_cache, "real/embedding")
-    return embeddings[[index[k] for k in keys]]
+    return embeddings[rows]
 
 
 # --------------------------------------------------------------------------- generic positions
