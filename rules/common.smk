@@ -1,9 +1,6 @@
 import os
 import re
-import sys
 from pathlib import Path
-
-sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
 
 from clip_interp.sources import is_remote, local_path
 

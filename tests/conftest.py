@@ -1,11 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
 SHARED_DATA = Path(os.environ.get("CLIP_INTERP_SHARED_DATA", REPO.parent / "shared" / "data"))
 REQUIRE_SHARED = os.environ.get("CLIP_INTERP_REQUIRE_SHARED_DATA", "") not in ("", "0")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ["Snakefile", "rules", "workflow", "config", "envs", "resources", "report"]
+COPIED = ["Snakefile", "rules", "workflow", "config", "envs", "resources", "report", "tools"]
 
 # A reduced demo: few instances and a short training, so the whole DAG runs in a few minutes on 2 cores.
 SMALL_DEMO = {
@@ -339,7 +339,7 @@ def test_report_holds_every_figure_with_its_caption(demo_run):
 def test_spot_check_recomputes_the_demo_tables_directly(demo_run):
     """Random cells of the demo's tables equal one full hooked forward each (catches misaligned rows across rules)."""
     workdir, config = demo_run
-    proc = subprocess.run([sys.executable, str(workdir / "workflow" / "scripts" / "spot_check_results.py"),
+    proc = subprocess.run([sys.executable, str(workdir / "tools" / "spot_check_results.py"),
                            "--configfile", str(config), "--instances", "5"],
                           cwd=workdir, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -6,7 +6,7 @@ position) cells (``causal_tracing.parquet``), a(l, h) of every head at three lay
 and IAE at three (layer, component) cells (``image_ablation.parquet``). Every value is
 recomputed from the image file and the sentences alone, without the caches or the engine.
 
-Usage: python workflow/scripts/spot_check_results.py --configfile config/config.yaml --model openai-ViT-B-32
+Usage: python tools/spot_check_results.py --configfile config/config.yaml --model openai-ViT-B-32
 (run in the workflow's directory after `snakemake`). Exits 1 when a difference exceeds --tol.
 """
 
@@ -21,11 +21,9 @@ import pandas as pd
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from clip_interp.cache import load_images, single_colour  # noqa: E402
-from clip_interp.models import load_model, patch_positions  # noqa: E402
-from clip_interp.negation.labels import COMPONENTS  # noqa: E402
+from clip_interp.cache import load_images, single_colour
+from clip_interp.models import load_model, patch_positions
+from clip_interp.negation.labels import COMPONENTS
 
 
 def similarity_pair(model, image_emb, caption_emb, foil_emb) -> tuple[float, float]:

@@ -11,7 +11,7 @@ a stable per-instance figure, its runs alternating with the reference's so that 
 the same machine load, and the wall time of the whole study on this machine is projected
 from the measured per-instance times.
 
-    python workflow/scripts/benchmark_engine.py --instances 4 --threads 2
+    python tools/benchmark_engine.py --instances 4 --threads 2
 
 Exits 1 when engine and reference disagree or an invariant fails.
 """
@@ -25,14 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import pandas as pd
+import torch
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from clip_interp.models import load_model  # noqa: E402
-from clip_interp.negation import engine as E  # noqa: E402
+from clip_interp.models import load_model
+from clip_interp.negation import engine as E
 
 PAIRS = [
     ("There are no people in the picture.", "There are some people in the picture."),
