@@ -57,7 +57,7 @@ def test_self_overwrite_and_decomposition(model, tower):
     clean = run(inputs, cache=["resid", "attn_out", "mlp_out", "head_out", "pattern", "resid_mid"])
     acts = clean.cache
     n_layers = getattr(model, tower).n_layers
-    hooks = {key: (lambda value: (lambda x: value.clone()))(val) for key, val in acts.items()}
+    hooks = {key: (lambda value: (lambda x, key: value.clone()))(val) for key, val in acts.items()}
     again = run(inputs, hooks=hooks)
     torch.testing.assert_close(again.embedding, clean.embedding, atol=0, rtol=0)
     bias = [b.b_out for b in getattr(model, tower).blocks]

@@ -211,7 +211,7 @@ def test_engine_on_hf_clip_equals_one_hooked_forward_per_intervention(hf_small):
     for comp, site in E.COMPONENTS.items():
         for layer in range(1, model.vision.n_layers + 1):
             value = single[(site, layer)]
-            emb = model.vision.run(pixels, hooks={(site, layer): lambda x, value=value: value.clone()}).embedding
+            emb = model.vision.run(pixels, hooks={(site, layer): lambda x, key, value=value: value.clone()}).embedding
             d_star = (model.similarity(emb, caption_emb) - model.similarity(emb, foil_emb)).numpy()
             got = table[(table["component"] == comp) & (table["layer"] == layer)].sort_values("key")
             expected = pd.Series(d_star, index=range(len(d_star))).loc[got["key"].to_numpy()]

@@ -39,12 +39,22 @@ def load_model(spec: Mapping, device: str | torch.device | None = "auto") -> Hoo
     dev = resolve_device(device)
     loaders = {"open_clip": _load_open_clip, "hf": _load_hf, "transformers": _load_hf}
     if backend not in loaders:
-        raise InputError(f"model {spec.get('name')!r}: unknown backend {backend!r}; use 'open_clip' or 'hf'")
+        raise InputError(f"model {model_label(spec)}: unknown backend {backend!r}; use 'open_clip' or 'hf'")
     if not spec.get("random_init"):
         return loaders[backend](spec, dev)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(spec.get("seed", 0)))
         return loaders[backend](spec, dev)
+
+
+def _class_token(pixels: torch.Tensor) -> torch.Tensor:
+    """The pooled position of a vision tower: the class token, position 0 of every row."""
+    return torch.zeros(pixels.shape[0], dtype=torch.long, device=pixels.device)
+
+
+def model_label(spec: Mapping) -> str:
+    """How errors name a model entry: its ``name``, else its ``path``."""
+    return repr(spec.get("name") or spec.get("path"))
 
 
 def _check_local(spec: Mapping, key: str) -> str | None:
@@ -53,7 +63,7 @@ def _check_local(spec: Mapping, key: str) -> str | None:
         return None
     if not Path(value).exists():
         raise InputError(
-            f"model {spec.get('name')!r}: {key} {value!r} does not exist; fix the path in the "
+            f"model {model_label(spec)}: {key} {value!r} does not exist; fix the path in the "
             "config's `models` entry or remove it to download the weights"
         )
     return str(value)
@@ -75,22 +85,14 @@ def _blocks_from_open_clip(resblocks) -> list[Block]:
     return blocks
 
 
-def _project(projection):
-    if projection is None:
-        return lambda x: x
-    if isinstance(projection, nn.Linear):
-        return projection
-    return lambda x: x @ projection
-
-
 def hook_open_clip(model, tokenizer, preprocess, spec: Mapping, device: torch.device) -> HookedCLIP:
     """Wrap an open_clip ``CLIP`` (or ``CustomTextCLIP`` with an open_clip text tower)."""
     text_tower = getattr(model, "text", model)
     for attr in ("token_embedding", "positional_embedding", "transformer", "ln_final"):
         if not hasattr(text_tower, attr):
-            raise InputError(f"open_clip model {spec.get('name')!r} has no standard text transformer ({attr} missing)")
+            raise InputError(f"open_clip model {model_label(spec)} has no standard text transformer ({attr} missing)")
     if getattr(text_tower, "cls_emb", None) is not None:
-        raise InputError(f"open_clip model {spec.get('name')!r}: text towers with a class token (CoCa) are unsupported")
+        raise InputError(f"open_clip model {model_label(spec)}: text towers with a class token (CoCa) are unsupported")
     pool_type = getattr(text_tower, "text_pool_type", None) or getattr(text_tower, "pool_type", "argmax")
     eos_id = getattr(text_tower, "text_eos_id", None) or getattr(text_tower, "eos_id", None)
 
@@ -104,18 +106,17 @@ def hook_open_clip(model, tokenizer, preprocess, spec: Mapping, device: torch.de
             return (ids == eos_id).int().argmax(dim=-1)
         raise InputError(f"open_clip text pool type {pool_type!r} is unsupported")
 
-    text_proj = _project(text_tower.text_projection)
     text = HookedTower(
         "text", _blocks_from_open_clip(text_tower.transformer.resblocks), text_tower.transformer.resblocks[0].attn.num_heads,
-        embed=text_embed, pool_index=text_pool, head=lambda x: text_proj(text_tower.ln_final(x)),
+        embed=text_embed, pool_index=text_pool, ln_final=text_tower.ln_final, proj=text_tower.text_projection,
         causal=getattr(text_tower, "attn_mask", None) is not None,
     )
 
     visual = model.visual
     if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
-        raise InputError(f"open_clip model {spec.get('name')!r}: only class-token pooling vision towers are supported")
+        raise InputError(f"open_clip model {model_label(spec)}: only class-token pooling vision towers are supported")
     if not hasattr(visual, "conv1"):
-        raise InputError(f"open_clip model {spec.get('name')!r}: the vision tower is not a ViT ({type(visual).__name__})")
+        raise InputError(f"open_clip model {model_label(spec)}: the vision tower is not a ViT ({type(visual).__name__})")
 
     def vision_embed(pixels):
         x = visual.conv1(pixels.to(visual.conv1.weight.dtype))
@@ -124,11 +125,11 @@ def hook_open_clip(model, tokenizer, preprocess, spec: Mapping, device: torch.de
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
         return visual.ln_pre(x)
 
-    vision_proj = _project(visual.proj)
+    patch = visual.patch_size[0] if isinstance(visual.patch_size, (tuple, list)) else visual.patch_size
     vision = HookedTower(
         "vision", _blocks_from_open_clip(visual.transformer.resblocks), visual.transformer.resblocks[0].attn.num_heads,
-        embed=vision_embed, pool_index=lambda px: torch.zeros(px.shape[0], dtype=torch.long, device=px.device),
-        head=lambda x: vision_proj(visual.ln_post(x)), causal=False,
+        embed=vision_embed, pool_index=_class_token, ln_final=visual.ln_post, proj=visual.proj, causal=False,
+        patch_size=int(patch), grid_size=tuple(int(g) for g in visual.grid_size), has_class_token=True,
     )
     image_size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     return HookedCLIP(text, vision, model.logit_scale.exp().item(), tokenizer, preprocess, image_size, model, spec, device)
@@ -183,13 +184,15 @@ def hook_hf(model, tokenizer, preprocess, spec: Mapping, device: torch.device) -
     text = HookedTower(
         "text", _blocks_from_hf(tm.encoder.layers), model.config.text_config.num_attention_heads,
         embed=lambda ids: tm.embeddings(input_ids=ids), pool_index=text_pool,
-        head=lambda x: model.text_projection(tm.final_layer_norm(x)), causal=True,
+        ln_final=tm.final_layer_norm, proj=model.text_projection, causal=True,
     )
+    vision_config = model.config.vision_config
+    grid = vision_config.image_size // vision_config.patch_size
     vision = HookedTower(
-        "vision", _blocks_from_hf(vm.encoder.layers), model.config.vision_config.num_attention_heads,
-        embed=lambda px: vm.pre_layrnorm(vm.embeddings(px)),
-        pool_index=lambda px: torch.zeros(px.shape[0], dtype=torch.long, device=px.device),
-        head=lambda x: model.visual_projection(vm.post_layernorm(x)), causal=False,
+        "vision", _blocks_from_hf(vm.encoder.layers), vision_config.num_attention_heads,
+        embed=lambda px: vm.pre_layrnorm(vm.embeddings(px)), pool_index=_class_token,
+        ln_final=vm.post_layernorm, proj=model.visual_projection, causal=False,
+        patch_size=vision_config.patch_size, grid_size=(grid, grid), has_class_token=True,
     )
     return HookedCLIP(text, vision, model.logit_scale.exp().item(), tokenizer, preprocess,
                       model.config.vision_config.image_size, model, spec, device)
@@ -238,4 +241,4 @@ def load_tokenizer(spec: Mapping):
         from transformers import CLIPTokenizerFast
 
         return from_hf(CLIPTokenizerFast.from_pretrained(_check_local(spec, "path") or spec["name"]))
-    raise InputError(f"model {spec.get('name')!r}: unknown backend {backend!r}; use 'open_clip' or 'hf'")
+    raise InputError(f"model {model_label(spec)}: unknown backend {backend!r}; use 'open_clip' or 'hf'")

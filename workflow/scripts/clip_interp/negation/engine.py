@@ -23,27 +23,38 @@ the real image's forward is replaced at every position by the single-colour imag
 of the same block; ``S*`` uses the resulting image embedding, ``d* = S*(c, i) - S*(f, i)``
 and the image ablation effect is ``IAE(l) = d - d*``.
 
-The fast functions (:func:`causal_tracing_effects`, :func:`image_ablation_effects`,
-:func:`image_ablation_effects_from_activations`) run on :class:`HookedCLIP` towers, resume
-each intervention from stored residual streams and batch many interventions per forward.
-The ``reference_*`` functions compute the same tables the slow, direct way through the
-library's own modules (one full forward per intervention, with PyTorch module hooks) and
-exist to check the fast ones.
+The definitions sit on the generic intervention engine (:mod:`clip_interp.interventions`):
+causal tracing is a residual patch sweep with the non-negated sentence as receiver and the
+negated one as donor, image ablation a block-output replacement with the single-colour
+image's outputs. The ``reference_*`` functions compute the same tables the slow, direct way
+through the library's own modules (one full forward per intervention) and exist to check
+the fast ones.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..cache import single_colour as single_colour_image
+from ..batching import pixel_batches, row_slices, rows_as_tensor
+from ..encoding import encode_images, encode_texts, is_embedding, token_id_lists
 from ..errors import InputError
+from ..interventions import iter_resid_patches, replace_block_outputs
+from ..interventions.reference import (capturing_resid, library_ids, library_logit, library_model, overwriting_resid,
+                                       reference_block_output_replacement)
+from .ablation import check_components
+from .caches import single_colour as single_colour_image
 from .labels import COMPONENTS, NEGATION_SIDES
+
+__all__ = [
+    "CAUSAL_TRACING_COLUMNS", "IMAGE_ABLATION_COLUMNS", "causal_tracing_effects", "encode_images", "encode_texts",
+    "image_ablation_activations", "image_ablation_effects", "image_ablation_effects_from_activations",
+    "reference_causal_tracing", "reference_image_ablation", "single_colour_image", "tracing_instances",
+]
 
 CAUSAL_TRACING_COLUMNS = [
     "key", "negation", "layer", "position", "S_caption", "S_foil", "d", "S_patched", "d_star", "cte",
@@ -57,60 +68,6 @@ IMAGE_ABLATION_COLUMNS = [
 # --------------------------------------------------------------------------- inputs
 
 
-def _id_lists(model, texts) -> list[list[int]]:
-    """Sentences (strings) or id sequences (with SOT and EOT) as lists of ints."""
-    out = []
-    for t in texts:
-        out.append(model.tokenizer.encode(t) if isinstance(t, str) else [int(i) for i in t])
-    return out
-
-
-def _is_embedding(x) -> bool:
-    return isinstance(x, torch.Tensor) and x.ndim == 2 and x.is_floating_point()
-
-
-def _pixel_batches(pixels, batch_size: int) -> Iterator[torch.Tensor]:
-    """Batches of a (N, 3, H, W) tensor, or the tensors of an iterable of batches (a loader)."""
-    if isinstance(pixels, torch.Tensor):
-        for start in range(0, len(pixels), batch_size):
-            yield pixels[start:start + batch_size]
-        return
-    for batch in pixels:
-        if isinstance(batch, (tuple, list)):
-            batch = batch[0]
-        yield torch.as_tensor(batch)
-
-
-def _rows(array, sl: slice, device) -> torch.Tensor:
-    """Rows ``sl`` of a tensor, NumPy array or h5py dataset as a float32 tensor on ``device``."""
-    if isinstance(array, torch.Tensor):
-        return array[sl].to(device=device, dtype=torch.float32)
-    return torch.as_tensor(np.asarray(array[sl]), dtype=torch.float32, device=device)
-
-
-def _chunks(n: int, size: int) -> list[slice]:
-    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
-
-
-@torch.inference_mode()
-def encode_images(model, pixels, *, batch_size: int = 32) -> torch.Tensor:
-    """Image embeddings (N, E) on ``model.device`` of preprocessed pixels (N, 3, H, W) or of a loader."""
-    return torch.cat([model.vision.run(b.to(model.device)).embedding for b in _pixel_batches(pixels, batch_size)])
-
-
-@torch.inference_mode()
-def encode_texts(model, texts: Sequence, *, batch_size: int = 256) -> torch.Tensor:
-    """Text embeddings (N, E) on ``model.device`` of sentences or id sequences (SOT ... EOT, unpadded)."""
-    seqs = _id_lists(model, texts)
-    out = []
-    for sl in _chunks(len(seqs), batch_size):
-        part = seqs[sl]
-        ids = model.tokenizer.pad(part).to(model.device)
-        eot = torch.as_tensor([len(s) - 1 for s in part], device=model.device)
-        out.append(model.text.run(ids, pool_index=eot).embedding)
-    return torch.cat(out)
-
-
 def tracing_instances(model, frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``negated_ids``, ``non_negated_ids``, ``negator_pos`` and ``eot_pos`` to a table of sentence pairs.
 
@@ -118,8 +75,8 @@ def tracing_instances(model, frame: pd.DataFrame) -> pd.DataFrame:
     negator position is the first token at which the two encodings differ.
     """
     out = frame.copy()
-    neg = _id_lists(model, frame["negated"])
-    non = _id_lists(model, frame["non_negated"])
+    neg = token_id_lists(model, frame["negated"])
+    non = token_id_lists(model, frame["non_negated"])
     negator = []
     for key, a, b in zip(frame["key"], neg, non):
         if len(a) != len(b):
@@ -161,52 +118,21 @@ def _tracing_inputs(instances: pd.DataFrame):
     return neg, non, negator, eot
 
 
-# --------------------------------------------------------------------------- resumed forwards
-
-
-def _final_block_pooled(tower, x: torch.Tensor, pool: torch.Tensor, prefix=None) -> torch.Tensor:
-    """Block L applied to ``resid[L-1]`` = ``x`` (B, T, D), returning only the pooled rows of ``resid[L]`` (B, D).
-
-    Keys and values come from every position (after ``prefix``'s, for a causal tower);
-    the query, output projection and MLP only from the pooled position.
-    """
-    block = tower.blocks[-1]
-    b, t, d = x.shape
-    n_h, d_h = tower.n_heads, tower.d_head
-    rows = torch.arange(b, device=x.device)
-    h = block.ln_1(x)
-    bias = block.b_qkv
-    kv = F.linear(h, block.w_qkv[d:], None if bias is None else bias[d:]).view(b, t, 2, n_h, d_h)
-    k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
-    q = F.linear(h[rows, pool], block.w_qkv[:d], None if bias is None else bias[:d]).view(b, n_h, 1, d_h)
-    n_prefix = 0
-    if prefix is not None:
-        n_prefix = prefix[0].shape[2]
-        k = torch.cat([prefix[0], k], dim=2)
-        v = torch.cat([prefix[1], v], dim=2)
-    mask = None
-    if tower.causal:
-        keys = torch.arange(k.shape[2], device=x.device)
-        mask = (keys.unsqueeze(0) <= (pool + n_prefix).unsqueeze(1)).view(b, 1, 1, -1)
-    z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    y = x[rows, pool] + block.ls_1(F.linear(z.reshape(b, d), block.w_out, block.b_out))
-    return y + block.ls_2(block.mlp(block.ln_2(y)))
-
-
-def _mlp_step(block, x: torch.Tensor) -> torch.Tensor:
-    """``resid_mid`` -> ``resid`` of one block: add its MLP output."""
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
-
-
 # --------------------------------------------------------------------------- causal tracing
+
+
+def _tracing_mask(negator: np.ndarray, eot: np.ndarray, t: int, device) -> torch.Tensor:
+    """(B, T): the positions traced per instance, from the negator to EOT (earlier ones cannot differ)."""
+    positions = np.arange(t)[None, :]
+    return torch.as_tensor((positions >= negator[:, None]) & (positions <= eot[:, None]), device=device)
 
 
 def _trace_chunk(model, neg, non, negator, eot, image_emb):
     """S(negated), S(non-negated) (B,) and the patched similarities S* (B, L+1, T) of one batch of instances.
 
-    For each position p, the patches of all layers go through the blocks together: block m
-    runs on the patches made at layers 0..m-1 (a patch at layer l joins before block l+1),
-    over positions p..EOT, with the clean keys and values of positions < p.
+    The non-negated sentence receives, at (l, p), the negated sentence's ``resid[l][p]``
+    (:func:`~clip_interp.interventions.iter_resid_patches`). Positions before the negator keep
+    ``S* = S(non-negated)``; a patch of ``resid[L]`` at EOT gives the negated sentence's own embedding.
     """
     tower = model.text
     n_layers, dev = tower.n_layers, model.device
@@ -216,33 +142,16 @@ def _trace_chunk(model, neg, non, negator, eot, image_emb):
     eot_t = torch.as_tensor(eot, device=dev)
     clean = tower.run(ids, cache=["resid"], pool_index=torch.cat([eot_t, eot_t]))
     resid = clean.cache.stack("resid")
-    r_neg, r_non = resid[:b], resid[b:]
     s_neg = model.similarity(image_emb, clean.embedding[:b])
     s_non = model.similarity(image_emb, clean.embedding[b:])
-    kv = {m: tower.keys_values(r_non[:, m - 1], m) for m in range(1, n_layers + 1)}
     s_patch = s_non[:, None, None].expand(b, n_layers + 1, t).clone()
     s_patch[torch.arange(b, device=dev), n_layers, eot_t] = s_neg
-    for p in range(int(negator.min()), t):
-        sel = np.flatnonzero((negator <= p) & (eot >= p))
-        if len(sel) == 0:
-            continue
-        rows = torch.as_tensor(sel, device=dev)
-        end = int(eot[sel].max()) + 1
-        x = None
-        for m in range(1, n_layers + 1):
-            start = r_non[rows, m - 1, p:end]
-            start[:, 0] = r_neg[rows, m - 1, p]
-            x = start if x is None else torch.cat([x, start])
-            pool = (eot_t[rows] - p).repeat(m)
-            prefix = None if p == 0 else tuple(z[rows, :, :p].repeat(m, 1, 1, 1) for z in kv[m])
-            if m < n_layers:
-                x = tower.run(start_layer=m - 1, start_resid=x, prefix_kv=None if prefix is None else {m: prefix},
-                              pool_index=pool, stop_layer=m).resid_final
-            else:
-                x = _final_block_pooled(tower, x, pool, prefix)
-        emb = tower.head(x)
-        s = model.similarity(image_emb[rows].repeat(n_layers, 1), emb).view(n_layers, len(sel))
-        s_patch[rows, :n_layers, p] = s.T
+    mask = _tracing_mask(negator, eot, t, dev)
+    for patched in iter_resid_patches(tower, resid[b:], resid[:b], mask, eot_t):
+        rows, n_rows = patched.rows, len(patched.rows)
+        emb = patched.embeddings.reshape(n_layers * n_rows, -1)
+        s = model.similarity(image_emb[rows].repeat(n_layers, 1), emb).view(n_layers, n_rows)
+        s_patch[rows, :n_layers, patched.position] = s.T
     return s_neg, s_non, s_patch
 
 
@@ -272,6 +181,15 @@ def _tracing_frame(instances, s_neg, s_non, s_patch_rows, n_layers) -> pd.DataFr
     }, columns=CAUSAL_TRACING_COLUMNS)
 
 
+def _length_batches(eot: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Instance indices in batches of at most ``batch_size``, each of one token length."""
+    batches = []
+    for length in np.unique(eot):
+        same = np.flatnonzero(eot == length)
+        batches.extend(same[sl] for sl in row_slices(len(same), batch_size))
+    return batches
+
+
 @torch.inference_mode()
 def causal_tracing_effects(model, instances: pd.DataFrame, image_embeddings: torch.Tensor, *,
                            batch_size: int = 64, progress: bool = True) -> pd.DataFrame:
@@ -283,26 +201,18 @@ def causal_tracing_effects(model, instances: pd.DataFrame, image_embeddings: tor
     image embeddings (:func:`encode_images`). Returns one row per instance x layer x position
     with columns :data:`CAUSAL_TRACING_COLUMNS`, instances in input order.
 
-    Each batch of up to ``batch_size`` instances of one token length is run once cleanly, caching
-    both sentences' residual streams and the non-negated sentence's keys and values. A patch
-    at ``(l, p)`` resumes from the patched ``resid[l]`` and recomputes only positions ``>= p``
-    (earlier positions enter through their clean keys and values), and the last block only
-    for the EOT row. The patches at one position ``p`` of all instances of the batch and all
-    layers share the forwards: block m runs once on every patch made at a layer below m.
+    Each batch of up to ``batch_size`` instances of one token length is run once cleanly,
+    caching both sentences' residual streams; the patches then resume from them
+    (:func:`~clip_interp.interventions.iter_resid_patches`).
     """
     neg, non, negator, eot = _tracing_inputs(instances)
     n = len(neg)
     image_embeddings = image_embeddings.to(model.device)
     if image_embeddings.shape[0] != n:
         raise InputError(f"{image_embeddings.shape[0]} image embeddings for {n} instances")
-    n_layers = model.text.n_layers
-    batches = []
-    for length in np.unique(eot):
-        same = np.flatnonzero(eot == length)
-        batches.extend(same[sl] for sl in _chunks(len(same), batch_size))
     s_neg, s_non = np.zeros(n), np.zeros(n)
     s_patch: list[np.ndarray | None] = [None] * n
-    for idx in tqdm(batches, desc="causal tracing", disable=not progress):
+    for idx in tqdm(_length_batches(eot, batch_size), desc="causal tracing", disable=not progress):
         sn, sp, patched = _trace_chunk(
             model, [neg[i] for i in idx], [non[i] for i in idx], negator[idx], eot[idx],
             image_embeddings[torch.as_tensor(idx, device=model.device)],
@@ -311,18 +221,10 @@ def causal_tracing_effects(model, instances: pd.DataFrame, image_embeddings: tor
         for j, i in enumerate(idx):
             s_neg[i], s_non[i] = sn[j], sp[j]
             s_patch[i] = patched[j, :, : eot[i] + 1]
-    return _tracing_frame(instances, s_neg, s_non, s_patch, n_layers)
+    return _tracing_frame(instances, s_neg, s_non, s_patch, model.text.n_layers)
 
 
 # --------------------------------------------------------------------------- image ablation
-
-
-def _check_components(components) -> tuple[str, ...]:
-    components = tuple(components)
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or not components:
-        raise InputError(f"unknown ablation component(s) {unknown}; choose from {sorted(COMPONENTS)}")
-    return components
 
 
 def _ablation_frame(keys, negation, layers, components, s_cap, s_foil, s_cap_star, s_foil_star) -> pd.DataFrame:
@@ -351,40 +253,17 @@ def _labels(keys, negation, n: int):
     return keys, negation
 
 
-def _ablation_start(tower, layer: int, component: str, rr, rm, sa, sm) -> torch.Tensor:
-    """The ablated ``resid[layer]`` of a batch (only the class token at the last layer)."""
-    keep = slice(None) if layer < tower.n_layers else slice(0, 1)
-    if component == "mha":
-        return _mlp_step(tower.blocks[layer - 1], (rr[:, layer - 1] + sa[:, layer - 1])[:, keep])
-    return (rm[:, layer - 1] + sm[:, layer - 1])[:, keep]
+def _ablation_layers(layers, n_layers: int) -> list[int]:
+    layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(l) for l in layers})
+    if any(not 1 <= l <= n_layers for l in layers):
+        raise InputError(f"ablation layers must lie in 1..{n_layers}, got {layers}")
+    return layers
 
 
-def _ablate_chunk(tower, rr, rm, sa, sm, layers, components):
-    """Pooled ``resid[L]`` rows of every ablation of a batch, and the layer of each row group.
-
-    Rows come in groups of ``len(components) * B`` (component-major), one group per ablated
-    layer, in the returned order. Block m runs once on all ablations made at layers < m.
-    """
-    n_layers = tower.n_layers
-    wanted = set(layers)
-    x, order = None, []
-    for m in range(2, n_layers + 1):
-        if m - 1 in wanted:
-            new = torch.cat([_ablation_start(tower, m - 1, c, rr, rm, sa, sm) for c in components])
-            x = new if x is None else torch.cat([x, new])
-            order.append(m - 1)
-        if x is None:
-            continue
-        pool = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        if m < n_layers:
-            x = tower.run(start_layer=m - 1, start_resid=x, pool_index=pool, stop_layer=m).resid_final
-        else:
-            x = _final_block_pooled(tower, x, pool)
-    parts = [] if x is None else [x]
-    if n_layers in wanted:
-        parts.append(torch.cat([_ablation_start(tower, n_layers, c, rr, rm, sa, sm)[:, 0] for c in components]))
-        order.append(n_layers)
-    return torch.cat(parts), order
+def _check_activation_shapes(arrays: dict, n: int, n_layers: int) -> None:
+    for name, (arr, depth) in arrays.items():
+        if tuple(arr.shape[:2]) != (n, depth) or len(arr.shape) != 4:
+            raise InputError(f"{name} has shape {tuple(arr.shape)}, expected ({n}, {depth}, P, D)")
 
 
 @torch.inference_mode()
@@ -402,40 +281,34 @@ def image_ablation_effects_from_activations(
     text embeddings. Returns one row per image x layer (``layers``, default 1..L) x component
     with columns :data:`IMAGE_ABLATION_COLUMNS`.
 
-    The ablated ``resid[l]`` is ``resid[l-1] + single attn_out[l]`` followed by block l's MLP
-    ("mha") or ``resid_mid[l] + single mlp_out[l]`` ("mlp"); blocks l+1..L then run from it
-    (the last one for the class token only). Within a batch of ``batch_size`` images, block m
-    runs once on every ablation made at a layer below m.
+    Component ``"mha"`` replaces block l's ``attn_out`` by the single-colour image's, ``"mlp"``
+    its ``mlp_out`` (:func:`~clip_interp.interventions.replace_block_outputs`).
     """
     tower = model.vision
     n_layers, dev = tower.n_layers, model.device
-    components = _check_components(components)
-    layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(l) for l in layers})
-    if any(not 1 <= l <= n_layers for l in layers):
-        raise InputError(f"ablation layers must lie in 1..{n_layers}, got {layers}")
+    components = tuple(check_components(components))
+    sites = [COMPONENTS[c] for c in components]
+    layers = _ablation_layers(layers, n_layers)
     n = len(caption_emb)
     keys, negation = _labels(keys, negation, n)
-    shapes = {"real_resid": (real_resid, n_layers + 1), "real_resid_mid": (real_resid_mid, n_layers),
-              "single_attn_out": (single_attn_out, n_layers), "single_mlp_out": (single_mlp_out, n_layers)}
-    for name, (arr, depth) in shapes.items():
-        if tuple(arr.shape[:2]) != (n, depth) or len(arr.shape) != 4:
-            raise InputError(f"{name} has shape {tuple(arr.shape)}, expected ({n}, {depth}, P, D)")
+    _check_activation_shapes({"real_resid": (real_resid, n_layers + 1), "real_resid_mid": (real_resid_mid, n_layers),
+                              "single_attn_out": (single_attn_out, n_layers),
+                              "single_mlp_out": (single_mlp_out, n_layers)}, n, n_layers)
     if len(foil_emb) != n:
         raise InputError(f"{len(foil_emb)} foil embeddings for {n} caption embeddings")
     s_cap, s_foil = np.zeros(n), np.zeros(n)
     s_cap_star = np.zeros((n, len(layers), len(components)))
     s_foil_star = np.zeros_like(s_cap_star)
     n_c = len(components)
-    for sl in tqdm(_chunks(n, batch_size), desc="image ablation", disable=not progress):
-        rr, rm = _rows(real_resid, sl, dev), _rows(real_resid_mid, sl, dev)
-        sa, sm = _rows(single_attn_out, sl, dev), _rows(single_mlp_out, sl, dev)
-        cap, foil = _rows(caption_emb, sl, dev), _rows(foil_emb, sl, dev)
+    for sl in tqdm(row_slices(n, batch_size), desc="image ablation", disable=not progress):
+        rr, rm = rows_as_tensor(real_resid, sl, dev), rows_as_tensor(real_resid_mid, sl, dev)
+        values = {"attn_out": rows_as_tensor(single_attn_out, sl, dev), "mlp_out": rows_as_tensor(single_mlp_out, sl, dev)}
+        cap, foil = rows_as_tensor(caption_emb, sl, dev), rows_as_tensor(foil_emb, sl, dev)
         b = rr.shape[0]
-        clean = tower.head(rr[:, n_layers, 0])
+        clean = tower.to_joint_space(rr[:, n_layers, 0])
         s_cap[sl] = model.similarity(clean, cap).double().cpu().numpy()
         s_foil[sl] = model.similarity(clean, foil).double().cpu().numpy()
-        pooled, order = _ablate_chunk(tower, rr, rm, sa, sm, layers, components)
-        emb = tower.head(pooled)
+        emb, order = replace_block_outputs(tower, rr, rm, values, layers, sites)
         groups = len(order)
         s_c = model.similarity(emb, cap.repeat(groups * n_c, 1)).view(groups, n_c, b)
         s_f = model.similarity(emb, foil.repeat(groups * n_c, 1)).view(groups, n_c, b)
@@ -473,15 +346,14 @@ def image_ablation_effects(model, pixels, captions, foils, *, keys: Sequence | N
     (N, E) text embeddings. Each batch's activations (:func:`image_ablation_activations`)
     go to :func:`image_ablation_effects_from_activations`; the text embeddings are computed once.
     """
-    components = _check_components(components)
-    cap_emb = captions.to(model.device) if _is_embedding(captions) else encode_texts(model, captions)
-    foil_emb = foils.to(model.device) if _is_embedding(foils) else encode_texts(model, foils)
+    components = tuple(check_components(components))
+    cap_emb = captions.to(model.device) if is_embedding(captions) else encode_texts(model, captions)
+    foil_emb = foils.to(model.device) if is_embedding(foils) else encode_texts(model, foils)
     n = len(cap_emb)
     keys, negation = _labels(keys, negation, n)
     frames, offset = [], 0
-    batches = _pixel_batches(pixels, batch_size)
     total = -(-len(pixels) // batch_size) if isinstance(pixels, torch.Tensor) else None
-    for batch in tqdm(batches, total=total, desc="image ablation", disable=not progress):
+    for batch in tqdm(pixel_batches(pixels, batch_size), total=total, desc="image ablation", disable=not progress):
         sl = slice(offset, offset + len(batch))
         if sl.stop > n:
             raise InputError(f"more images than the {n} captions")
@@ -499,55 +371,16 @@ def image_ablation_effects(model, pixels, captions, foils, *, keys: Sequence | N
 # --------------------------------------------------------------------------- references (library modules)
 
 
-def _open_clip_parts(model):
-    """(library model, text resblocks, vision resblocks, text context length) of an open_clip model."""
-    if model.spec.get("backend") != "open_clip":
-        raise NotImplementedError(
-            f"the reference implementations drive open_clip's modules; backend {model.spec.get('backend')!r} "
-            "is not supported (the fast functions are)"
-        )
-    src = model.source_model
-    text = getattr(src, "text", src)
-    context = int(getattr(text, "context_length", None) or model.tokenizer.context_length)
-    return src, text.transformer.resblocks, src.visual.transformer.resblocks, context
-
-
-def _library_ids(ids: Sequence[int], context: int, device) -> torch.Tensor:
-    """One id sequence zero-padded to the context length, as ``open_clip.tokenize`` pads."""
-    out = torch.zeros(1, context, dtype=torch.long)
-    out[0, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-    return out.to(device)
-
-
-def _library_logit(src, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``logit_scale * cos`` from one forward of the library model on an image and a text."""
-    out = src(pixels, ids)
-    if isinstance(out, dict):
-        image, text, scale = out["image_features"], out["text_features"], out["logit_scale"]
-    else:
-        image, text, scale = out[0], out[1], out[2]
-    return (scale * (image * text).sum(-1))[0]
-
-
-def _resid_overwrite(blocks, layer: int, pos: int, value: torch.Tensor):
-    """Register a hook on the library's resblocks setting ``resid[layer][:, pos] = value``; returns its handle."""
-    def overwrite(x):
-        x = x.clone()
-        x[:, pos] = value
-        return x
-
-    if layer == 0:
-        return blocks[0].register_forward_pre_hook(lambda module, args: (overwrite(args[0]), *args[1:]))
-    return blocks[layer - 1].register_forward_hook(lambda module, args, output: overwrite(output))
-
-
-def _capture_resid(blocks, store: dict):
-    """Hooks storing ``resid[0..L]`` (the input of block 1 and every block's output) in ``store``."""
-    handles = [blocks[0].register_forward_pre_hook(lambda module, args: store.__setitem__(0, args[0].detach().clone()))]
-    for i, block in enumerate(blocks):
-        handles.append(block.register_forward_hook(
-            lambda module, args, output, layer=i + 1: store.__setitem__(layer, output.detach().clone())))
-    return handles
+def _reference_patched_logits(lib, px, non_ids, donor, s_non: float, layers, first: int, eot: int,
+                              n_layers: int) -> np.ndarray:
+    """S* (L+1, eot+1) of one instance: one library forward per (layer, position) patch; NaN for layers not traced."""
+    patched = np.full((n_layers + 1, eot + 1), np.nan)
+    for layer in layers:
+        patched[layer] = s_non
+        for p in range(first, eot + 1):
+            with overwriting_resid(lib.text_blocks, layer, p, donor[layer][:, p]):
+                patched[layer, p] = library_logit(lib.model, px, non_ids).item()
+    return patched
 
 
 @torch.inference_mode()
@@ -563,34 +396,21 @@ def reference_causal_tracing(model, instances: pd.DataFrame, pixels: torch.Tenso
     patched too instead of being set to no effect. With ``layers`` only those layers are
     patched and the other layers' rows hold NaN. Columns as :func:`causal_tracing_effects`.
     """
-    src, blocks, _, context = _open_clip_parts(model)
+    lib = library_model(model)
     neg, non, negator, eot = _tracing_inputs(instances)
-    n_layers, dev = len(blocks), model.device
+    n_layers, dev = len(lib.text_blocks), model.device
     layers = range(n_layers + 1) if layers is None else sorted({int(l) for l in layers})
     n = len(neg)
     s_neg, s_non, s_patch = np.zeros(n), np.zeros(n), []
     for i in tqdm(range(n), desc="reference causal tracing", disable=not progress):
         px = pixels[i:i + 1].to(dev)
-        neg_ids, non_ids = _library_ids(neg[i], context, dev), _library_ids(non[i], context, dev)
+        neg_ids, non_ids = library_ids(neg[i], lib.context_length, dev), library_ids(non[i], lib.context_length, dev)
         donor: dict = {}
-        handles = _capture_resid(blocks, donor)
-        try:
-            s_neg[i] = _library_logit(src, px, neg_ids).item()
-        finally:
-            for h in handles:
-                h.remove()
-        s_non[i] = _library_logit(src, px, non_ids).item()
-        patched = np.full((n_layers + 1, eot[i] + 1), np.nan)
+        with capturing_resid(lib.text_blocks, donor):
+            s_neg[i] = library_logit(lib.model, px, neg_ids).item()
+        s_non[i] = library_logit(lib.model, px, non_ids).item()
         first = 0 if all_positions else negator[i]
-        for layer in layers:
-            patched[layer] = s_non[i]
-            for p in range(first, eot[i] + 1):
-                handle = _resid_overwrite(blocks, layer, p, donor[layer][:, p])
-                try:
-                    patched[layer, p] = _library_logit(src, px, non_ids).item()
-                finally:
-                    handle.remove()
-        s_patch.append(patched)
+        s_patch.append(_reference_patched_logits(lib, px, non_ids, donor, s_non[i], layers, first, eot[i], n_layers))
     return _tracing_frame(instances, s_neg, s_non, s_patch, n_layers)
 
 
@@ -601,47 +421,30 @@ def reference_image_ablation(model, pixels: torch.Tensor, captions, foils, *, ke
     """Image ablation the direct way: one full library image forward per (layer, component).
 
     The single-colour image's outputs of ``ls_1`` (attention) and ``ls_2`` (MLP) of every
-    library resblock are recorded with forward hooks, then substituted, one block and one
-    component at a time, into the real image's forward. Text embeddings come from the
-    library's ``encode_text`` on zero-padded ids, once per instance. Columns as
-    :func:`image_ablation_effects_from_activations`.
+    library resblock replace, one block and one component at a time, the real image's
+    (:func:`~clip_interp.interventions.reference.reference_block_output_replacement`). Text
+    embeddings come from the library's ``encode_text`` on zero-padded ids, once per instance.
+    Columns as :func:`image_ablation_effects_from_activations`.
     """
-    src, _, blocks, context = _open_clip_parts(model)
-    components = _check_components(components)
+    lib = library_model(model)
+    components = tuple(check_components(components))
+    sites = [COMPONENTS[c] for c in components]
     dev = model.device
-    cap_ids, foil_ids = _id_lists(model, captions), _id_lists(model, foils)
-    n, n_layers = len(cap_ids), len(blocks)
+    cap_ids, foil_ids = token_id_lists(model, captions), token_id_lists(model, foils)
+    n, n_layers = len(cap_ids), len(lib.vision_blocks)
     layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(l) for l in layers})
     keys, negation = _labels(keys, negation, n)
-    scale = src.logit_scale.exp()
-    sites = {"mha": "ls_1", "mlp": "ls_2"}
+    scale = lib.model.logit_scale.exp()
     s_cap, s_foil = np.zeros(n), np.zeros(n)
     s_cap_star = np.zeros((n, len(layers), len(components)))
     s_foil_star = np.zeros_like(s_cap_star)
     for i in tqdm(range(n), desc="reference image ablation", disable=not progress):
-        cap = src.encode_text(_library_ids(cap_ids[i], context, dev), normalize=True)
-        foil = src.encode_text(_library_ids(foil_ids[i], context, dev), normalize=True)
+        cap = lib.model.encode_text(library_ids(cap_ids[i], lib.context_length, dev), normalize=True)[0]
+        foil = lib.model.encode_text(library_ids(foil_ids[i], lib.context_length, dev), normalize=True)[0]
         px = pixels[i:i + 1].to(dev)
-        single: dict = {}
-        handles = [getattr(block, sites[c]).register_forward_hook(
-            lambda module, args, output, key=(c, l + 1): single.__setitem__(key, output.detach().clone()))
-            for l, block in enumerate(blocks) for c in components]
-        try:
-            src.encode_image(single_colour_image(px))
-        finally:
-            for h in handles:
-                h.remove()
-        image = src.encode_image(px, normalize=True)
+        image = lib.model.encode_image(px, normalize=True)[0]
         s_cap[i], s_foil[i] = (scale * (image * cap).sum()).item(), (scale * (image * foil).sum()).item()
-        for k, layer in enumerate(layers):
-            for j, comp in enumerate(components):
-                value = single[(comp, layer)]
-                handle = getattr(blocks[layer - 1], sites[comp]).register_forward_hook(
-                    lambda module, args, output, value=value: value)
-                try:
-                    image = src.encode_image(px, normalize=True)
-                finally:
-                    handle.remove()
-                s_cap_star[i, k, j] = (scale * (image * cap).sum()).item()
-                s_foil_star[i, k, j] = (scale * (image * foil).sum()).item()
+        ablated = reference_block_output_replacement(model, px, single_colour_image(px), layers, sites)
+        s_cap_star[i] = (scale * (ablated * cap).sum(-1)).cpu().numpy()
+        s_foil_star[i] = (scale * (ablated * foil).sum(-1)).cpu().numpy()
     return _ablation_frame(keys, negation, layers, components, s_cap, s_foil, s_cap_star, s_foil_star)
