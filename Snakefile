@@ -2,7 +2,11 @@
 # Default: the full study on VALSE existence (config/config.yaml).
 # Offline demo: snakemake --cores 2 --configfile config/demo.yaml
 
+import os
+
 from snakemake.utils import min_version, validate
+
+from clip_interp.config import ConfigError, check_config
 
 min_version("9.0")
 
@@ -11,19 +15,30 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# One readable line per problem (and where the keys of the old layout moved), then the defaults.
+try:
+    check_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
 include: "rules/synthetic.smk"
-include: "rules/cache.smk"
-include: "rules/negation.smk"
-include: "rules/preliminary.smk"
-include: "rules/tracing.smk"
-include: "rules/selectivity.smk"
-include: "rules/ablation.smk"
-include: "rules/cross_model.smk"
+
+
+# The negation study: its data, caches and analyses.
+if "negation" in STUDIES:
+
+    include: "rules/negation_common.smk"
+    include: "rules/data.smk"
+    include: "rules/cache.smk"
+    include: "rules/negation.smk"
+    include: "rules/preliminary.smk"
+    include: "rules/tracing.smk"
+    include: "rules/selectivity.smk"
+    include: "rules/ablation.smk"
+    include: "rules/cross_model.smk"
 
 
 rule all:

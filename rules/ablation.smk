@@ -2,7 +2,7 @@
 
 ABLATION_VARIANT = analysis_variant("image_ablation")
 
-STUDY_TARGETS += expand(
+STUDY_TARGETS["negation"] += expand(
     [
         "results/negation/{model}/image_ablation.parquet",
         "results/negation/{model}/image_ablation_summary.parquet",
@@ -28,7 +28,9 @@ rule image_ablation:
     params:
         model=model_spec,
         variant=ABLATION_VARIANT,
-        components=config["analysis"]["image_ablation"]["components"],
+        components=NEGATION["image_ablation"]["components"],
+        device=DEVICE,
+        batch_size=IMAGE_BATCH_SIZE,
     log:
         rule_log("image_ablation", "{model}"),
     benchmark:
@@ -42,7 +44,7 @@ rule image_ablation:
         "../workflow/scripts/image_ablation.py"
 
 
-# Figures of a component missing from analysis.image_ablation.components are drawn as a panel saying so,
+# Figures of a component missing from negation.image_ablation.components are drawn as a panel saying so,
 # so the outputs are the same for every configuration.
 rule image_ablation_summary:
     input:
@@ -56,7 +58,7 @@ rule image_ablation_summary:
         fig14_png=report("results/negation/{model}/figures/fig14_mha_vs_mlp.png", caption="../report/fig14.rst", category="Image ablation"),
         fig14_pdf="results/negation/{model}/figures/fig14_mha_vs_mlp.pdf",
     params:
-        segments=config["analysis"]["segments"],
+        segments=NEGATION["segments"],
     log:
         rule_log("image_ablation_summary", "{model}"),
     benchmark:

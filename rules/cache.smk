@@ -1,5 +1,8 @@
 # Activation caches: per-layer activations of both towers, in HDF5.
 
+STUDY_TARGETS["negation"] += expand("results/cache/{model}/text_{variant}.h5", model=MODELS, variant=VARIANTS)
+STUDY_TARGETS["negation"] += expand("results/cache/{model}/image.h5", model=MODELS)
+
 
 rule cache_text_activations:
     input:
@@ -10,6 +13,8 @@ rule cache_text_activations:
     params:
         model=model_spec,
         dtype=config["cache"]["dtype"],
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
     log:
         rule_log("cache_text_activations", "{model}", "{variant}"),
     benchmark:
@@ -33,6 +38,8 @@ rule cache_image_activations:
     params:
         model=model_spec,
         dtype=config["cache"]["dtype"],
+        device=DEVICE,
+        batch_size=IMAGE_BATCH_SIZE,
     log:
         rule_log("cache_image_activations", "{model}"),
     benchmark:
@@ -55,6 +62,8 @@ rule cache_cannot_activations:
     params:
         model=model_spec,
         dtype=config["cache"]["dtype"],
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
     log:
         rule_log("cache_cannot_activations", "{model}"),
     benchmark:

@@ -1,36 +1,15 @@
 import os
 import re
-from pathlib import Path
 
-from clip_interp.sources import is_remote, local_path
-
+# Shared by all studies: the models, runtime settings and cluster resources. Each study's settings
+# are in its own config section (`negation`), read by its rule files.
+STUDIES = list(config["studies"])
 MODELS = list(config["models"])
-VARIANTS = list(config["dataset"]["variants"])
-SYNTHETIC = config["benchmark"] == "synthetic"
 
 
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     variant="standard|rephrased",
-
-
-def valse_json():
-    """The VALSE-format benchmark file: generated (demo) or fetched."""
-    if SYNTHETIC:
-        return "results/synthetic/existence.json"
-    return "results/raw/valse/existence.json"
-
-
-def images_dir():
-    if SYNTHETIC:
-        return "results/synthetic/images"
-    return "results/raw/images"
-
-
-def images_archive():
-    """The images source to extract from: a downloaded zip, or the configured local zip/folder."""
-    url = config["sources"]["visual7w_images"]["url"]
-    return "results/raw/downloads/visual7w_images.zip" if is_remote(url) else str(local_path(url))
 
 
 def model_spec(wildcards):
@@ -51,34 +30,22 @@ def rule_benchmark(name, *wildcards):
     return os.path.join("benchmarks", name, *wildcards) + ".tsv"
 
 
-# Each stage file appends its final outputs (tables and figures) here; `rule all` requests them.
-STUDY_TARGETS = []
-
-
-def analysis_variant(analysis):
-    """The dataset variant an analysis reads (`analysis.<name>.variant`), checked against `dataset.variants`."""
-    variant = config["analysis"][analysis]["variant"]
-    if variant not in VARIANTS:
-        raise WorkflowError(
-            f"config analysis.{analysis}.variant is {variant!r}, which is not among dataset.variants {VARIANTS}; "
-            f"add it to dataset.variants or choose one of them"
-        )
-    return variant
-
-
-MODEL_RESOURCES = dict(mem_mb=config["resources"]["model_mem_mb"], gpu=config["resources"]["gpu"])
+# Each stage file of a study appends its final outputs (tables and figures) to STUDY_TARGETS[study];
+# `rule all` requests those of the studies listed in `studies`.
+STUDY_TARGETS = {study: [] for study in STUDIES}
 
 
 def all_targets():
-    targets = expand("results/datasets/valse_existence_{variant}.parquet", variant=VARIANTS)
-    targets += expand(
-        "results/datasets/{model}/valse_existence_{variant}_positions.parquet", model=MODELS, variant=VARIANTS
-    )
-    targets += expand("results/datasets/{model}/cannot_pairs.parquet", model=MODELS)
-    targets += expand("results/cache/{model}/text_{variant}.h5", model=MODELS, variant=VARIANTS)
-    targets += expand("results/cache/{model}/image.h5", model=MODELS)
-    targets += expand("results/negation/{model}/scores.parquet", model=MODELS)
-    return targets + STUDY_TARGETS
+    return [target for study in STUDIES for target in STUDY_TARGETS[study]]
+
+
+MODEL_RESOURCES = dict(
+    mem_mb=config["cluster_resources"]["model_mem_mb"], gpu=config["cluster_resources"]["gpu"]
+)
+# Runtime settings of the model rules, passed to their scripts as params.
+DEVICE = config["device"]
+TEXT_BATCH_SIZE = config["batch_size"]["text"]
+IMAGE_BATCH_SIZE = config["batch_size"]["image"]
 
 
 def check_model_entries():

@@ -1,6 +1,6 @@
 # Comparison of the models the config lists: one line per model.
 
-STUDY_TARGETS += [
+STUDY_TARGETS["negation"] += [
     "results/cross_model/layer_profiles.parquet",
     "results/cross_model/figures/fig_cross_model_layers.png",
 ]

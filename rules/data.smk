@@ -1,12 +1,18 @@
 # Data: fetch VALSE existence, its Visual7W images and CANNOT; prepare the instances.
 
+STUDY_TARGETS["negation"] += expand("results/datasets/valse_existence_{variant}.parquet", variant=VARIANTS)
+STUDY_TARGETS["negation"] += expand(
+    "results/datasets/{model}/valse_existence_{variant}_positions.parquet", model=MODELS, variant=VARIANTS
+)
+STUDY_TARGETS["negation"] += expand("results/datasets/{model}/cannot_pairs.parquet", model=MODELS)
+
 
 rule fetch_valse:
     output:
         "results/raw/valse/existence.json",
     params:
-        source=config["sources"]["valse_existence"],
-        name="sources.valse_existence",
+        source=NEGATION["sources"]["valse_existence"],
+        name="negation.sources.valse_existence",
         kind="json",
     log:
         rule_log("fetch_valse"),
@@ -25,8 +31,8 @@ rule download_visual7w_images:
     output:
         "results/raw/downloads/visual7w_images.zip",
     params:
-        source=config["sources"]["visual7w_images"],
-        name="sources.visual7w_images",
+        source=NEGATION["sources"]["visual7w_images"],
+        name="negation.sources.visual7w_images",
         kind="zip",
     log:
         rule_log("download_visual7w_images"),
@@ -64,8 +70,8 @@ rule fetch_cannot:
     output:
         "results/raw/cannot/cannot_dataset_v1.1.tsv",
     params:
-        source=config["sources"]["cannot"],
-        name="sources.cannot",
+        source=NEGATION["sources"]["cannot"],
+        name="negation.sources.cannot",
         kind="tsv",
     log:
         rule_log("fetch_cannot"),
@@ -88,7 +94,7 @@ rule prepare_valse:
         table="results/datasets/valse_existence_{variant}.parquet",
         report="results/datasets/valse_existence_{variant}.report.json",
     params:
-        min_caption_votes=config["dataset"]["min_caption_votes"],
+        min_caption_votes=NEGATION["dataset"]["min_caption_votes"],
     log:
         rule_log("prepare_valse", "{variant}"),
     benchmark:
@@ -111,7 +117,7 @@ rule token_positions:
         report="results/datasets/{model}/valse_existence_{variant}_positions.report.json",
     params:
         model=model_spec,
-        spacy_model=config["spacy_model"],
+        spacy_model=NEGATION["spacy_model"],
     log:
         rule_log("token_positions", "{model}", "{variant}"),
     benchmark:
@@ -134,7 +140,7 @@ rule cannot_pairs:
         report="results/datasets/{model}/cannot_pairs.report.json",
     params:
         model=model_spec,
-        spacy_model=config["spacy_model"],
+        spacy_model=NEGATION["spacy_model"],
     log:
         rule_log("cannot_pairs", "{model}"),
     benchmark:

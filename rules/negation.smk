@@ -1,5 +1,7 @@
 # The negation study: scores and segments (more analyses build on the same caches).
 
+STUDY_TARGETS["negation"] += expand("results/negation/{model}/scores.parquet", model=MODELS)
+
 
 rule compute_scores:
     input:
@@ -14,7 +16,7 @@ rule compute_scores:
         fig3_pdf="results/negation/{model}/figures/fig3_score_distribution.pdf",
     params:
         variants=VARIANTS,
-        segments=config["analysis"]["segments"],
+        segments=NEGATION["segments"],
     log:
         rule_log("compute_scores", "{model}"),
     benchmark:

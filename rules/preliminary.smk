@@ -1,11 +1,11 @@
 # Preliminary analyses: subject size, caption-foil similarity and sentence length against the score d
 # (Table 3, Figures 6 and 7).
 
-SUBJECT_SIZE = config["analysis"]["subject_size"]
+SUBJECT_SIZE = NEGATION["subject_size"]
 SUBJECT_SIZE_BY_CLIPSEG = SUBJECT_SIZE["source"] == "clipseg"
 
-STUDY_TARGETS += ["results/datasets/subject_size.parquet"]
-STUDY_TARGETS += expand(
+STUDY_TARGETS["negation"] += ["results/datasets/subject_size.parquet"]
+STUDY_TARGETS["negation"] += expand(
     "results/negation/{model}/{name}",
     model=MODELS,
     name=[
@@ -25,8 +25,8 @@ if SYNTHETIC:
     SUBJECT_SIZE_INPUTS.update(valse=valse_json(), masks="results/synthetic/masks")
 elif not SUBJECT_SIZE_BY_CLIPSEG:
     raise WorkflowError(
-        "analysis.subject_size.source is 'mask', but only the synthetic benchmark has subject masks; "
-        "set analysis.subject_size.source to clipseg"
+        "negation.subject_size.source is 'mask', but only the synthetic benchmark has subject masks; "
+        "set negation.subject_size.source to clipseg"
     )
 if SUBJECT_SIZE_BY_CLIPSEG and os.path.isdir(SUBJECT_SIZE["clipseg_model"]):
     SUBJECT_SIZE_INPUTS["clipseg"] = SUBJECT_SIZE["clipseg_model"]
@@ -43,7 +43,10 @@ rule subject_size:
         source=SUBJECT_SIZE["source"],
         clipseg_model=SUBJECT_SIZE["clipseg_model"] if SUBJECT_SIZE_BY_CLIPSEG else None,
         threshold=SUBJECT_SIZE["threshold"],
-        spacy_model=config["spacy_model"],
+        spacy_model=NEGATION["spacy_model"],
+        # CLIPSeg's device and image batch size; unused (None) with the true masks.
+        device=DEVICE if SUBJECT_SIZE_BY_CLIPSEG else None,
+        batch_size=IMAGE_BATCH_SIZE if SUBJECT_SIZE_BY_CLIPSEG else None,
     log:
         rule_log("subject_size"),
     benchmark:

@@ -1,7 +1,7 @@
 # Negator-selective attention heads of the text tower: VALSE existence (Figures 9, 10) and CANNOT (Figure 11).
 
 
-STUDY_TARGETS += expand(
+STUDY_TARGETS["negation"] += expand(
     "results/negation/{model}/{table}.parquet",
     model=MODELS,
     table=[
@@ -13,7 +13,7 @@ STUDY_TARGETS += expand(
         "cannot_selectivity_heads",
     ],
 )
-STUDY_TARGETS += expand(
+STUDY_TARGETS["negation"] += expand(
     "results/negation/{model}/figures/{figure}.{ext}",
     model=MODELS,
     figure=["fig9_negator_selectivity", "fig10_selectivity_by_position", "fig11_cannot_selectivity"],
@@ -44,9 +44,10 @@ rule negator_selectivity:
         ),
         fig10_pdf="results/negation/{model}/figures/fig10_selectivity_by_position.pdf",
     params:
-        threshold=config["analysis"]["selectivity"]["threshold"],
-        layer=config["analysis"]["selectivity"]["layer"],
+        threshold=NEGATION["selectivity"]["threshold"],
+        layer=NEGATION["selectivity"]["layer"],
         variant=analysis_variant("selectivity"),
+        batch_size=TEXT_BATCH_SIZE,
     log:
         rule_log("negator_selectivity", "{model}"),
     benchmark:
@@ -75,7 +76,8 @@ rule cannot_selectivity:
         ),
         fig11_pdf="results/negation/{model}/figures/fig11_cannot_selectivity.pdf",
     params:
-        threshold=config["analysis"]["selectivity"]["threshold"],
+        threshold=NEGATION["selectivity"]["threshold"],
+        batch_size=TEXT_BATCH_SIZE,
     log:
         rule_log("cannot_selectivity", "{model}"),
     benchmark:

@@ -8,7 +8,7 @@ rule generate_synthetic_benchmark:
         masks=directory("results/synthetic/masks"),
         train="results/synthetic/train.jsonl",
     params:
-        synthetic=config["synthetic"],
+        synthetic=config["demo"]["synthetic"],
     log:
         rule_log("generate_synthetic_benchmark"),
     benchmark:
@@ -32,7 +32,7 @@ rule train_toy_clip:
         checkpoint="results/models/toy-clip/toy_clip.pt",
         metrics="results/models/toy-clip/training_metrics.json",
     params:
-        toy_clip=config["toy_clip"],
+        toy_clip=config["demo"]["toy_clip"],
     log:
         rule_log("train_toy_clip"),
     benchmark:

@@ -2,7 +2,7 @@
 
 CAUSAL_TRACING_VARIANT = analysis_variant("causal_tracing")
 
-STUDY_TARGETS += expand(
+STUDY_TARGETS["negation"] += expand(
     [
         "results/negation/{model}/causal_tracing.parquet",
         "results/negation/{model}/causal_tracing_generic.parquet",
@@ -28,6 +28,8 @@ rule causal_tracing:
     params:
         model=model_spec,
         variant=CAUSAL_TRACING_VARIANT,
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
     log:
         rule_log("causal_tracing", "{model}"),
     benchmark:
@@ -62,7 +64,7 @@ rule causal_tracing_summary:
         fig8_segments_pdf="results/negation/{model}/figures/fig8_causal_tracing_by_segment.pdf",
     params:
         variant=CAUSAL_TRACING_VARIANT,
-        segments=config["analysis"]["segments"],
+        segments=NEGATION["segments"],
     log:
         rule_log("causal_tracing_summary", "{model}"),
     benchmark:

@@ -53,3 +53,52 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_factory(tmp_path_factory):
+    """``build(config=None, seed=0)``: a random-init open_clip model of an open_clip config dict, through ``load_model``.
+
+    ``config=None`` is the ToyCLIP architecture (``toy_clip_config()``). Each (config, seed) is built once per
+    session and shared, so tests must not modify the model (its weights and hooks are checked at the end of the
+    session). The architecture is registered with open_clip under a name derived from the config, so different
+    configs never collide; the name does not change the weights, which ``load_model`` draws from ``seed`` alone.
+    """
+    import hashlib
+    import json
+
+    import torch
+
+    from clip_interp.models import load_model
+    from clip_interp.toy_clip import toy_clip_config
+
+    folder = tmp_path_factory.mktemp("tiny_clip_configs")
+    built, originals = {}, {}
+
+    def build(config=None, seed=0):
+        config = toy_clip_config() if config is None else config
+        text = json.dumps(config, sort_keys=True)
+        if (text, seed) not in built:
+            path = folder / f"TinyCLIP-{hashlib.sha1(text.encode()).hexdigest()[:12]}.json"
+            path.write_text(text)
+            spec = {"backend": "open_clip", "name": path.stem, "config": str(path), "random_init": True, "seed": seed}
+            model = load_model(spec, "cpu")
+            built[(text, seed)] = model
+            originals[(text, seed)] = {k: v.detach().clone() for k, v in model.source_model.state_dict().items()}
+        return built[(text, seed)]
+
+    yield build
+    problems = []  # a test that changed a shared model would silently change the other tests' numbers
+    for key, model in built.items():
+        state = model.source_model.state_dict()
+        changed = [k for k, v in originals[key].items() if not torch.equal(state[k], v)]
+        hooked = [n or "<model>" for n, m in model.source_model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+        if changed or hooked:
+            problems.append(f"{model.spec['name']}: weights changed {changed}, hooks left on {hooked}")
+    assert not problems, "a test modified a shared tiny model: " + "; ".join(problems)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_factory):
+    """The ToyCLIP architecture (``toy_clip_config()``), random-initialised with seed 0; shared, do not modify."""
+    return tiny_clip_factory()

@@ -1,7 +1,5 @@
 """Image ablation from the activation caches: row matching by key, the summary's counts and means, errors."""
 
-import json
-
 import h5py
 import numpy as np
 import pandas as pd
@@ -9,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_interp.cache import load_images, write_image_cache, write_text_cache
+from clip_interp.images import load_images
+from clip_interp.negation.caches import write_image_cache, write_text_cache
 from clip_interp.errors import InputError
-from clip_interp.models import load_model
 from clip_interp.negation import ablation as A
 from clip_interp.negation import engine as E
 
@@ -35,13 +33,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
+def case(tmp_path_factory, tiny_clip_factory):
     """A random-init tiny open_clip model, random PNG images and the image cache of all instances (key order)."""
     root = tmp_path_factory.mktemp("ablation")
-    config = root / "ablation-tiny.json"
-    config.write_text(json.dumps(TINY_CONFIG))
     torch.manual_seed(0)
-    model = load_model({"backend": "open_clip", "name": config.stem, "config": str(config), "random_init": True}, "cpu")
+    model = tiny_clip_factory(TINY_CONFIG)
     rng = np.random.default_rng(0)
     paths = []
     for key in INSTANCES["key"]:
@@ -255,7 +251,7 @@ def test_summary_errors():
 
 
 def test_figures_with_both_and_with_one_component(tmp_path):
-    from clip_interp.io import save_figure
+    from clip_interp.plotting import save_figure
 
     both = A.ablation_summary(_hand_table())
     only_mha = A.ablation_summary(_hand_table().query("component == 'mha'"))

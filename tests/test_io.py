@@ -24,3 +24,14 @@ def test_stale_temporary_of_a_killed_write_is_removed(tmp_path):
     assert other.exists(), "only temporaries of the same target are removed"
     assert read_parquet_metadata(target) == {"n": 2}
     assert pd.read_parquet(target)["a"].tolist() == [1, 2]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "table.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

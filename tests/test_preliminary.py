@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from clip_interp.errors import InputError
-from clip_interp.io import save_figure
+from clip_interp.plotting import save_figure
 from clip_interp.negation import preliminary as P
 from clip_interp import subject_size as S
 

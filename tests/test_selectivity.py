@@ -1,16 +1,13 @@
 """Negator selectivity follows its definition: only later positions, 1-based layers, generic positions, caches."""
 
-import json
-
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from clip_interp.cache import write_text_cache
+from clip_interp.negation.caches import write_text_cache
 from clip_interp.errors import InputError
-from clip_interp.models import load_model
 from clip_interp.negation import selectivity as S
 from clip_interp.positions import add_positions
 
@@ -255,13 +252,11 @@ def test_cache_errors_name_the_problem(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("config") / "selectivity-tiny.json"
-    path.write_text(json.dumps(TINY_CONFIG))
+def tiny(tiny_clip_factory):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    yield load_model({"backend": "open_clip", "name": path.stem, "config": str(path), "random_init": True}, "cpu")
+    yield tiny_clip_factory(TINY_CONFIG)
     torch.set_num_threads(previous)
 
 

@@ -1,7 +1,5 @@
 """Causal tracing over generic positions: instance selection, labels, weighted averages, localisation, errors."""
 
-import json
-
 import h5py
 import numpy as np
 import pandas as pd
@@ -9,12 +7,11 @@ import pytest
 import torch
 
 from clip_interp.errors import InputError
-from clip_interp.io import save_figure
+from clip_interp.plotting import save_figure
 from clip_interp.models import load_model
 from clip_interp.negation import engine as E
 from clip_interp.negation import tracing as T
 from clip_interp.positions import GENERIC_NAMES, add_positions
-from clip_interp.toy_clip import toy_clip_config
 
 TOL = 1e-4
 # Rephrased VALSE-like pairs: two usable instances (one without further subject tokens) and one per exclusion reason.
@@ -58,11 +55,9 @@ def vit_run(tok, nlp):
 
 
 @pytest.fixture(scope="module")
-def toy_run(tok, nlp, tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy") / "ToyCLIP.json"
-    path.write_text(json.dumps(toy_clip_config()))
+def toy_run(tok, nlp, tiny_clip):
     torch.manual_seed(1)
-    model = load_model({"backend": "open_clip", "name": "ToyCLIP", "config": str(path), "random_init": True}, "cpu")
+    model = tiny_clip
     positions, _ = add_positions(TOY_PAIRS, tok, nlp)
     return model, positions, *_traced(model, positions, seed=1)
 

@@ -16,15 +16,20 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ["Snakefile", "rules", "workflow", "config", "envs", "resources", "report", "tools"]
 
 # A reduced demo: few instances and a short training, so the whole DAG runs in a few minutes on 2 cores.
 SMALL_DEMO = {
-    "synthetic": {"n_eval": 40, "n_train": 800, "image_size": 64, "seed": 0},
-    "toy_clip": {"epochs": 2, "batch_size": 64, "lr": 0.002, "seed": 0},
+    "demo": {
+        "synthetic": {"n_eval": 40, "n_train": 800, "image_size": 64, "seed": 0},
+        "toy_clip": {"epochs": 2, "batch_size": 64, "lr": 0.002, "seed": 0},
+    },
     "threads": 2,
 }
+N_EVAL = SMALL_DEMO["demo"]["synthetic"]["n_eval"]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -38,16 +43,31 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def write_config(workdir: Path, base: str, overrides: dict, name: str = "test.yaml") -> Path:
-    config = yaml.safe_load((REPO / "config" / base).read_text())
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in, nested mappings key by key (lists and values are replaced)."""
+    merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
         else:
-            config[key] = value
+            merged[key] = value
+    return merged
+
+
+def write_config(workdir: Path, base: str, overrides: dict, name: str = "test.yaml") -> Path:
+    config = deep_merge(yaml.safe_load((REPO / "config" / base).read_text()), overrides)
     path = workdir / "config" / name
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def local_sources(valse, images, cannot, valse_sha256=None) -> dict:
+    """A config override pointing `negation.sources` at local files (no checksum unless given)."""
+    return {"negation": {"sources": {
+        "valse_existence": {"url": str(valse), "sha256": valse_sha256},
+        "visual7w_images": {"url": str(images), "sha256": None},
+        "cannot": {"url": str(cannot), "sha256": None},
+    }}}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -88,7 +108,7 @@ def test_demo_produces_tables(demo_run):
     standard = pd.read_parquet(results / "datasets" / "valse_existence_standard.parquet")
     rephrased = pd.read_parquet(results / "datasets" / "valse_existence_rephrased.parquet")
     assert {"key", "caption", "foil", "negation", "image_file"} <= set(standard.columns)
-    assert len(standard) == len(rephrased) == SMALL_DEMO["synthetic"]["n_eval"]
+    assert len(standard) == len(rephrased) == N_EVAL
     assert (standard["negation"] == "caption").sum() == (standard["negation"] == "foil").sum()
     positions = pd.read_parquet(results / "datasets" / "toy-clip" / "valse_existence_rephrased_positions.parquet")
     assert positions["positions_ok"].all()
@@ -96,7 +116,7 @@ def test_demo_produces_tables(demo_run):
         assert (results / "cache" / "toy-clip" / name).stat().st_size > 0
     assert not list(results.rglob("*.part")), "no temporary file may be left behind"
     scores = pd.read_parquet(results / "negation" / "toy-clip" / "scores.parquet")
-    assert len(scores) == 2 * SMALL_DEMO["synthetic"]["n_eval"]
+    assert len(scores) == 2 * N_EVAL
     assert ((scores.d > 0) == scores.correct).all()
     for name in ("fig3_score_distribution.png", "fig3_score_distribution.pdf"):
         assert (results / "negation" / "toy-clip" / "figures" / name).stat().st_size > 1000
@@ -122,7 +142,7 @@ def test_demo_produces_every_table_and_figure_of_the_study(demo_run):
     for name in STUDY_FIGURES:
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
-    assert len(pd.read_parquet(workdir / "results" / "datasets" / "subject_size.parquet")) == SMALL_DEMO["synthetic"]["n_eval"]
+    assert len(pd.read_parquet(workdir / "results" / "datasets" / "subject_size.parquet")) == N_EVAL
     assert (workdir / "results" / "cross_model" / "figures" / "fig_cross_model_layers.png").stat().st_size > 1000
     profiles = pd.read_parquet(workdir / "results" / "cross_model" / "layer_profiles.parquet")
     assert set(profiles.model) == {"toy-clip"}
@@ -152,7 +172,7 @@ def test_editing_an_analysis_parameter_reruns_only_dependent_rules(demo_run):
     workdir, config = demo_run
     assert planned_jobs(snakemake(workdir, "--configfile", str(config), "-n")) == {}
     data = yaml.safe_load(config.read_text())
-    data["analysis"]["segments"]["correct"] = 0.5
+    data["negation"]["segments"]["correct"] = 0.5
     edited = workdir / "config" / "edited.yaml"
     edited.write_text(yaml.safe_dump(data))
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(edited), "-n"))
@@ -162,7 +182,7 @@ def test_editing_an_analysis_parameter_reruns_only_dependent_rules(demo_run):
                       "cache_cannot_activations", "subject_size", "train_toy_clip"):
         assert expensive not in jobs, f"{expensive} must not re-run when only the segment thresholds change"
 
-    data["dataset"]["min_caption_votes"] = 3
+    data["negation"]["dataset"]["min_caption_votes"] = 3
     edited.write_text(yaml.safe_dump(data))
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(edited), "-n"))
     assert jobs.get("prepare_valse") == 2 and jobs.get("compute_scores") == 1
@@ -175,11 +195,7 @@ def test_default_config_dry_run_lists_the_study(tmp_path, shared_data):
     images = tmp_path / "images.zip"
     with zipfile.ZipFile(images, "w") as z:
         z.writestr("images/placeholder.jpg", b"")
-    overrides = {"sources": {
-        "valse_existence": {"url": str(shared_data / "valse" / "existence.json")},
-        "visual7w_images": {"url": str(images)},
-        "cannot": {"url": str(tmp_path / "cannot.tsv")},
-    }}
+    overrides = local_sources(shared_data / "valse" / "existence.json", images, tmp_path / "cannot.tsv")
     config = write_config(workdir, "config.yaml", overrides)
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
     for rule in ("fetch_valse", "extract_valse_images", "fetch_cannot", "prepare_valse", "token_positions",
@@ -206,11 +222,9 @@ def test_valse_counts_through_the_workflow(tmp_path, shared_data):
     for entry in entries.values():
         (images / entry["image_file"]).write_bytes(b"stand-in")
     sha = hashlib.sha256((shared_data / "valse" / "existence.json").read_bytes()).hexdigest()
-    config = write_config(workdir, "config.yaml", {"sources": {
-        "valse_existence": {"url": "file://" + str(shared_data / "valse" / "existence.json"), "sha256": sha},
-        "visual7w_images": {"url": str(tmp_path / "unused.zip")},
-        "cannot": {"url": str(tmp_path / "unused.tsv")},
-    }})
+    config = write_config(workdir, "config.yaml", local_sources(
+        "file://" + str(shared_data / "valse" / "existence.json"), tmp_path / "unused.zip", tmp_path / "unused.tsv",
+        valse_sha256=sha))
     targets = ["results/datasets/valse_existence_standard.parquet", "results/datasets/valse_existence_rephrased.parquet"]
     snakemake(workdir, *targets, "--configfile", str(config), "--allowed-rules", "fetch_valse", "prepare_valse")
     standard = pd.read_parquet(workdir / targets[0])
@@ -231,10 +245,8 @@ def _fails_cleanly(workdir, config, target, expected_message):
 
 def test_sha256_mismatch_stops_with_clear_message(tmp_path, shared_data):
     workdir = copy_workflow(tmp_path / "wf")
-    config = write_config(workdir, "config.yaml", {"sources": {
-        "valse_existence": {"url": str(shared_data / "valse" / "existence.json"), "sha256": "0" * 64},
-        "visual7w_images": {"url": str(tmp_path / "x.zip")}, "cannot": {"url": str(tmp_path / "x.tsv")},
-    }})
+    config = write_config(workdir, "config.yaml", local_sources(
+        shared_data / "valse" / "existence.json", tmp_path / "x.zip", tmp_path / "x.tsv", valse_sha256="0" * 64))
     _fails_cleanly(workdir, config, "results/raw/valse/existence.json", "sources.valse_existence")
 
 
@@ -242,10 +254,7 @@ def test_lfs_pointer_instead_of_tsv_stops(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     pointer = tmp_path / "cannot_dataset_v1.1.tsv"
     pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 123\n")
-    config = write_config(workdir, "config.yaml", {"sources": {
-        "valse_existence": {"url": str(tmp_path / "x.json")}, "visual7w_images": {"url": str(tmp_path / "x.zip")},
-        "cannot": {"url": str(pointer)},
-    }})
+    config = write_config(workdir, "config.yaml", local_sources(tmp_path / "x.json", tmp_path / "x.zip", pointer))
     _fails_cleanly(workdir, config, "results/raw/cannot/cannot_dataset_v1.1.tsv", "LFS")
 
 
@@ -258,22 +267,20 @@ def test_missing_image_stops(tmp_path):
     archive = tmp_path / "images.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("images/other.jpg", b"x")
-    config = write_config(workdir, "config.yaml", {"sources": {
-        "valse_existence": {"url": str(valse)}, "visual7w_images": {"url": str(archive)},
-        "cannot": {"url": str(tmp_path / "x.tsv")},
-    }})
+    config = write_config(workdir, "config.yaml", local_sources(valse, archive, tmp_path / "x.tsv"))
     _fails_cleanly(workdir, config, "results/raw/images", "absent.jpg")
 
 
 def test_invalid_config_names_the_key(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
-    config = write_config(workdir, "demo.yaml", {"dataset": {"min_caption_vots": 2}})
+    config = write_config(workdir, "demo.yaml", {"negation": {"dataset": {"min_caption_vots": 2}}})
     proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
     assert proc.returncode != 0
-    assert "min_caption_vots" in proc.stdout + proc.stderr
-    config = write_config(workdir, "demo.yaml", {"analysis": {"segments": {"correct": "high"}}}, "bad2.yaml")
+    assert "`negation.dataset.min_caption_vots` is not a known key" in proc.stdout + proc.stderr
+    config = write_config(workdir, "demo.yaml", {"negation": {"segments": {"correct": "high"}}}, "bad2.yaml")
     proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
-    assert proc.returncode != 0 and "high" in proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "`negation.segments.correct` is 'high' (a string); expected a number" in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
 
 
@@ -350,16 +357,16 @@ def test_spot_check_recomputes_the_demo_tables_directly(demo_run):
 
 def test_analysis_variant_missing_from_the_dataset_names_the_key(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
-    config = write_config(workdir, "demo.yaml", {"dataset": {"min_caption_votes": 2, "variants": ["standard"]}})
+    config = write_config(workdir, "demo.yaml", {"negation": {"dataset": {"min_caption_votes": 2, "variants": ["standard"]}}})
     proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
     assert proc.returncode != 0
-    assert "analysis.causal_tracing.variant" in proc.stdout + proc.stderr
+    assert "negation.causal_tracing.variant" in proc.stdout + proc.stderr
 
 
 def test_mask_subject_size_on_real_data_is_refused(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["analysis"]["subject_size"]["source"] = "mask"
+    config["negation"]["subject_size"]["source"] = "mask"
     path = workdir / "config" / "mask.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = snakemake(workdir, "--configfile", str(path), "-n", check=False)

@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 import yaml
 
-from clip_interp.cache import load_images, single_colour
+from clip_interp.images import load_images
+from clip_interp.negation.caches import single_colour
 from clip_interp.models import load_model, patch_positions
 from clip_interp.negation.labels import COMPONENTS
 
@@ -73,7 +74,7 @@ def check_instance(model, row, pixels, tables, variants, rng) -> dict[str, float
                 continue
             site = COMPONENTS[component]
             value = single[(site, layer)]
-            emb = model.vision.run(pixels, hooks={(site, layer): lambda x, v=value: v.clone()}).embedding
+            emb = model.vision.run(pixels, hooks={(site, layer): lambda x, key, v=value: v.clone()}).embedding
             s_c_star, s_f_star = similarity_pair(model, emb, cap_emb, foil_emb)
             note("image ablation IAE", tables["image_ablation"].loc[(key, layer, component), "iae"], d - (s_c_star - s_f_star))
     return worst
@@ -91,8 +92,8 @@ def main(argv=None) -> int:
 
     config = yaml.safe_load(args.configfile.read_text())
     model_id = args.model or next(iter(config["models"]))
-    analysis = config.get("analysis", {})
-    variant = analysis.get("causal_tracing", {}).get("variant", "rephrased")
+    negation = config.get("negation", {})
+    variant = negation.get("causal_tracing", {}).get("variant", "rephrased")
     results = Path("results")
     out = results / "negation" / model_id
     positions = pd.read_parquet(results / "datasets" / model_id / f"valse_existence_{variant}_positions.parquet")
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
         else:
             print(f"{out / f'{name}.parquet'} not found: not checked")
     model = load_model(config["models"][model_id], args.device)
-    images = Path("results/synthetic/images") if config.get("benchmark") == "synthetic" else Path("results/raw/images")
+    images = Path("results/synthetic/images") if negation.get("benchmark") == "synthetic" else Path("results/raw/images")
     rng = np.random.default_rng(args.seed)
     keys = rng.choice(positions.index.to_numpy(), min(args.instances, len(positions)), replace=False)
     worst: dict[str, float] = {}

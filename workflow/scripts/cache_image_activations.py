@@ -4,18 +4,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from clip_interp.cache import write_image_cache
+from clip_interp.negation.caches import write_image_cache
 from clip_interp.models import load_model
 from clip_interp.workflow import run_rule
 
 
 def main(smk, log):
     df = pd.read_parquet(smk.input.table)
-    model = load_model(smk.params.model, smk.config["device"])
+    model = load_model(smk.params.model, smk.params.device)
     paths = [Path(smk.input.images) / f for f in df["image_file"]]
     log.info("%d images, device %s", len(paths), model.device)
     write_image_cache(model, df["key"].tolist(), paths, smk.output[0], model_id=smk.wildcards.model,
-                      batch_size=max(1, smk.config["analysis"]["batch_size"] // 4), dtype=smk.params.dtype)
+                      batch_size=smk.params.batch_size, dtype=smk.params.dtype)
 
 
 run_rule(snakemake, main)  # noqa: F821

@@ -3,7 +3,8 @@
 import pandas as pd
 
 from clip_interp.errors import InputError
-from clip_interp.io import read_parquet_metadata, save_figure, write_parquet
+from clip_interp.io import read_parquet_metadata, write_parquet
+from clip_interp.plotting import save_figure
 from clip_interp.negation.selectivity import (
     NUMBERING, cannot_head_summary, cannot_selectivity, plot_cannot_comparison, read_negator_differences,
 )
@@ -18,7 +19,7 @@ def main(smk, log):
             f"{smk.input.pairs} holds no CANNOT pairs; check the CANNOT source and cannot_pairs.report.json")
     keys = pairs["source_index"].astype(str).tolist()
     s, shape = read_negator_differences(smk.input.cache, keys, pairs["negator_pos"], pairs["eot_pos"],
-                                        batch_size=smk.config["analysis"]["batch_size"])
+                                        batch_size=smk.params.batch_size)
     selectivity = cannot_selectivity(s, keys)
     valse_heads = pd.read_parquet(smk.input.valse_heads)
     heads, correlation = cannot_head_summary(selectivity, valse_heads, threshold)

@@ -23,10 +23,10 @@ def main(smk, log):
         log.warning("%d kept instances differ after the negator too; their CTE at (0, negator) need not be 1",
                     selection["differs_beyond_negator"])
     image_emb = image_embeddings_for_keys(smk.input.image, instances["key"])
-    model = load_model(smk.params.model, smk.config["device"])
+    model = load_model(smk.params.model, smk.params.device)
     log.info("tracing %d instances through %d text layers on %s", len(instances), model.text.n_layers, model.device)
     effects = causal_tracing_effects(model, instances, torch.as_tensor(image_emb, dtype=torch.float32),
-                                     batch_size=smk.config["analysis"]["batch_size"])
+                                     batch_size=smk.params.batch_size)
     effects = label_generic_positions(effects, instances)
     generic = generic_effects(effects)
     meta = {

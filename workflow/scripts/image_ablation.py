@@ -10,8 +10,8 @@ from clip_interp.workflow import run_rule
 
 def main(smk, log):
     positions = pd.read_parquet(smk.input.positions, columns=["key", "negation"])
-    model = load_model(smk.params.model, smk.config["device"])
-    batch_size = max(1, smk.config["analysis"]["batch_size"] // 4)
+    model = load_model(smk.params.model, smk.params.device)
+    batch_size = smk.params.batch_size
     log.info("variant %s, components %s, device %s, %d image layers, batches of %d images",
              smk.params.variant, smk.params.components, model.device, model.vision.n_layers, batch_size)
     table, counts = image_ablation_from_caches(

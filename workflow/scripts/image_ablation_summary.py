@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from clip_interp.io import read_parquet_metadata, save_figure, write_parquet
+from clip_interp.io import read_parquet_metadata, write_parquet
+from clip_interp.plotting import save_figure
 from clip_interp.negation.ablation import ablation_summary, plot_component_ablation, plot_mha_vs_mlp
 from clip_interp.workflow import run_rule
 

@@ -3,7 +3,8 @@
 import pandas as pd
 
 from clip_interp.errors import InputError
-from clip_interp.io import save_figure, write_parquet
+from clip_interp.io import write_parquet
+from clip_interp.plotting import save_figure
 from clip_interp.negation.selectivity import (
     NUMBERING, check_layer, head_summary, layer_summary, plot_selectivity_by_position, plot_selectivity_heads,
     position_summary, read_negator_differences, select_instances, valse_selectivity,
@@ -16,7 +17,7 @@ def scores_d(path, variant):
     part = scores[scores["variant"] == variant]
     if part.empty:
         raise InputError(f"{path} has no scores of variant {variant!r} (found {sorted(scores['variant'].unique())}); "
-                         "add it to dataset.variants and re-run compute_scores")
+                         "add it to negation.dataset.variants and re-run compute_scores")
     return part.set_index("key")["d"]
 
 
@@ -28,11 +29,11 @@ def main(smk, log):
     if counts["instances"] == 0:
         raise InputError(
             f"no instance of {smk.input.positions} has positions_ok, equal_length and generic_ok ({counts}); "
-            "negator selectivity needs equal-length pairs: set analysis.selectivity.variant to rephrased"
+            "negator selectivity needs equal-length pairs: set negation.selectivity.variant to rephrased"
         )
     s, shape = read_negator_differences(
         smk.input.text, instances["key"].tolist(), instances["negator_pos"], instances["eot_pos_negated"],
-        negated_ids=instances["negated_ids"].tolist(), batch_size=smk.config["analysis"]["batch_size"])
+        negated_ids=instances["negated_ids"].tolist(), batch_size=smk.params.batch_size)
     layer = check_layer(layer, shape["n_layers"])
     selectivity, by_position = valse_selectivity(s, instances)
     heads = head_summary(selectivity, scores_d(smk.input.scores, variant), threshold)

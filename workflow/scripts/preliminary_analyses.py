@@ -3,9 +3,10 @@
 import h5py
 import pandas as pd
 
-from clip_interp.cache import read_keys
+from clip_interp.store import read_keys
 from clip_interp.errors import InputError
-from clip_interp.io import read_parquet_metadata, save_figure, write_parquet
+from clip_interp.io import read_parquet_metadata, write_parquet
+from clip_interp.plotting import save_figure
 from clip_interp.negation.preliminary import (REPEATED_CAPTION, correlation_table, instance_table, pairwise_cosine,
                                               plot_similarity_vs_score, plot_subject_size)
 from clip_interp.workflow import run_rule
@@ -17,7 +18,7 @@ def main(smk, log):
     scores = scores[scores["variant"] == variant].reset_index(drop=True)
     if scores.empty:
         raise InputError(f"{smk.input.scores} has no scores of variant {variant!r} "
-                         "(analysis.preliminary.variant); re-run compute_scores")
+                         "(negation.preliminary.variant); re-run compute_scores")
     with h5py.File(smk.input.text, "r") as f:
         cosine = pairwise_cosine(f["negated/embedding"][:], f["non_negated/embedding"][:])
     sizes = pd.read_parquet(smk.input.sizes)

@@ -16,7 +16,7 @@ def main(smk, log):
     if missing:
         raise InputError(
             f"{len(missing)} image(s) referenced by {smk.input.valse} are missing from {images}, e.g. {missing[:3]}; "
-            "re-run the image extraction (delete the folder) or fix `sources.visual7w_images` in the config"
+            "re-run the image extraction (delete the folder) or fix `negation.sources.visual7w_images` in the config"
         )
     for reason in ("malformed_entries", "dropped_by_shape_entries"):
         for item in report.get(reason, []):

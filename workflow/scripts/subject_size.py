@@ -20,11 +20,11 @@ def main(smk, log):
     model_id = None
     if source == "clipseg":
         model_id = str(smk.params.clipseg_model)
-        device = resolve_device(smk.config["device"])
+        device = resolve_device(smk.params.device)
         processor, segmenter = load_clipseg(model_id, device)
         log.info("CLIPSeg %s on %s, threshold %.3f", model_id, device, threshold)
         clipseg = functools.partial(clipseg_sizes, processor, segmenter, threshold=threshold,
-                                    batch_size=max(1, smk.config["analysis"]["batch_size"] // 4))
+                                    batch_size=smk.params.batch_size)
 
     table, info = subject_size_table(dataset, load_spacy(smk.params.spacy_model), source=source, threshold=threshold,
                                      clipseg=clipseg, images_dir=smk.input.images, **masks)

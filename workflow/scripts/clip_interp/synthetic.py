@@ -219,21 +219,8 @@ def _count_foils(answer: int) -> list[int]:
     return [n for n in range(1, 5) if n != answer][:3]
 
 
-def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_train: int,
-                                 image_size: int = 64, seed: int = 0, grid: int = 8) -> dict[str, Any]:
-    """Write a synthetic existence benchmark under ``out_dir`` and return a summary.
-
-    Files: ``images/eval_NNNNN.png`` and ``images/train_NNNNN.png`` (RGB),
-    ``masks/eval_NNNNN_mask.png`` (mode "L", 255 on subject pixels, 0 elsewhere),
-    ``existence.json`` (VALSE existence format, one entry per eval image, plus
-    ``mask_file`` (relative to ``masks/``), ``relative_size``, ``subject``, ``plural``,
-    ``negation_in`` and ``objects``, the [colour, shape, count] triples the image shows) and ``train.jsonl`` (one JSON object per line: ``image_file``,
-    ``caption``, ``foil``, ``subject`` {colour, shape}, ``caption_negated``, ``plural`` and
-    ``objects``, the [colour, shape, count] triples the image shows).
-
-    ``n_eval`` must be even and positive (half the instances negate the caption, half the
-    foil); ``n_train`` is the number of training images.
-    """
+def _check_arguments(n_eval, n_train, image_size, seed, grid) -> None:
+    """Raise :class:`InputError` for arguments :func:`generate_existence_benchmark` cannot use."""
     for name, value, minimum in (("n_eval", n_eval, 2), ("n_train", n_train, 0),
                                  ("image_size", image_size, 32)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
@@ -252,87 +239,99 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
             "size at most a quarter of it (the toy CLIP's patch size, 8, for 64-pixel images; 1 for free placement)"
         )
 
-    out = Path(out_dir)
-    images_dir, masks_dir = out / "images", out / "masks"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    masks_dir.mkdir(parents=True, exist_ok=True)
 
-    entries: dict[str, dict[str, Any]] = {}
-    sizes = []
-    for index, (neg_caption, plural) in enumerate(_eval_plan(n_eval, seed)):
-        rng = _stream(seed, "eval", index)
-        rgb, main, main_mask, count, objects = _draw_scene(rng, image_size, plural, grid)
-        if neg_caption:
-            subject = _absent_subject(rng, main, objects)
-            mask = np.zeros_like(main_mask)
-            answer = 0
-        else:
-            subject, mask, answer = main, main_mask, count
-        affirmative = sentence(*subject, plural=plural, negated=False)
-        negative = sentence(*subject, plural=plural, negated=True)
-        caption, foil = (negative, affirmative) if neg_caption else (affirmative, negative)
-        stem = f"eval_{index:05d}"
-        image_file, mask_file = f"{stem}.png", f"{stem}_mask.png"
-        _write_bytes(_png_bytes(rgb), images_dir / image_file)
-        _write_bytes(_png_bytes(np.where(mask, 255, 0).astype(np.uint8)), masks_dir / mask_file)
-        relative_size = float(mask.mean())
-        sizes.append(relative_size)
-        entries[f"existence_synthetic_{index:05d}"] = {
-            "dataset": "synthetic",
-            "dataset_idx": str(index),
-            "image_file": image_file,
-            "mask_file": mask_file,
-            "linguistic_phenomena": "existence",
-            "caption": caption,
-            "foil": foil,
-            "answer": answer,
-            "classes": answer,
-            "classes_foil": _count_foils(answer),
-            "split": "test",
-            "original_split": "test",
-            "declarative_statement": caption,
-            "declarative_statement_foils": [foil],
-            "provenance_of_foils": "zero_to_something" if neg_caption else "something_to_zero",
-            "mturk": {"caption": 3, "foil": 0, "other": 0},
-            "relative_size": relative_size,
-            "subject": {"colour": subject[0], "shape": subject[1], "count": answer},
-            "objects": [[c, s, n] for (c, s), n in sorted(objects.items())],
-            "plural": plural,
-            "negation_in": "caption" if neg_caption else "foil",
-        }
-    write_json(entries, out / "existence.json")
+def _eval_instance(index: int, neg_caption: bool, plural: bool, *, seed: int, image_size: int, grid: int,
+                   images_dir: Path, masks_dir: Path) -> tuple[str, dict[str, Any]]:
+    """Draw eval instance ``index`` from its own stream, write its image and mask, return ``(key, entry)``.
 
+    The stream draws the scene, then (negation in the caption) the absent subject.
+    """
+    rng = _stream(seed, "eval", index)
+    rgb, main, main_mask, count, objects = _draw_scene(rng, image_size, plural, grid)
+    if neg_caption:
+        subject = _absent_subject(rng, main, objects)
+        mask = np.zeros_like(main_mask)
+        answer = 0
+    else:
+        subject, mask, answer = main, main_mask, count
+    affirmative = sentence(*subject, plural=plural, negated=False)
+    negative = sentence(*subject, plural=plural, negated=True)
+    caption, foil = (negative, affirmative) if neg_caption else (affirmative, negative)
+    stem = f"eval_{index:05d}"
+    image_file, mask_file = f"{stem}.png", f"{stem}_mask.png"
+    _write_bytes(_png_bytes(rgb), images_dir / image_file)
+    _write_bytes(_png_bytes(np.where(mask, 255, 0).astype(np.uint8)), masks_dir / mask_file)
+    return f"existence_synthetic_{index:05d}", {
+        "dataset": "synthetic",
+        "dataset_idx": str(index),
+        "image_file": image_file,
+        "mask_file": mask_file,
+        "linguistic_phenomena": "existence",
+        "caption": caption,
+        "foil": foil,
+        "answer": answer,
+        "classes": answer,
+        "classes_foil": _count_foils(answer),
+        "split": "test",
+        "original_split": "test",
+        "declarative_statement": caption,
+        "declarative_statement_foils": [foil],
+        "provenance_of_foils": "zero_to_something" if neg_caption else "something_to_zero",
+        "mturk": {"caption": 3, "foil": 0, "other": 0},
+        "relative_size": float(mask.mean()),
+        "subject": {"colour": subject[0], "shape": subject[1], "count": answer},
+        "objects": [[c, s, n] for (c, s), n in sorted(objects.items())],
+        "plural": plural,
+        "negation_in": "caption" if neg_caption else "foil",
+    }
+
+
+def _train_statements(rng: np.random.Generator, main: tuple[str, str], plural: bool,
+                      objects: dict[tuple[str, str], int]) -> list[tuple[tuple[str, str], bool, bool]]:
+    """``(subject, plural, negated)`` of a training image's pairs: one per shown (colour, shape)
+    (the main object first) and as many about absent subjects, drawn from ``rng`` in that order
+    (each absent subject, then its number unless it is the first)."""
+    statements = [(main, plural, False)]
+    statements += [(combo, n > 1, False) for combo, n in sorted(objects.items()) if combo != main]
+    absent_used: set[tuple[str, str]] = set()
+    for number in range(len(statements)):
+        absent = _absent_subject(rng, main, set(objects) | absent_used)
+        absent_used.add(absent)
+        statements.append((absent, plural if number == 0 else bool(rng.integers(2)), True))
+    return statements
+
+
+def _train_image(index: int, *, seed: int, image_size: int, grid: int, images_dir: Path) -> list[dict[str, Any]]:
+    """Draw training image ``index`` from its own stream, write it and return its training pairs.
+
+    The stream draws the number, the scene, the statements (:func:`_train_statements`), then
+    per plural affirmative whether it reads "There are some ..."."""
+    rng = _stream(seed, "train", index)
+    plural = bool(rng.integers(2))
+    rgb, main, _, count, objects = _draw_scene(rng, image_size, plural, grid)
+    image_file = f"train_{index:05d}.png"
+    _write_bytes(_png_bytes(rgb), images_dir / image_file)
+    present_list = [[c, s, n] for (c, s), n in sorted(objects.items())]
     lines = []
-    for index in range(n_train):
-        rng = _stream(seed, "train", index)
-        plural = bool(rng.integers(2))
-        rgb, main, _, count, objects = _draw_scene(rng, image_size, plural, grid)
-        image_file = f"train_{index:05d}.png"
-        _write_bytes(_png_bytes(rgb), images_dir / image_file)
-        present_list = [[c, s, n] for (c, s), n in sorted(objects.items())]
-        statements = [(main, plural, False)]
-        statements += [(combo, n > 1, False) for combo, n in sorted(objects.items()) if combo != main]
-        absent_used: set[tuple[str, str]] = set()
-        for number in range(len(statements)):
-            absent = _absent_subject(rng, main, set(objects) | absent_used)
-            absent_used.add(absent)
-            statements.append((absent, plural if number == 0 else bool(rng.integers(2)), True))
-        for subject, subject_plural, negated in statements:
-            some = subject_plural and bool(rng.uniform() < SOME_SHARE_IN_TRAIN)
-            lines.append({
-                "image_file": image_file,
-                "caption": sentence(*subject, plural=subject_plural, negated=negated, some=some),
-                "foil": sentence(*subject, plural=subject_plural, negated=not negated, some=some),
-                "subject": {"colour": subject[0], "shape": subject[1]},
-                "caption_negated": negated,
-                "plural": subject_plural,
-                "objects": present_list,
-            })
-    with atomic_path(out / "train.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    for subject, subject_plural, negated in _train_statements(rng, main, plural, objects):
+        some = subject_plural and bool(rng.uniform() < SOME_SHARE_IN_TRAIN)
+        lines.append({
+            "image_file": image_file,
+            "caption": sentence(*subject, plural=subject_plural, negated=negated, some=some),
+            "foil": sentence(*subject, plural=subject_plural, negated=not negated, some=some),
+            "subject": {"colour": subject[0], "shape": subject[1]},
+            "caption_negated": negated,
+            "plural": subject_plural,
+            "objects": present_list,
+        })
+    return lines
 
-    present_sizes = np.asarray([s for s, e in zip(sizes, entries.values()) if e["negation_in"] == "foil"])
+
+def _benchmark_summary(out: Path, *, seed: int, image_size: int, grid: int, n_eval: int, n_train: int,
+                       entries: dict[str, dict[str, Any]], n_train_pairs: int) -> dict[str, Any]:
+    """The summary :func:`generate_existence_benchmark` returns."""
     values = list(entries.values())
+    present_sizes = np.asarray([e["relative_size"] for e in values if e["negation_in"] == "foil"])
     return {
         "out_dir": str(out),
         "seed": int(seed),
@@ -340,7 +339,7 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
         "grid": int(grid),
         "n_eval": int(n_eval),
         "n_train_images": int(n_train),
-        "n_train_pairs": len(lines),
+        "n_train_pairs": n_train_pairs,
         "negation_in_caption": sum(e["negation_in"] == "caption" for e in values),
         "negation_in_foil": sum(e["negation_in"] == "foil" for e in values),
         "plural": sum(e["plural"] for e in values),
@@ -353,3 +352,41 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
         "colours": list(COLOURS),
         "shapes": list(SHAPES),
     }
+
+
+def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_train: int,
+                                 image_size: int = 64, seed: int = 0, grid: int = 8) -> dict[str, Any]:
+    """Write a synthetic existence benchmark under ``out_dir`` and return a summary.
+
+    Files: ``images/eval_NNNNN.png`` and ``images/train_NNNNN.png`` (RGB),
+    ``masks/eval_NNNNN_mask.png`` (mode "L", 255 on subject pixels, 0 elsewhere),
+    ``existence.json`` (VALSE existence format, one entry per eval image, plus
+    ``mask_file`` (relative to ``masks/``), ``relative_size``, ``subject``, ``plural``,
+    ``negation_in`` and ``objects``, the [colour, shape, count] triples the image shows) and ``train.jsonl`` (one JSON object per line: ``image_file``,
+    ``caption``, ``foil``, ``subject`` {colour, shape}, ``caption_negated``, ``plural`` and
+    ``objects``, the [colour, shape, count] triples the image shows).
+
+    ``n_eval`` must be even and positive (half the instances negate the caption, half the
+    foil); ``n_train`` is the number of training images.
+    """
+    _check_arguments(n_eval, n_train, image_size, seed, grid)
+    out = Path(out_dir)
+    images_dir, masks_dir = out / "images", out / "masks"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    masks_dir.mkdir(parents=True, exist_ok=True)
+
+    entries: dict[str, dict[str, Any]] = {}
+    for index, (neg_caption, plural) in enumerate(_eval_plan(n_eval, seed)):
+        key, entry = _eval_instance(index, neg_caption, plural, seed=seed, image_size=image_size, grid=grid,
+                                    images_dir=images_dir, masks_dir=masks_dir)
+        entries[key] = entry
+    write_json(entries, out / "existence.json")
+
+    lines = []
+    for index in range(n_train):
+        lines += _train_image(index, seed=seed, image_size=image_size, grid=grid, images_dir=images_dir)
+    with atomic_path(out / "train.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+
+    return _benchmark_summary(out, seed=seed, image_size=image_size, grid=grid, n_eval=n_eval, n_train=n_train,
+                              entries=entries, n_train_pairs=len(lines))

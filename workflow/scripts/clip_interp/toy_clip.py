@@ -46,7 +46,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .cache import load_images
+from .images import load_images
 from .errors import InputError
 from .io import atomic_path, write_json
 
@@ -285,6 +285,264 @@ def _check_positive(name: str, value, kind=int) -> None:
         raise InputError(f"{name}={value!r} is invalid: give a positive {'number' if kind is float else 'integer'}")
 
 
+def _check_training_arguments(epochs, batch_size, threads, lr) -> None:
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
+    _check_positive("threads", threads)
+    _check_positive("lr", lr, float)
+    if batch_size < 2:
+        raise InputError(f"batch_size={batch_size} is too small for a contrastive loss: give at least 2")
+
+
+@dataclasses.dataclass
+class _TrainData:
+    """The training set as tensors: images, sentence tokens and who-shows-what indices.
+
+    ``counts[i, c]`` is how many instances of (colour, shape) combination ``c`` image ``i``
+    shows; ``pair_*`` describe each (affirmative, negated) sentence pair of the training set
+    (sentence indices, subject combination, plural wording); ``rec_*`` describe each training
+    record (its image, caption sentence, subject combination, negated caption);
+    ``image_records[i]`` holds the indices of image ``i``'s records.
+    """
+
+    image_files: list[str]
+    images: torch.Tensor
+    sentences: list[str]
+    tokens: torch.Tensor
+    counts: torch.Tensor
+    present: torch.Tensor
+    related: torch.Tensor
+    pair_aff: torch.Tensor
+    pair_neg: torch.Tensor
+    pair_combo: torch.Tensor
+    pair_plural: torch.Tensor
+    rec_image: torch.Tensor
+    rec_caption: torch.Tensor
+    rec_combo: torch.Tensor
+    rec_negated: torch.Tensor
+    image_records: list[torch.Tensor]
+
+
+def _train_data(records: list[dict[str, Any]], benchmark: Path, preprocess, tokenizer) -> _TrainData:
+    """Load and index the training pairs ``records`` (their images under ``benchmark/images``)."""
+    image_files = list(dict.fromkeys(r["image_file"] for r in records))
+    image_index = {name: i for i, name in enumerate(image_files)}
+    images = load_images([benchmark / "images" / name for name in image_files], preprocess)
+    sentences = sorted({r["caption"] for r in records} | {r["foil"] for r in records})
+    sentence_index = {text: i for i, text in enumerate(sentences)}
+    tokens = tokenizer(sentences)
+    tokens = tokens[:, : int((tokens != 0).sum(dim=1).max())]
+
+    combos = sorted({(o[0], o[1]) for r in records for o in r["objects"]}
+                    | {(r["subject"]["colour"], r["subject"]["shape"]) for r in records})
+    combo_index = {c: i for i, c in enumerate(combos)}
+    counts = torch.zeros(len(image_files), len(combos), dtype=torch.long)
+    for r in records:
+        for o in r["objects"]:
+            counts[image_index[r["image_file"]], combo_index[(o[0], o[1])]] = int(o[2]) if len(o) > 2 else 1
+    present = counts > 0
+    related = torch.tensor([[a[0] == b[0] or a[1] == b[1] for b in combos] for a in combos])
+    inventory = {}
+    for r in records:
+        affirmative, negative = (r["foil"], r["caption"]) if r["caption_negated"] else (r["caption"], r["foil"])
+        inventory[(affirmative, negative)] = (combo_index[(r["subject"]["colour"], r["subject"]["shape"])],
+                                             bool(r.get("plural", False)))
+    rec_image = torch.tensor([image_index[r["image_file"]] for r in records])
+    image_records = [[] for _ in image_files]
+    for r_index, image in enumerate(rec_image.tolist()):
+        image_records[image].append(r_index)
+    return _TrainData(
+        image_files=image_files, images=images, sentences=sentences, tokens=tokens, counts=counts,
+        present=present, related=related,
+        pair_aff=torch.tensor([sentence_index[a] for a, _ in inventory]),
+        pair_neg=torch.tensor([sentence_index[n] for _, n in inventory]),
+        pair_combo=torch.tensor([c for c, _ in inventory.values()]),
+        pair_plural=torch.tensor([p for _, p in inventory.values()]),
+        rec_image=rec_image,
+        rec_caption=torch.tensor([sentence_index[r["caption"]] for r in records]),
+        rec_combo=torch.tensor([combo_index[(r["subject"]["colour"], r["subject"]["shape"])] for r in records]),
+        rec_negated=torch.tensor([bool(r["caption_negated"]) for r in records]),
+        image_records=[torch.tensor(r) for r in image_records],
+    )
+
+
+@dataclasses.dataclass
+class _EvalData:
+    """The held-out benchmark as tensors: images, caption/foil tokens (also with "some"
+    inserted into plural affirmatives) and whether the caption is the negated sentence."""
+
+    images: torch.Tensor
+    captions: torch.Tensor
+    foils: torch.Tensor
+    captions_some: torch.Tensor
+    foils_some: torch.Tensor
+    negated_caption: torch.Tensor
+
+
+def _eval_data(entries: list[dict[str, Any]], benchmark: Path, preprocess, tokenizer) -> _EvalData:
+    return _EvalData(
+        images=load_images([benchmark / "images" / e["image_file"] for e in entries], preprocess),
+        captions=tokenizer([e["caption"] for e in entries]),
+        foils=tokenizer([e["foil"] for e in entries]),
+        captions_some=tokenizer([_insert_some(e["caption"]) for e in entries]),
+        foils_some=tokenizer([_insert_some(e["foil"]) for e in entries]),
+        negated_caption=torch.tensor([e.get("provenance_of_foils") == "zero_to_something" for e in entries]),
+    )
+
+
+def _make_optimizer(model, lr: float, weight_decay: float, text_lr_scale: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9/0.98) over four parameter groups: (vision, text) × (decayed weight
+    matrices, the rest); each group's ``lr_scale`` is ``text_lr_scale`` for the text tower, else 1."""
+    groups = {}
+    for name, param in model.named_parameters():
+        tower = "vision" if name.startswith("visual.") or name == "logit_scale" else "text"
+        decays = param.ndim >= 2 and "embedding" not in name
+        groups.setdefault((tower, decays), []).append(param)
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+          "lr_scale": text_lr_scale if tower == "text" else 1.0}
+         for (tower, decays), params in sorted(groups.items())],
+        lr=lr, betas=(0.9, 0.98), eps=1e-6,
+    )
+
+
+def _evaluate(model, images: torch.Tensor, caps: torch.Tensor, foils: torch.Tensor
+              ) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Held-out caption > foil accuracy and the logits, in eval mode; leaves the model in train mode."""
+    model.eval()
+    lc, lf = caption_foil_logits(model, images, caps, foils)
+    model.train()
+    return float((lc > lf).float().mean()), lc, lf
+
+
+def _train_step(model, optimizer, data: _TrainData, batch: torch.Tensor, generator: torch.Generator, *,
+                flip: bool, clip_weight: float, hard_negative_weight: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on the images ``batch`` with all their pairs; returns ``(loss, clip_loss, hard_loss)``.
+
+    With ``flip``, draws the mirroring of each image from ``generator``.
+    """
+    batch_images = data.images[batch]
+    if flip:
+        mirrored = torch.rand(batch.numel(), generator=generator) < 0.5
+        batch_images = torch.where(mirrored[:, None, None, None], batch_images.flip(-1), batch_images)
+    vision = F.normalize(model.encode_image(batch_images), dim=-1)
+    idx = torch.cat([data.image_records[i] for i in batch.tolist()])
+    row_of_record = torch.cat([torch.full((data.image_records[i].numel(),), b)
+                               for b, i in enumerate(batch.tolist())])
+    wanted, inverse = torch.unique(data.rec_caption[idx], return_inverse=True)
+    t_caption = F.normalize(_encode_short_text(model, data.tokens[wanted]), dim=-1)[inverse]
+    scale = model.logit_scale.exp()
+    k = idx.numel()
+    logits = scale * vision[row_of_record] @ t_caption.T
+    caption_true = data.present[data.rec_image[idx]][:, data.rec_combo[idx]] != data.rec_negated[idx][None, :]
+    excluded = caption_true & ~torch.eye(k, dtype=torch.bool)
+    logits = logits.masked_fill(excluded, float("-inf"))
+    target = torch.arange(k)
+    clip_loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    hard_loss = _dense_hard_loss(model, vision, scale, data.tokens, data.counts[batch], data.pair_aff,
+                                 data.pair_neg, data.pair_combo, data.pair_plural, data.related)
+    loss = clip_weight * clip_loss + hard_negative_weight * hard_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
+    return loss, clip_loss, hard_loss
+
+
+def _train_epoch(model, optimizer, data: _TrainData, generator: torch.Generator, step: int, *, lr: float,
+                 total_steps: int, warmup: int, batch_size: int, flip: bool, clip_weight: float,
+                 hard_negative_weight: float) -> tuple[dict[str, float], int]:
+    """One pass over the training images in an order drawn from ``generator``, skipping a last
+    batch of fewer than 2 images. Returns the mean losses and the step count after the epoch."""
+    n = len(data.image_files)
+    order = torch.randperm(n, generator=generator)
+    sums = {"loss": 0.0, "clip_loss": 0.0, "hard_loss": 0.0}
+    batches = 0
+    for start in range(0, n, batch_size):
+        batch = order[start:start + batch_size]
+        if batch.numel() < 2:
+            continue
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"] * _lr_factor(step, total_steps, warmup)
+        loss, clip_loss, hard_loss = _train_step(model, optimizer, data, batch, generator, flip=flip,
+                                                 clip_weight=clip_weight,
+                                                 hard_negative_weight=hard_negative_weight)
+        step += 1
+        batches += 1
+        sums["loss"] += float(loss.detach())
+        sums["clip_loss"] += float(clip_loss.detach())
+        sums["hard_loss"] += float(hard_loss.detach())
+    return {k: v / max(1, batches) for k, v in sums.items()}, step
+
+
+def _fit(model, data: _TrainData, evaluation: _EvalData, *, epochs: int, batch_size: int, lr: float, seed: int,
+         weight_decay: float, warmup_fraction: float, hard_negative_weight: float, clip_weight: float, flip: bool,
+         text_warmup_steps: int, text_lr_scale: float, say: Callable[[str], Any], loaded: float,
+         cpu_started: float) -> tuple[list[dict[str, Any]], int]:
+    """The text warm-up, then ``epochs`` epochs of training with held-out accuracy after each.
+
+    Returns the per-epoch rows (mean losses, logit scale, held-out accuracy, timings since
+    ``loaded``/``cpu_started``) and the number of optimiser steps taken.
+    """
+    optimizer = _make_optimizer(model, lr, weight_decay, text_lr_scale)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(data.image_files)
+    steps_per_epoch = n // batch_size + (1 if n % batch_size >= 2 else 0)
+    total_steps = steps_per_epoch * epochs
+    warmup = max(1, int(round(warmup_fraction * total_steps)))
+
+    model.train()
+    uniformity = _spread_text(model, data.tokens, text_warmup_steps, lr) if text_warmup_steps else None
+    if uniformity is not None:
+        say(f"text warm-up: {text_warmup_steps} steps, uniformity loss {uniformity[0]:.3f} -> {uniformity[1]:.3f}")
+    history = []
+    step = 0
+    for epoch in range(1, epochs + 1):
+        means, step = _train_epoch(model, optimizer, data, generator, step, lr=lr, total_steps=total_steps,
+                                   warmup=warmup, batch_size=batch_size, flip=flip, clip_weight=clip_weight,
+                                   hard_negative_weight=hard_negative_weight)
+        accuracy, _, _ = _evaluate(model, evaluation.images, evaluation.captions, evaluation.foils)
+        row = {"epoch": epoch, **means,
+               "logit_scale": float(model.logit_scale.detach().exp()), "heldout_accuracy": accuracy,
+               "seconds": time.perf_counter() - loaded,
+               "cpu_seconds": time.process_time() - cpu_started}
+        history.append(row)
+        say(f"epoch {epoch}/{epochs}: loss {row['loss']:.4f} (clip {row['clip_loss']:.4f}, hard "
+            f"{row['hard_loss']:.4f}), held-out caption>foil accuracy {accuracy:.3f}, {row['seconds']:.0f}s")
+    return history, step
+
+
+def _metrics(config: dict[str, Any], hyperparameters: dict[str, Any], *, n_train_pairs: int, data: _TrainData,
+             eval_keys: list[str], negated_caption: torch.Tensor, steps: int, history: list[dict[str, Any]],
+             accuracy: float, accuracy_some: float, caption_logits: torch.Tensor,
+             foil_logits: torch.Tensor) -> dict[str, Any]:
+    """The training metrics without timings and versions (see :func:`train_toy_clip`)."""
+    correct = caption_logits > foil_logits
+    by_negation = {
+        "caption": float(correct[negated_caption].float().mean()) if negated_caption.any() else None,
+        "foil": float(correct[~negated_caption].float().mean()) if (~negated_caption).any() else None,
+    }
+    return {
+        "model_name": MODEL_NAME,
+        "config": config,
+        "hyperparameters": hyperparameters,
+        "n_train_pairs": n_train_pairs,
+        "n_train_images": len(data.image_files),
+        "n_eval": len(eval_keys),
+        "steps": steps,
+        "loss_per_epoch": [row["loss"] for row in history],
+        "heldout_accuracy_per_epoch": [row["heldout_accuracy"] for row in history],
+        "epochs": history,
+        "heldout_accuracy": accuracy,
+        "heldout_accuracy_by_negation_in": by_negation,
+        "heldout_accuracy_with_some": accuracy_some,
+        "heldout_logits": {key: [float(c), float(f)] for key, c, f in
+                           zip(eval_keys, caption_logits.tolist(), foil_logits.tolist())},
+    }
+
+
 def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                    epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
                    seed: int = 0, threads: int = 1, log: Callable[[str], Any] | None = print,
@@ -317,192 +575,58 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     started = time.perf_counter()
     cpu_started = time.process_time()
-    _check_positive("epochs", epochs)
-    _check_positive("batch_size", batch_size)
-    _check_positive("threads", threads)
-    _check_positive("lr", lr, float)
-    if batch_size < 2:
-        raise InputError(f"batch_size={batch_size} is too small for a contrastive loss: give at least 2")
+    _check_training_arguments(epochs, batch_size, threads, lr)
     say = log or (lambda message: None)
     benchmark = Path(benchmark_dir)
     out = Path(out_dir)
     config = copy.deepcopy(config) if config is not None else toy_clip_config()
     records = _read_train(benchmark / "train.jsonl")
     eval_keys, eval_entries = _read_eval(benchmark / "existence.json")
+    hyperparameters = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
+        "weight_decay": weight_decay, "warmup_fraction": warmup_fraction,
+        "hard_negative_weight": hard_negative_weight, "clip_weight": clip_weight, "flip": flip,
+        "text_warmup_steps": text_warmup_steps, "text_lr_scale": text_lr_scale, "optimizer": "AdamW(0.9, 0.98)",
+        "schedule": "linear warm-up then cosine",
+    }
 
     with _DeterministicCPU(threads):
         torch.manual_seed(seed)
         model = open_clip.CLIP(**copy.deepcopy(config))
         preprocess = _preprocess(config)
         tokenizer = _tokenizer()
-
-        image_files = list(dict.fromkeys(r["image_file"] for r in records))
-        image_index = {name: i for i, name in enumerate(image_files)}
-        images = load_images([benchmark / "images" / name for name in image_files], preprocess)
-        sentences = sorted({r["caption"] for r in records} | {r["foil"] for r in records})
-        sentence_index = {text: i for i, text in enumerate(sentences)}
-        tokens = tokenizer(sentences)
-        tokens = tokens[:, : int((tokens != 0).sum(dim=1).max())]
-
-        combos = sorted({(o[0], o[1]) for r in records for o in r["objects"]}
-                        | {(r["subject"]["colour"], r["subject"]["shape"]) for r in records})
-        combo_index = {c: i for i, c in enumerate(combos)}
-        counts = torch.zeros(len(image_files), len(combos), dtype=torch.long)
-        for r in records:
-            for o in r["objects"]:
-                counts[image_index[r["image_file"]], combo_index[(o[0], o[1])]] = int(o[2]) if len(o) > 2 else 1
-        present = counts > 0
-        related = torch.tensor([[a[0] == b[0] or a[1] == b[1] for b in combos] for a in combos])
-        inventory = {}
-        for r in records:
-            affirmative, negative = (r["foil"], r["caption"]) if r["caption_negated"] else (r["caption"], r["foil"])
-            inventory[(affirmative, negative)] = (combo_index[(r["subject"]["colour"], r["subject"]["shape"])],
-                                                 bool(r.get("plural", False)))
-        pair_aff = torch.tensor([sentence_index[a] for a, _ in inventory])
-        pair_neg = torch.tensor([sentence_index[n] for _, n in inventory])
-        pair_combo = torch.tensor([c for c, _ in inventory.values()])
-        pair_plural = torch.tensor([p for _, p in inventory.values()])
-        rec_image = torch.tensor([image_index[r["image_file"]] for r in records])
-        rec_caption = torch.tensor([sentence_index[r["caption"]] for r in records])
-        rec_combo = torch.tensor([combo_index[(r["subject"]["colour"], r["subject"]["shape"])] for r in records])
-        rec_negated = torch.tensor([bool(r["caption_negated"]) for r in records])
-
-        eval_images = load_images([benchmark / "images" / e["image_file"] for e in eval_entries], preprocess)
-        eval_captions = tokenizer([e["caption"] for e in eval_entries])
-        eval_foils = tokenizer([e["foil"] for e in eval_entries])
-        eval_captions_some = tokenizer([_insert_some(e["caption"]) for e in eval_entries])
-        eval_foils_some = tokenizer([_insert_some(e["foil"]) for e in eval_entries])
-        negated_caption = torch.tensor([e.get("provenance_of_foils") == "zero_to_something" for e in eval_entries])
+        data = _train_data(records, benchmark, preprocess, tokenizer)
+        evaluation = _eval_data(eval_entries, benchmark, preprocess, tokenizer)
         loaded = time.perf_counter()
-        say(f"toy CLIP: {len(records)} training pairs on {len(image_files)} images, {len(eval_entries)} eval "
-            f"instances, {len(sentences)} distinct sentences (loaded in {loaded - started:.1f}s)")
+        say(f"toy CLIP: {len(records)} training pairs on {len(data.image_files)} images, {len(eval_entries)} eval "
+            f"instances, {len(data.sentences)} distinct sentences (loaded in {loaded - started:.1f}s)")
 
-        groups = {}
-        for name, param in model.named_parameters():
-            tower = "vision" if name.startswith("visual.") or name == "logit_scale" else "text"
-            decays = param.ndim >= 2 and "embedding" not in name
-            groups.setdefault((tower, decays), []).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": params, "weight_decay": weight_decay if decays else 0.0,
-              "lr_scale": text_lr_scale if tower == "text" else 1.0}
-             for (tower, decays), params in sorted(groups.items())],
-            lr=lr, betas=(0.9, 0.98), eps=1e-6,
-        )
-        generator = torch.Generator().manual_seed(seed)
-        image_records = [[] for _ in image_files]
-        for r_index, image in enumerate(rec_image.tolist()):
-            image_records[image].append(r_index)
-        image_records = [torch.tensor(r) for r in image_records]
-        n = len(image_files)
-        steps_per_epoch = n // batch_size + (1 if n % batch_size >= 2 else 0)
-        total_steps = steps_per_epoch * epochs
-        warmup = max(1, int(round(warmup_fraction * total_steps)))
-
-        def evaluate(caps, foils) -> tuple[float, torch.Tensor, torch.Tensor]:
-            model.eval()
-            lc, lf = caption_foil_logits(model, eval_images, caps, foils)
-            model.train()
-            return float((lc > lf).float().mean()), lc, lf
-
-        model.train()
-        uniformity = _spread_text(model, tokens, text_warmup_steps, lr) if text_warmup_steps else None
-        if uniformity is not None:
-            say(f"text warm-up: {text_warmup_steps} steps, uniformity loss {uniformity[0]:.3f} -> {uniformity[1]:.3f}")
-        history = []
-        step = 0
-        for epoch in range(1, epochs + 1):
-            order = torch.randperm(n, generator=generator)
-            sums = {"loss": 0.0, "clip_loss": 0.0, "hard_loss": 0.0}
-            batches = 0
-            for start in range(0, n, batch_size):
-                batch = order[start:start + batch_size]
-                if batch.numel() < 2:
-                    continue
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group["lr_scale"] * _lr_factor(step, total_steps, warmup)
-                batch_images = images[batch]
-                if flip:
-                    mirrored = torch.rand(batch.numel(), generator=generator) < 0.5
-                    batch_images = torch.where(mirrored[:, None, None, None], batch_images.flip(-1), batch_images)
-                vision = F.normalize(model.encode_image(batch_images), dim=-1)
-                idx = torch.cat([image_records[i] for i in batch.tolist()])
-                row_of_record = torch.cat([torch.full((image_records[i].numel(),), b)
-                                           for b, i in enumerate(batch.tolist())])
-                wanted, inverse = torch.unique(rec_caption[idx], return_inverse=True)
-                t_caption = F.normalize(_encode_short_text(model, tokens[wanted]), dim=-1)[inverse]
-                scale = model.logit_scale.exp()
-                k = idx.numel()
-                logits = scale * vision[row_of_record] @ t_caption.T
-                caption_true = present[rec_image[idx]][:, rec_combo[idx]] != rec_negated[idx][None, :]
-                excluded = caption_true & ~torch.eye(k, dtype=torch.bool)
-                logits = logits.masked_fill(excluded, float("-inf"))
-                target = torch.arange(k)
-                clip_loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-                hard_loss = _dense_hard_loss(model, vision, scale, tokens, counts[batch], pair_aff, pair_neg,
-                                             pair_combo, pair_plural, related)
-                loss = clip_weight * clip_loss + hard_negative_weight * hard_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
-                step += 1
-                batches += 1
-                sums["loss"] += float(loss.detach())
-                sums["clip_loss"] += float(clip_loss.detach())
-                sums["hard_loss"] += float(hard_loss.detach())
-            accuracy, _, _ = evaluate(eval_captions, eval_foils)
-            row = {"epoch": epoch, **{k: v / max(1, batches) for k, v in sums.items()},
-                   "logit_scale": float(model.logit_scale.detach().exp()), "heldout_accuracy": accuracy,
-                   "seconds": time.perf_counter() - loaded,
-                   "cpu_seconds": time.process_time() - cpu_started}
-            history.append(row)
-            say(f"epoch {epoch}/{epochs}: loss {row['loss']:.4f} (clip {row['clip_loss']:.4f}, hard "
-                f"{row['hard_loss']:.4f}), held-out caption>foil accuracy {accuracy:.3f}, {row['seconds']:.0f}s")
-
+        history, step = _fit(model, data, evaluation, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                             weight_decay=weight_decay, warmup_fraction=warmup_fraction,
+                             hard_negative_weight=hard_negative_weight, clip_weight=clip_weight, flip=flip,
+                             text_warmup_steps=text_warmup_steps, text_lr_scale=text_lr_scale, say=say,
+                             loaded=loaded, cpu_started=cpu_started)
         trained = time.perf_counter()
         model.eval()
-        accuracy, caption_logits, foil_logits = evaluate(eval_captions, eval_foils)
-        accuracy_some, _, _ = evaluate(eval_captions_some, eval_foils_some)
-        correct = caption_logits > foil_logits
+        accuracy, caption_logits, foil_logits = _evaluate(model, evaluation.images, evaluation.captions,
+                                                          evaluation.foils)
+        accuracy_some, _, _ = _evaluate(model, evaluation.images, evaluation.captions_some, evaluation.foils_some)
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
     write_json(config, out / CONFIG_FILE)
     with atomic_path(out / CHECKPOINT_FILE) as tmp:
         torch.save(state, tmp)
-    by_negation = {
-        "caption": float(correct[negated_caption].float().mean()) if negated_caption.any() else None,
-        "foil": float(correct[~negated_caption].float().mean()) if (~negated_caption).any() else None,
-    }
-    metrics = {
-        "model_name": MODEL_NAME,
-        "config": config,
-        "hyperparameters": {
-            "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
-            "weight_decay": weight_decay, "warmup_fraction": warmup_fraction,
-            "hard_negative_weight": hard_negative_weight, "clip_weight": clip_weight, "flip": flip,
-            "text_warmup_steps": text_warmup_steps, "text_lr_scale": text_lr_scale, "optimizer": "AdamW(0.9, 0.98)",
-            "schedule": "linear warm-up then cosine",
-        },
-        "n_train_pairs": len(records),
-        "n_train_images": len(image_files),
-        "n_eval": len(eval_entries),
-        "steps": step,
-        "loss_per_epoch": [row["loss"] for row in history],
-        "heldout_accuracy_per_epoch": [row["heldout_accuracy"] for row in history],
-        "epochs": history,
-        "heldout_accuracy": accuracy,
-        "heldout_accuracy_by_negation_in": by_negation,
-        "heldout_accuracy_with_some": accuracy_some,
-        "heldout_logits": {key: [float(c), float(f)] for key, c, f in
-                           zip(eval_keys, caption_logits.tolist(), foil_logits.tolist())},
+    metrics = _metrics(config, hyperparameters, n_train_pairs=len(records), data=data, eval_keys=eval_keys,
+                       negated_caption=evaluation.negated_caption, steps=step, history=history, accuracy=accuracy,
+                       accuracy_some=accuracy_some, caption_logits=caption_logits, foil_logits=foil_logits)
+    metrics.update({
         "seconds_loading": loaded - started,
         "seconds_training": trained - loaded,
         "seconds_total": time.perf_counter() - started,
         "cpu_seconds_total": time.process_time() - cpu_started,
         "torch_version": torch.__version__,
         "open_clip_version": open_clip.__version__,
-    }
+    })
     write_json(metrics, out / METRICS_FILE)
     say(f"toy CLIP trained in {metrics['seconds_total']:.0f}s: held-out accuracy {accuracy:.3f} "
         f"(with 'some': {accuracy_some:.3f}); wrote {out / CONFIG_FILE}, {out / CHECKPOINT_FILE}")

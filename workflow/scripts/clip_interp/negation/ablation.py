@@ -27,8 +27,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..cache import caption_foil_embeddings, decode_keys, match_rows
+from ..store import SelectedRows, decode_keys, match_rows, require_datasets
+from .caches import IMAGE_DATASETS, caption_foil_embeddings
 from ..errors import InputError
+from ..plotting import layer_profile, new_figure
 from .labels import COMPONENTS, NEGATION_SIDES
 from .scores import SEGMENTS, segment_of
 
@@ -42,48 +44,15 @@ SUMMARY_SEGMENTS = ("all", *SEGMENTS)
 
 
 def check_components(components: Iterable[str]) -> list[str]:
-    """The configured ablation components, validated against :data:`engine.COMPONENTS`."""
+    """The ablation components asked for, validated against :data:`labels.COMPONENTS`."""
     components = list(components)
     unknown = [c for c in components if c not in COMPONENTS]
     if unknown or not components:
-        raise InputError(f"analysis.image_ablation.components: unknown or no component(s) {unknown or components}; "
+        raise InputError(f"negation.image_ablation.components: unknown or no component(s) {unknown or components}; "
                          f"choose one or more of {sorted(COMPONENTS)}")
     if len(set(components)) != len(components):
-        raise InputError(f"analysis.image_ablation.components lists a component twice: {components}")
+        raise InputError(f"negation.image_ablation.components lists a component twice: {components}")
     return components
-
-
-class SelectedRows:
-    """Rows ``rows`` of an h5py dataset (or array), read lazily: ``view[a:b]`` reads ``dataset[rows[a:b]]``.
-
-    Each read fetches the requested rows in increasing order (one contiguous slice when they
-    are consecutive) and returns them in the requested order, so only one batch of rows of
-    the dataset is ever in memory.
-    """
-
-    def __init__(self, dataset, rows: np.ndarray):
-        self.dataset = dataset
-        self.rows = np.asarray(rows, dtype=np.int64)
-        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= dataset.shape[0]):
-            raise InputError(f"row selection outside 0..{dataset.shape[0] - 1} of {getattr(dataset, 'name', 'array')}")
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), *self.dataset.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, sl: slice) -> np.ndarray:
-        wanted = self.rows[sl]
-        if len(wanted) == 0:
-            return np.zeros((0, *self.dataset.shape[1:]), dtype=self.dataset.dtype)
-        unique, inverse = np.unique(wanted, return_inverse=True)
-        if unique[-1] - unique[0] + 1 == len(unique):
-            block = np.asarray(self.dataset[int(unique[0]):int(unique[-1]) + 1])
-        else:
-            block = np.asarray(self.dataset[unique.tolist()])
-        return block[inverse.reshape(-1)]
 
 
 def image_ablation_from_caches(model, image_cache, text_cache, negation_by_key, *,
@@ -102,10 +71,7 @@ def image_ablation_from_caches(model, image_cache, text_cache, negation_by_key, 
     components = check_components(components)
     keys, negation, caption_emb, foil_emb = caption_foil_embeddings(text_cache, negation_by_key)
     with h5py.File(image_cache, "r") as f:
-        needed = ("keys", "real/resid", "real/resid_mid", "single_colour/attn_out", "single_colour/mlp_out")
-        absent = [name for name in needed if name not in f]
-        if absent:
-            raise InputError(f"image cache {image_cache} lacks {absent}; delete it and re-run its rule")
+        require_datasets(f, IMAGE_DATASETS, f"image cache {image_cache}")
         image_keys = decode_keys(f["keys"][:])
         rows = match_rows(keys, image_keys, what=f"instances of {text_cache}", where=f"image cache {image_cache}")
         order = np.argsort(rows, kind="stable")
@@ -152,7 +118,7 @@ def ablation_summary(table: pd.DataFrame, correct: float = 1.0, incorrect: float
     if missing:
         raise InputError(f"image ablation table lacks column(s) {sorted(missing)}; re-run the image_ablation rule")
     if not incorrect < correct:
-        raise InputError(f"analysis.segments: incorrect ({incorrect}) must be below correct ({correct})")
+        raise InputError(f"negation.segments: incorrect ({incorrect}) must be below correct ({correct})")
     unknown = sorted(set(table["component"]) - set(COMPONENTS))
     if unknown:
         raise InputError(f"image ablation table has unknown component(s) {unknown}; expected {sorted(COMPONENTS)}")
@@ -187,7 +153,7 @@ def ablation_summary(table: pd.DataFrame, correct: float = 1.0, incorrect: float
 
 def _not_configured(ax, component: str) -> None:
     ax.text(0.5, 0.5, f"{COMPONENT_LABELS[component]} ablation not configured\n"
-            "(analysis.image_ablation.components)", ha="center", va="center", transform=ax.transAxes, fontsize=10)
+            "(negation.image_ablation.components)", ha="center", va="center", transform=ax.transAxes, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -200,22 +166,18 @@ def plot_component_ablation(summary: pd.DataFrame, component: str, model: str):
     and worsened (``d* < d``, below zero), each split into ending correct (``d* > 0``) and
     ending incorrect. A component absent from ``summary`` gives a figure saying it was not configured.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
     label = COMPONENT_LABELS[component]
     title = f"{model}: single-colour ablation of the image tower's {label} output per layer"
     part = summary[(summary["component"] == component) & (summary["segment"] == "all")]
     if part.empty:
-        fig, ax = plt.subplots(figsize=(10, 3))
+        fig, ax = new_figure(figsize=(10, 3))
         _not_configured(ax, component)
         fig.suptitle(title, fontsize=11)
         fig.tight_layout()
         return fig
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex="col", gridspec_kw={"height_ratios": [1, 1.2]})
+    fig, axes = new_figure(2, 2, figsize=(10, 6.5), sharex="col", gridspec_kw={"height_ratios": [1, 1.2]})
     fig.suptitle(title, fontsize=11)
     colours = {"improved_correct": "#1a9850", "improved_incorrect": "#a6d96a",
                "worsened_correct": "#fdae61", "worsened_incorrect": "#d73027"}
@@ -260,31 +222,27 @@ def plot_mha_vs_mlp(summary: pd.DataFrame, model: str):
     Dashed horizontal lines give each component's mean IAE averaged over the layers (the
     value is in the legend). A component absent from ``summary`` is named as not configured.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = new_figure(1, 2, figsize=(10, 3.8), sharey=True)
     part = summary[summary["segment"] == "all"]
-    colours = {"mha": "tab:blue", "mlp": "tab:orange"}
+    colours = {COMPONENT_LABELS["mha"]: "tab:blue", COMPONENT_LABELS["mlp"]: "tab:orange"}
     absent = [c for c in COMPONENTS if c not in set(part["component"])]
     for ax, side in zip(axes, NEGATION_SIDES):
         n = 0
+        lines, errors, averages = {}, {}, {}
         for comp in COMPONENTS:
             rows = part[(part["component"] == comp) & (part["negation"] == side)].sort_values("layer")
             if rows.empty:
                 continue
             n = int(rows["n"].max())
-            ax.errorbar(rows["layer"], rows["mean_iae"], yerr=rows["sem_iae"].fillna(0), color=colours[comp],
-                        marker="o", ms=4, capsize=3, label=COMPONENT_LABELS[comp])
-            average = rows["mean_iae"].mean()
-            ax.axhline(average, color=colours[comp], ls="--", lw=1,
-                       label=f"{COMPONENT_LABELS[comp]}: average over layers {average:.3f}")
-            ax.set_xticks(rows["layer"])
+            lines[COMPONENT_LABELS[comp]] = (rows["layer"].to_numpy(), rows["mean_iae"].to_numpy(dtype=float))
+            errors[COMPONENT_LABELS[comp]] = rows["sem_iae"].to_numpy(dtype=float)
+            averages[COMPONENT_LABELS[comp]] = rows["mean_iae"].mean()
+        layer_profile(ax, lines, errors=errors, colours=colours, markersize=4, integer_ticks=True, grid=False,
+                      title=f"negation in {side} (n={n})", xlabel="ablated layer of the image tower")
+        for label, average in averages.items():
+            ax.axhline(average, color=colours[label], ls="--", lw=1,
+                       label=f"{label}: average over layers {average:.3f}")
         ax.axhline(0, color="black", lw=0.6)
-        ax.set_title(f"negation in {side} (n={n})", fontsize=9)
-        ax.set_xlabel("ablated layer of the image tower")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     axes[0].set_ylabel("mean IAE = d − d*  (± s.e.m.)")

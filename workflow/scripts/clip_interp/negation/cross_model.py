@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..plotting import layer_profile, new_figure
 
 PROFILE_COLUMNS = ["model", "measure", "negation", "layer", "value", "n_layers"]
 
@@ -57,31 +58,20 @@ def layer_profiles(localisation: Mapping[str, pd.DataFrame], selectivity_layers:
 
 def plot_layer_profiles(profiles: pd.DataFrame):
     """Localisation per layer (one panel per negation side) and selectivity per layer, one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models = list(dict.fromkeys(profiles["model"]))
     sides = [s for s in ("caption", "foil") if s in set(profiles.loc[profiles.measure == "localisation", "negation"])]
-    fig, axes = plt.subplots(1, len(sides) + 1, figsize=(4.6 * (len(sides) + 1), 3.8), squeeze=False)
-    colours = plt.get_cmap("tab10")
+    fig, axes = new_figure(1, len(sides) + 1, figsize=(4.6 * (len(sides) + 1), 3.8), squeeze=False)
     panels = [("localisation", side, f"localisation, negation in the {side}",
                "layer l of the text residual stream (0 = embeddings)", "SD of mean CTE over positions ≥ negator")
               for side in sides]
     panels.append(("selectivity", "all", "negator selectivity", "text block l",
                    "mean a(l, h) over heads and instances"))
     for ax, (measure, side, title, xlabel, ylabel) in zip(axes[0], panels):
-        for k, model in enumerate(models):
+        lines = {}
+        for model in models:
             part = profiles[(profiles.model == model) & (profiles.measure == measure) & (profiles.negation == side)]
-            part = part.sort_values("layer")
-            ax.plot(part["layer"], part["value"], marker="o", ms=3, color=colours(k % 10), label=model)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(xlabel, fontsize=9)
-        ax.set_ylabel(ylabel, fontsize=9)
-        ax.grid(alpha=0.3)
-    if measure == "selectivity":
-        ax.axhline(0, color="grey", lw=0.8)
+            lines[model] = (part["layer"].to_numpy(), part["value"].to_numpy(dtype=float))
+        layer_profile(ax, lines, title=title, xlabel=xlabel, ylabel=ylabel, zero_line=measure == "selectivity")
     axes[0, -1].legend(fontsize=8, title="model", title_fontsize=8)
     fig.suptitle("Negation across models: where the text encoder localises and attends to the negator", fontsize=11)
     fig.tight_layout()

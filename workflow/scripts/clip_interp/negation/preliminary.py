@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..plotting import new_figure, plt
 from .statistics import pearson
 
 TABLE3_VARIABLES = {
@@ -197,10 +198,6 @@ def _r_text(r: float) -> str:
 def plot_similarity_vs_score(instances: pd.DataFrame, model: str, repeated_caption: str = REPEATED_CAPTION):
     """Figure 6: cosine similarity of caption and foil (x) against d (y) per negation side,
     coloured by the negated sentence's length, with Pearson r with and without ``repeated_caption``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import BoundaryNorm
 
     lengths = instances["seq_len_negated"].astype(float)
@@ -208,7 +205,7 @@ def plot_similarity_vs_score(instances: pd.DataFrame, model: str, repeated_capti
     bounds = np.arange(low - 0.5, high + 1.5)
     cmap = plt.get_cmap("viridis", len(bounds) - 1)
     norm = BoundaryNorm(bounds, cmap.N)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True, constrained_layout=True)
+    fig, axes = new_figure(1, 2, figsize=(11, 4.4), sharey=True, constrained_layout=True)
     points = None
     for ax, side in zip(axes, SIDES):
         part = instances[instances["negation"] == side]
@@ -234,13 +231,8 @@ def plot_subject_size(instances: pd.DataFrame, model: str, min_count: int = 10):
     """Figure 7: subject size (x) against d (y) for negation in the foil, relative and binary
     size in two panels, with (twin axis) the accuracy of instances whose size is ≥ x where at
     least ``min_count`` instances remain."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     foil = instances[instances["negation"] == "foil"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, axes = new_figure(1, 2, figsize=(11, 4.2), constrained_layout=True)
     panels = [("relative_size", "relative subject size (mean subject probability)"),
               ("binary_size", "binary subject size (share of subject pixels)")]
     for ax, (column, label) in zip(axes, panels):

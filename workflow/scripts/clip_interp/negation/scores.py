@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..plotting import new_figure
+
 SEGMENTS = ("correct", "ambiguous", "incorrect")
 
 
@@ -88,13 +90,8 @@ def threshold_aligned_bins(d: np.ndarray, correct: float, incorrect: float, per_
 
 def plot_score_distribution(scores: pd.DataFrame, correct: float, incorrect: float, model: str):
     """Figure 3: histogram of d per variant and negation side, coloured by segment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     variants = sorted(scores.variant.unique())
-    fig, axes = plt.subplots(len(variants), 2, figsize=(9, 3 * len(variants)), squeeze=False, sharex=True)
+    fig, axes = new_figure(len(variants), 2, figsize=(9, 3 * len(variants)), squeeze=False, sharex=True)
     colours = {"correct": "tab:green", "ambiguous": "tab:orange", "incorrect": "tab:red"}
     bins = threshold_aligned_bins(scores.d.to_numpy(), correct, incorrect)
     for r, variant in enumerate(variants):

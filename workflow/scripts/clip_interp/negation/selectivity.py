@@ -29,8 +29,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..cache import read_keys
+from ..store import read_keys
 from ..errors import InputError
+from ..plotting import annotated_heatmap, layer_head_heatmap, new_figure, plt, symmetric_limit
 from ..positions import generic_position_map
 from .statistics import pearson
 
@@ -314,7 +315,7 @@ def cannot_head_summary(selectivity: pd.DataFrame, valse_heads: pd.DataFrame,
     return table[CANNOT_HEAD_COLUMNS], {"pearson_r": r, "pearson_p": p, "heads_compared": len(table)}
 
 
-def check_layer(layer: int, n_layers: int, key: str = "analysis.selectivity.layer") -> int:
+def check_layer(layer: int, n_layers: int, key: str = "negation.selectivity.layer") -> int:
     """``layer`` as a 1-based layer of a model with ``n_layers`` blocks; InputError otherwise."""
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 1 <= layer <= n_layers:
         raise InputError(
@@ -346,72 +347,26 @@ def select_instances(positions: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 # --------------------------------------------------------------------------- figures
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _grid(heads: pd.DataFrame, column: str = "mean_a") -> np.ndarray:
     """A (layers, heads) array of ``column``, row 0 = layer 1."""
     return heads.pivot(index="layer", columns="head", values=column).sort_index().sort_index(axis=1).to_numpy()
-
-
-def _symmetric_limit(*arrays) -> float:
-    values = np.concatenate([np.ravel(a) for a in arrays])
-    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
-    return limit if limit > 0 else 1.0
-
-
-def _heatmap(ax, grid, limit, *, marked=None, fmt="{:.2f}", cmap="RdBu_r"):
-    image = ax.imshow(grid, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
-    rows, cols = grid.shape
-    fontsize = 8 if cols <= 12 else 6
-    for r in range(rows):
-        for c in range(cols):
-            value = grid[r, c]
-            if np.isfinite(value):
-                colour = "white" if abs(value) > 0.6 * limit else "black"
-                weight = "bold" if marked is not None and marked[r, c] else "normal"
-                ax.text(c, r, fmt.format(value), ha="center", va="center", fontsize=fontsize, color=colour,
-                        fontweight=weight)
-            if marked is not None and marked[r, c]:
-                ax.add_patch(_rectangle(c, r))
-    return image
-
-
-def _rectangle(col, row):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((col - 0.42, row - 0.42), 0.84, 0.84, fill=False, edgecolor="black", linewidth=1.6)
-
-
-def _layer_ticks(ax, n_layers, n_heads):
-    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)])
-    ax.set_yticks(range(n_layers), [str(l) for l in range(1, n_layers + 1)])
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
 
 
 def plot_selectivity_heads(heads: pd.DataFrame, layers: pd.DataFrame, threshold: float, model: str,
                            n_instances: int, variant: str):
     """Figure 9: mean ``a`` per head (x) and layer (y, layer 1 at the top), selective heads framed,
     with the per-layer mean ``a`` as a bar chart beside it."""
-    plt = _pyplot()
     grid = _grid(heads)
     marked = _grid(heads, "selective").astype(bool)
     n_layers, n_heads = grid.shape
-    limit = _symmetric_limit(grid)
     width = max(6.0, 0.55 * n_heads + 4.0)
     height = max(3.2, 0.42 * n_layers + 1.8)
-    fig, (ax, side) = plt.subplots(1, 2, figsize=(width, height), layout="constrained", sharey=True,
-                                   gridspec_kw={"width_ratios": [max(n_heads, 3), 2.5]})
-    image = _heatmap(ax, grid, limit, marked=marked)
-    _layer_ticks(ax, n_layers, n_heads)
-    ax.set_title(f"mean a per head (framed: mean a > {threshold:g})", fontsize=9)
+    fig, (ax, side) = new_figure(1, 2, figsize=(width, height), layout="constrained", sharey=True,
+                                 gridspec_kw={"width_ratios": [max(n_heads, 3), 2.5]})
+    layer_head_heatmap(ax, grid, first_layer=1, limit=symmetric_limit(grid), highlight=marked,
+                       title=f"mean a per head (framed: mean a > {threshold:g})",
+                       colorbar_label="mean a (attention to the negator, negated − non-negated)",
+                       colorbar_kw={"location": "bottom", "fraction": 0.06, "pad": 0.02, "aspect": 30})
     layer_means = layers.sort_values("layer")["mean_a"].to_numpy()
     bars = side.barh(np.arange(n_layers), layer_means, color="tab:purple", height=0.6)
     side.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
@@ -422,8 +377,6 @@ def plot_selectivity_heads(heads: pd.DataFrame, layers: pd.DataFrame, threshold:
     side.set_title(f"layer mean (dashed: {threshold:g})", fontsize=9)
     side.tick_params(axis="y", labelleft=False)
     ax.set_ylim(n_layers - 0.5, -0.5)
-    colour_bar = fig.colorbar(image, ax=ax, location="bottom", fraction=0.06, pad=0.02, aspect=30)
-    colour_bar.set_label("mean a (attention to the negator, negated − non-negated)", fontsize=7)
     share = float(heads["selective"].mean())
     fig.suptitle(f"{model}: negator selectivity of text-tower attention heads\n"
                  f"VALSE existence ({variant}), n = {n_instances} instances; "
@@ -435,12 +388,10 @@ def plot_selectivity_heads(heads: pd.DataFrame, layers: pd.DataFrame, threshold:
 def plot_selectivity_by_position(mean_s: pd.DataFrame, layer: int, model: str, n_instances: int):
     """Figure 10: the token-weighted mean ``s`` per head (rows) of one layer and generic later
     position (columns)."""
-    plt = _pyplot()
     grid = mean_s.to_numpy(dtype=np.float64)
-    limit = _symmetric_limit(grid)
     n_heads, n_positions = grid.shape
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * n_positions + 2.5), max(3.0, 0.45 * n_heads + 1.6)))
-    image = _heatmap(ax, grid, limit)
+    fig, ax = new_figure(figsize=(max(5.0, 1.2 * n_positions + 2.5), max(3.0, 0.45 * n_heads + 1.6)))
+    image = annotated_heatmap(ax, grid, limit=symmetric_limit(grid))
     ax.set_xticks(range(n_positions), [p.replace("_", " ") for p in mean_s.columns])
     ax.set_yticks(range(n_heads), [str(h) for h in mean_s.index])
     ax.set_xlabel("source (query) position attending to the negator")
@@ -457,21 +408,19 @@ def plot_cannot_comparison(valse_heads: pd.DataFrame, cannot_heads: pd.DataFrame
                            threshold: float, model: str, n_pairs: int, n_valse: int | None = None):
     """Figure 11: mean ``a`` per head and layer on VALSE and on CANNOT (one colour scale, selective
     heads framed) and the scatter of the two per head with Pearson's r."""
-    plt = _pyplot()
     from matplotlib.colors import BoundaryNorm
 
     valse_grid, cannot_grid = _grid(valse_heads), _grid(cannot_heads)
     n_layers, n_heads = valse_grid.shape
-    limit = _symmetric_limit(valse_grid, cannot_grid)
+    limit = symmetric_limit(valse_grid, cannot_grid)
     width = 2 * max(3.0, 0.5 * n_heads + 1.2) + 4.5
-    fig, axes = plt.subplots(1, 3, figsize=(width, max(3.8, 0.42 * n_layers + 2.4)), layout="constrained",
-                             gridspec_kw={"width_ratios": [max(n_heads, 3), max(n_heads, 3), max(n_heads, 5)]})
+    fig, axes = new_figure(1, 3, figsize=(width, max(3.8, 0.42 * n_layers + 2.4)), layout="constrained",
+                           gridspec_kw={"width_ratios": [max(n_heads, 3), max(n_heads, 3), max(n_heads, 5)]})
     valse_label = f"VALSE existence (n = {n_valse})" if n_valse is not None else "VALSE existence"
     for ax, grid, heads, title in ((axes[0], valse_grid, valse_heads, valse_label),
                                    (axes[1], cannot_grid, cannot_heads, f"CANNOT (n = {n_pairs} pairs)")):
-        image = _heatmap(ax, grid, limit, marked=_grid(heads, "selective").astype(bool))
-        _layer_ticks(ax, n_layers, n_heads)
-        ax.set_title(f"{title}: mean a", fontsize=9)
+        image = layer_head_heatmap(ax, grid, first_layer=1, limit=limit,
+                                   highlight=_grid(heads, "selective").astype(bool), title=f"{title}: mean a")
     colour_bar = fig.colorbar(image, ax=axes[:2], location="bottom", fraction=0.05, pad=0.02, aspect=40)
     colour_bar.set_label(f"mean a (attention to the negator, negated − non-negated; framed: > {threshold:g})",
                          fontsize=7)

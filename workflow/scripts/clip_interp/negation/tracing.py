@@ -40,8 +40,9 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..cache import match_rows, read_array, read_keys
+from ..store import match_rows, read_array, read_keys
 from ..errors import InputError
+from ..plotting import new_figure
 from ..positions import GENERIC_NAMES, generic_position_map
 from .labels import NEGATION_SIDES
 from .scores import SEGMENTS
@@ -377,17 +378,12 @@ def plot_causal_tracing(summary: pd.DataFrame, localisation: pd.DataFrame, model
     The colour scale is fixed to [-1, 1] (CTE 1: the patch restores the whole score), values
     beyond it saturate (arrows on the colour bar) and every cell is annotated when readable.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     maps = {side: heatmap(summary, side, ALL_SEGMENTS) for side in NEGATION_SIDES}
     extend = _beyond_limit(maps.values(), COLOUR_LIMIT)
     n_layers = next(iter(maps.values())).shape[0] - 1
     height = max(2.6, 0.32 * (n_layers + 1) + 1.4)
-    fig, axes = plt.subplots(len(NEGATION_SIDES), 2, figsize=(10, height * len(NEGATION_SIDES)), squeeze=False,
-                             gridspec_kw={"width_ratios": [3.2, 1]})
+    fig, axes = new_figure(len(NEGATION_SIDES), 2, figsize=(10, height * len(NEGATION_SIDES)), squeeze=False,
+                           gridspec_kw={"width_ratios": [3.2, 1]})
     loc = localisation[localisation["segment"] == ALL_SEGMENTS]
     bar_max = np.nanmax(np.append(loc["localisation"].to_numpy(dtype=float), 0.0))
     for r, side in enumerate(NEGATION_SIDES):
@@ -423,17 +419,12 @@ def plot_causal_tracing_by_segment(summary: pd.DataFrame, model: str, variant: s
 
     Same colour scale as :func:`plot_causal_tracing`; a segment without instances is an empty panel "n = 0".
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     maps = {(side, seg): heatmap(summary, side, seg) for side in NEGATION_SIDES for seg in SEGMENTS}
     extend = _beyond_limit(maps.values(), COLOUR_LIMIT)
     n_layers = next(iter(maps.values())).shape[0] - 1
     height = max(3.0, 0.32 * (n_layers + 1) + 1.8)
-    fig, axes = plt.subplots(len(NEGATION_SIDES), len(SEGMENTS), figsize=(4.6 * len(SEGMENTS) + 1, height * 2),
-                             squeeze=False, layout="constrained")
+    fig, axes = new_figure(len(NEGATION_SIDES), len(SEGMENTS), figsize=(4.6 * len(SEGMENTS) + 1, height * 2),
+                           squeeze=False, layout="constrained")
     image = None
     for r, side in enumerate(NEGATION_SIDES):
         for c, seg in enumerate(SEGMENTS):
