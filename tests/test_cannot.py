@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from clip_interp.cannot import build_cannot_v11_from_parts, load_cannot, select_no_some_pairs
+from clip_interp.negation.cannot import build_cannot_v11_from_parts, load_cannot, select_no_some_pairs
 from clip_interp.errors import InputError, SourceError
 
 PAIR_COLUMNS = ["source_index", "negated", "non_negated", "negator_pos", "eot_pos", "n_tokens"]

@@ -120,6 +120,7 @@ def test_engine_equals_reference_tiny(tiny):
         assert (both[col] - both[f"{col}_ref"]).abs().max() < TOL, col
 
 
+@pytest.mark.slow
 def test_engine_equals_reference_vit(vit):
     """On ViT-B/32, the reference runs only a few layers to keep the test short."""
     model, instances, captions, foils, pixels = vit
@@ -149,6 +150,7 @@ def test_self_ablation_has_no_effect(vit):
     assert table["iae"].abs().max() < TOL
 
 
+@pytest.mark.slow
 def test_from_activations_equals_convenience(vit, tmp_path):
     model, _, captions, foils, pixels = vit
     convenience = E.image_ablation_effects(model, pixels, captions, foils, keys=PAIRS["key"],

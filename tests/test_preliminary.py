@@ -11,7 +11,7 @@ from PIL import Image
 from clip_interp.errors import InputError
 from clip_interp.plotting import save_figure
 from clip_interp.negation import preliminary as P
-from clip_interp import subject_size as S
+from clip_interp.negation import subject_size as S
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]

@@ -9,7 +9,7 @@ import torch
 from clip_interp.negation.caches import write_text_cache
 from clip_interp.errors import InputError
 from clip_interp.negation import selectivity as S
-from clip_interp.positions import add_positions
+from clip_interp.negation.positions import add_positions
 
 TINY_CONFIG = {
     "embed_dim": 32,
@@ -180,7 +180,7 @@ def test_select_instances_counts_each_filter():
 
 @pytest.mark.parametrize("layer", [0, 4, -1, True, 2.0])
 def test_a_layer_outside_the_model_names_the_config_key(layer):
-    with pytest.raises(InputError, match=r"analysis\.selectivity\.layer.*1\.\.3"):
+    with pytest.raises(InputError, match=r"negation\.selectivity\.layer.*1\.\.3"):
         S.check_layer(layer, 3)
 
 

@@ -11,7 +11,7 @@ from clip_interp.plotting import save_figure
 from clip_interp.models import load_model
 from clip_interp.negation import engine as E
 from clip_interp.negation import tracing as T
-from clip_interp.positions import GENERIC_NAMES, add_positions
+from clip_interp.negation.positions import GENERIC_NAMES, add_positions
 
 TOL = 1e-4
 # Rephrased VALSE-like pairs: two usable instances (one without further subject tokens) and one per exclusion reason.

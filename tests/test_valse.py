@@ -5,7 +5,7 @@ import pytest
 
 from clip_interp.errors import InputError
 from clip_interp.io import write_parquet
-from clip_interp.valse import load_valse, prepare_variant, rephrase
+from clip_interp.negation.valse import load_valse, prepare_variant, rephrase
 
 REQUIRED = {"key", "caption", "foil", "negation", "image_file", "negated", "non_negated"}
 

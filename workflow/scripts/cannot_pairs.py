@@ -1,6 +1,6 @@
 """Rule script: CANNOT negated sentences with a noun-chunk "no" and their "some" counterparts."""
 
-from clip_interp.cannot import load_cannot, select_no_some_pairs
+from clip_interp.negation.cannot import load_cannot, select_no_some_pairs
 from clip_interp.io import write_json, write_parquet
 from clip_interp.models import load_tokenizer
 from clip_interp.nlp import load_spacy

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from clip_interp.errors import InputError
 from clip_interp.io import write_json, write_parquet
-from clip_interp.valse import prepare_variant
+from clip_interp.negation.valse import prepare_variant
 from clip_interp.workflow import run_rule
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 from clip_interp.io import write_json, write_parquet
 from clip_interp.models import load_tokenizer
 from clip_interp.nlp import load_spacy
-from clip_interp.positions import add_positions
+from clip_interp.negation.positions import add_positions
 from clip_interp.workflow import run_rule
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 from ..store import read_keys
 from ..errors import InputError
 from ..plotting import annotated_heatmap, layer_head_heatmap, new_figure, plt, symmetric_limit
-from ..positions import generic_position_map
+from .positions import generic_position_map
 from .statistics import pearson
 
 LATER_GENERIC = ("subject_first", "subject_further", "full_stop", "EOT")

@@ -43,7 +43,7 @@ import pandas as pd
 from ..store import match_rows, read_array, read_keys
 from ..errors import InputError
 from ..plotting import new_figure
-from ..positions import GENERIC_NAMES, generic_position_map
+from .positions import GENERIC_NAMES, generic_position_map
 from .labels import NEGATION_SIDES
 from .scores import SEGMENTS
 

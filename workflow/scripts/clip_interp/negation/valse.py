@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import InputError
+from ..errors import InputError
 
 VARIANTS = ("standard", "rephrased")
 NEGATION_IN_CAPTION = "zero_to_something"

@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import InputError, SourceError
+from ..errors import InputError, SourceError
+from ..sources import LFS_POINTER_PREFIX
+from ..tokenizers import ClipTokenizer
 from .positions import NEGATOR, single_token_id, token_index
-from .sources import LFS_POINTER_PREFIX
-from .tokenizers import ClipTokenizer
 
 V11_COLUMNS = ["premise", "hypothesis", "label"]
 SENTENCE_COLUMNS = ["sentence", "negated"]

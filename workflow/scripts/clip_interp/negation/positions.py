@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:
-    from .tokenizers import ClipTokenizer
+    from ..tokenizers import ClipTokenizer
 
 NEGATOR = "no"
 _MODIFIER_DEPS = ("compound", "amod", "nummod", "nmod")

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .errors import InputError
+from ..errors import InputError
 from .positions import find_negator
 
 SOURCES = ("clipseg", "mask")
