@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,7 @@ def time_clipseg(device, n_images: int) -> float:
     return timer.wall / n_images
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--instances", type=int, default=4, help="instances run by both reference and engine")
     ap.add_argument("--engine-instances", type=int, default=64, help="instances for the engine's per-instance time")
@@ -150,206 +151,410 @@ def main(argv=None) -> int:
                     help="compared instances (and the invariant checks) need |d| at least this")
     ap.add_argument("--clipseg-images", type=int, default=8, help="images for the CLIPSeg time per image")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def load_benchmark_model(args):
+    """Set threads and seed, load the random-init ViT-B/32; returns it and the load average before the runs."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     load_before = os.getloadavg()[0]
     model = load_model({"backend": "open_clip", "name": "ViT-B-32", "random_init": True, "seed": args.seed}, args.device)
-    n_layers_text, n_layers_vision = model.text.n_layers, model.vision.n_layers
     print(f"model: random-init open_clip ViT-B-32 (seed {args.seed}) on {model.device}; torch {torch.__version__}, "
           f"{args.threads} thread(s), {os.cpu_count()} CPU(s), load average {load_before:.1f}")
+    return model, load_before
 
+
+@dataclass
+class Instances:
+    """Instances run by both reference and engine (``compared``) and by the engine alone for its timing."""
+
+    compared: pd.DataFrame
+    compared_pixels: torch.Tensor
+    timing: pd.DataFrame
+    timing_pixels: torch.Tensor
+
+
+@torch.inference_mode()
+def similarity_differences(model, frame: pd.DataFrame, pixels: torch.Tensor) -> np.ndarray:
+    """``d = S(image, caption) - S(image, foil)`` of every instance."""
+    img_emb = E.encode_images(model, pixels)
+    s_cap = model.similarity(img_emb, E.encode_texts(model, frame["caption"].tolist()))
+    s_foil = model.similarity(img_emb, E.encode_texts(model, frame["foil"].tolist()))
+    return (s_cap - s_foil).cpu().numpy()
+
+
+def choose_instances(model, args) -> Instances:
+    """From a candidate pool, the first ``--instances`` with ``|d| >= --select-min-d`` are compared; the
+    first ``--engine-instances`` of the pool (any ``|d|``) time the engine."""
     pool_size = max(args.engine_instances, 8 * args.instances)
     pool, pool_pixels = candidates(model, pool_size, args.seed)
-    with torch.inference_mode():
-        img_emb = E.encode_images(model, pool_pixels)
-        s_cap = model.similarity(img_emb, E.encode_texts(model, pool["caption"].tolist()))
-        s_foil = model.similarity(img_emb, E.encode_texts(model, pool["foil"].tolist()))
-    pool["d"] = (s_cap - s_foil).cpu().numpy()
+    pool["d"] = similarity_differences(model, pool, pool_pixels)
     chosen = np.flatnonzero(np.abs(pool["d"].to_numpy()) >= args.select_min_d)[: args.instances]
     if len(chosen) < args.instances:
         print(f"only {len(chosen)} of {pool_size} candidates have |d| >= {args.select_min_d}")
-    cmp_frame, cmp_pixels = pool.iloc[chosen].reset_index(drop=True), pool_pixels[chosen]
-    timing_frame, timing_pixels = pool.iloc[: args.engine_instances].reset_index(drop=True), pool_pixels[: args.engine_instances]
-    lengths = cmp_frame["negated_ids"].map(len)
-    print(f"compared instances: {len(cmp_frame)} (tokens {lengths.min()}-{lengths.max()}, "
-          f"|d| {np.abs(cmp_frame['d']).min():.3f}-{np.abs(cmp_frame['d']).max():.3f}); "
-          f"engine timing instances: {len(timing_frame)} (tokens {timing_frame['negated_ids'].map(len).min()}-"
-          f"{timing_frame['negated_ids'].map(len).max()})")
+    n_timing = args.engine_instances
+    inst = Instances(pool.iloc[chosen].reset_index(drop=True), pool_pixels[chosen],
+                     pool.iloc[:n_timing].reset_index(drop=True), pool_pixels[:n_timing])
+    lengths, timing_lengths = inst.compared["negated_ids"].map(len), inst.timing["negated_ids"].map(len)
+    abs_d = np.abs(inst.compared["d"])
+    print(f"compared instances: {len(inst.compared)} (tokens {lengths.min()}-{lengths.max()}, "
+          f"|d| {abs_d.min():.3f}-{abs_d.max():.3f}); "
+          f"engine timing instances: {len(inst.timing)} (tokens {timing_lengths.min()}-{timing_lengths.max()})")
+    return inst
 
+
+def check_reference_tokenizer(frame: pd.DataFrame) -> bool:
+    """Whether the ids the reference uses, zero-padded to 77, equal open_clip's tokenizer output."""
     import open_clip
 
-    library_ids = open_clip.get_tokenizer("ViT-B-32")(cmp_frame["non_negated"].tolist())
+    library_ids = open_clip.get_tokenizer("ViT-B-32")(frame["non_negated"].tolist())
     padded = torch.zeros_like(library_ids)
-    for row, ids in enumerate(cmp_frame["non_negated_ids"]):
+    for row, ids in enumerate(frame["non_negated_ids"]):
         padded[row, : len(ids)] = torch.as_tensor(ids)
     tokenizer_ok = bool(torch.equal(library_ids, padded))
     print(f"reference text ids equal open_clip's tokenizer output (77, zero-padded): {tokenizer_ok}")
+    return tokenizer_ok
 
-    def run_ct(frame, pixels):
-        return E.causal_tracing_effects(model, frame, E.encode_images(model, pixels), batch_size=args.batch_size,
-                                        progress=False)
 
-    def run_ia(frame, pixels):
-        return E.image_ablation_effects(model, pixels, frame["caption"].tolist(), frame["foil"].tolist(),
-                                        keys=frame["key"].tolist(), negation=frame["negation"].tolist(),
-                                        batch_size=args.image_batch_size, progress=False)
+def engine_causal_tracing(model, frame, pixels, batch_size: int) -> pd.DataFrame:
+    """The engine's causal tracing effects, image embedding included."""
+    return E.causal_tracing_effects(model, frame, E.encode_images(model, pixels), batch_size=batch_size,
+                                    progress=False)
 
-    run_ct(timing_frame.iloc[:2], timing_pixels[:2])
-    run_ia(timing_frame.iloc[:1], timing_pixels[:1])
 
+def engine_image_ablation(model, frame, pixels, batch_size: int) -> pd.DataFrame:
+    """The engine's image ablation effects, computed from the images."""
+    return E.image_ablation_effects(model, pixels, frame["caption"].tolist(), frame["foil"].tolist(),
+                                    keys=frame["key"].tolist(), negation=frame["negation"].tolist(),
+                                    batch_size=batch_size, progress=False)
+
+
+def warm_up(model, inst: Instances, args) -> None:
+    """Untimed engine runs on a few timing instances, so that first-call costs stay out of the timings."""
+    engine_causal_tracing(model, inst.timing.iloc[:2], inst.timing_pixels[:2], args.batch_size)
+    engine_image_ablation(model, inst.timing.iloc[:1], inst.timing_pixels[:1], args.image_batch_size)
+
+
+@dataclass
+class CausalTracing:
+    """Timings, max |engine - reference| and engine invariants of causal tracing.
+
+    ``engine`` runs all timing instances once after each reference instance; ``engine_same``
+    runs the compared instances alone. ``invariants`` holds, per timing instance with
+    ``|d| >= --select-min-d``, |CTE(0, negator) - 1|, |CTE(L, EOT) - 1| and max |CTE| before
+    the negator, all zero up to rounding.
+    """
+
+    reference: Timer
+    engine: Timer
+    engine_same: Timer
+    n_compared: int
+    n_timing: int
+    n_forwards: int
+    errors: dict
+    rows: int
+    cte_rows: int
+    min_abs_d: float
+    invariants: np.ndarray
+
+    @property
+    def ref_per(self) -> float:
+        return self.reference.wall / self.n_compared
+
+    @property
+    def eng_per(self) -> float:
+        return self.engine.wall / (self.n_compared * self.n_timing)
+
+    @property
+    def eng_per_same(self) -> float:
+        return self.engine_same.wall / self.n_compared
+
+    @property
+    def cpu_ratio(self) -> float:
+        return (self.reference.cpu / self.n_compared) / (self.engine.cpu / (self.n_compared * self.n_timing))
+
+
+def time_causal_tracing(model, inst: Instances, batch_size: int):
+    """Reference on each compared instance, each followed by the engine on all timing instances.
+
+    Returns the reference's rows, the engine's rows on the timing instances and both timers.
+    """
+    t_ref, t_eng, ref_parts = Timer.zero(), Timer.zero(), []
+    for r in range(len(inst.compared)):
+        with Timer() as t:
+            ref_parts.append(E.reference_causal_tracing(model, inst.compared.iloc[r:r + 1],
+                                                        inst.compared_pixels[r:r + 1]))
+        t_ref += t
+        with Timer() as t:
+            timing_ct = engine_causal_tracing(model, inst.timing, inst.timing_pixels, batch_size)
+        t_eng += t
+    return pd.concat(ref_parts, ignore_index=True), timing_ct, t_ref, t_eng
+
+
+def causal_tracing_invariants(model, timing: pd.DataFrame, timing_ct: pd.DataFrame, min_d: float) -> np.ndarray:
+    """Per timing instance with ``|d| >= min_d``: |CTE(0, negator) - 1|, |CTE(L, EOT) - 1|, max |CTE before negator|."""
+    inv = []
+    for _, inst in timing.iterrows():
+        rows = timing_ct[timing_ct["key"] == inst["key"]].set_index(["layer", "position"])
+        if abs(rows["d"].iloc[0]) < min_d:
+            continue
+        before = rows[rows.index.get_level_values("position") < inst["negator_pos"]]
+        inv.append((abs(rows.loc[(0, inst["negator_pos"]), "cte"] - 1),
+                    abs(rows.loc[(model.text.n_layers, inst["eot_pos"]), "cte"] - 1),
+                    float(before["cte"].abs().max())))
+    return np.asarray(inv) if inv else np.zeros((1, 3))
+
+
+def benchmark_causal_tracing(model, inst: Instances, args) -> CausalTracing:
+    """Time reference and engine causal tracing, compare S*, d* and CTE (where ``|d| > --cte-min-d``) on the
+    compared instances, and check the engine's invariants on the timing instances."""
     print("\n== causal tracing (text tower) ==")
-    t_ref_ct, t_eng_ct, ref_parts = Timer.zero(), Timer.zero(), []
-    for r in range(len(cmp_frame)):
-        with Timer() as t:
-            ref_parts.append(E.reference_causal_tracing(model, cmp_frame.iloc[r:r + 1], cmp_pixels[r:r + 1]))
-        t_ref_ct += t
-        with Timer() as t:
-            timing_ct = run_ct(timing_frame, timing_pixels)
-        t_eng_ct += t
-    ref_ct = pd.concat(ref_parts, ignore_index=True)
-    with Timer() as t_eng_ct_same:
-        eng_ct = run_ct(cmp_frame, cmp_pixels)
-    n_fwd = int(sum((ids_len - neg) * (n_layers_text + 1) + 2 for ids_len, neg in
-                    zip(cmp_frame["negated_ids"].map(len), cmp_frame["negator_pos"])))
+    ref_ct, timing_ct, t_ref, t_eng = time_causal_tracing(model, inst, args.batch_size)
+    with Timer() as t_same:
+        eng_ct = engine_causal_tracing(model, inst.compared, inst.compared_pixels, args.batch_size)
+    cmp = inst.compared
+    n_fwd = int(sum((ids_len - neg) * (model.text.n_layers + 1) + 2 for ids_len, neg in
+                    zip(cmp["negated_ids"].map(len), cmp["negator_pos"])))
     both = eng_ct.merge(ref_ct, on=["key", "layer", "position"], suffixes=("", "_ref"), validate="one_to_one")
     big = both["d"].abs() > args.cte_min_d
-    ct_err = {
+    errors = {
         "S_patched": max_abs(both["S_patched"], both["S_patched_ref"]),
         "d_star": max_abs(both["d_star"], both["d_star_ref"]),
         "cte": max_abs(both.loc[big, "cte"], both.loc[big, "cte_ref"]),
     }
-    inv = []
-    for _, inst in timing_frame.iterrows():
-        rows = timing_ct[timing_ct["key"] == inst["key"]].set_index(["layer", "position"])
-        if abs(rows["d"].iloc[0]) < args.select_min_d:
-            continue
-        before = rows[rows.index.get_level_values("position") < inst["negator_pos"]]
-        inv.append((abs(rows.loc[(0, inst["negator_pos"]), "cte"] - 1),
-                    abs(rows.loc[(n_layers_text, inst["eot_pos"]), "cte"] - 1), float(before["cte"].abs().max())))
-    inv = np.asarray(inv) if inv else np.zeros((1, 3))
-    n_eng_ct = len(cmp_frame) * len(timing_frame)
-    ref_ct_per, eng_ct_per = t_ref_ct.wall / len(cmp_frame), t_eng_ct.wall / n_eng_ct
-    eng_ct_per_same = t_eng_ct_same.wall / len(cmp_frame)
-    ct_cpu_ratio = (t_ref_ct.cpu / len(cmp_frame)) / (t_eng_ct.cpu / n_eng_ct)
-    print(f"reference: {len(cmp_frame)} instances, {n_fwd} full forwards, {t_ref_ct.wall:.1f} s wall "
-          f"({t_ref_ct.cpu:.1f} s CPU) = {ref_ct_per:.2f} s/instance")
-    print(f"engine:    all {len(timing_frame)} instances after each reference instance ({len(cmp_frame)} runs), "
-          f"{t_eng_ct.wall:.2f} s wall ({t_eng_ct.cpu:.2f} s CPU) = {eng_ct_per:.3f} s/instance; "
-          f"the {len(cmp_frame)} compared instances alone {eng_ct_per_same:.3f} s/instance")
-    print(f"speed-up:  {ref_ct_per / eng_ct_per:.0f}x per instance (wall), {ct_cpu_ratio:.0f}x (CPU); "
-          f"{ref_ct_per / eng_ct_per_same:.0f}x on the compared instances alone (goal >= 30x)")
-    print(f"agreement: max |dS*| {ct_err['S_patched']:.2e}, max |dd*| {ct_err['d_star']:.2e}, "
-          f"max |dCTE| {ct_err['cte']:.2e} over {len(both)} rows (CTE compared where |d| > {args.cte_min_d}: "
-          f"{int(big.sum())} rows; min |d| {both['d'].abs().min():.3f})")
+    ct = CausalTracing(t_ref, t_eng, t_same, len(cmp), len(inst.timing), n_fwd, errors, len(both), int(big.sum()),
+                       both["d"].abs().min(),
+                       causal_tracing_invariants(model, inst.timing, timing_ct, args.select_min_d))
+    print_causal_tracing(ct, args)
+    return ct
+
+
+def print_causal_tracing(ct: CausalTracing, args) -> None:
+    n_cmp, inv, err = ct.n_compared, ct.invariants, ct.errors
+    print(f"reference: {n_cmp} instances, {ct.n_forwards} full forwards, {ct.reference.wall:.1f} s wall "
+          f"({ct.reference.cpu:.1f} s CPU) = {ct.ref_per:.2f} s/instance")
+    print(f"engine:    all {ct.n_timing} instances after each reference instance ({n_cmp} runs), "
+          f"{ct.engine.wall:.2f} s wall ({ct.engine.cpu:.2f} s CPU) = {ct.eng_per:.3f} s/instance; "
+          f"the {n_cmp} compared instances alone {ct.eng_per_same:.3f} s/instance")
+    print(f"speed-up:  {ct.ref_per / ct.eng_per:.0f}x per instance (wall), {ct.cpu_ratio:.0f}x (CPU); "
+          f"{ct.ref_per / ct.eng_per_same:.0f}x on the compared instances alone (goal >= 30x)")
+    print(f"agreement: max |dS*| {err['S_patched']:.2e}, max |dd*| {err['d_star']:.2e}, "
+          f"max |dCTE| {err['cte']:.2e} over {ct.rows} rows (CTE compared where |d| > {args.cte_min_d}: "
+          f"{ct.cte_rows} rows; min |d| {ct.min_abs_d:.3f})")
     print(f"invariants (engine, {len(inv)} instances with |d| >= {args.select_min_d}): max |CTE(0, negator) - 1| "
           f"{inv[:, 0].max():.2e}, max |CTE(L, EOT) - 1| {inv[:, 1].max():.2e}, "
           f"max |CTE before negator| {inv[:, 2].max():.2e}")
 
-    print("\n== image ablation (vision tower) ==")
-    t_ref_ia, t_text, t_acts, t_from, ref_parts = Timer.zero(), Timer.zero(), Timer.zero(), Timer.zero(), []
-    for r, chunk in enumerate(np.array_split(np.arange(len(timing_frame)), len(cmp_frame))):
+
+@dataclass
+class ImageAblation:
+    """Timings and max |engine - reference| of image ablation.
+
+    The engine's time on the timing images is split into text embeddings (``text``),
+    activation forwards (``activations``) and ablations from the activations (``ablations``);
+    ``engine_same`` runs the compared images alone, from the images.
+    """
+
+    reference: Timer
+    text: Timer
+    activations: Timer
+    ablations: Timer
+    engine_same: Timer
+    n_compared: int
+    n_timing: int
+    errors: dict
+    rows: int
+
+    @property
+    def engine(self) -> Timer:
+        total = Timer.zero()
+        for part_time in (self.text, self.activations, self.ablations):
+            total += part_time
+        return total
+
+    @property
+    def ref_per(self) -> float:
+        return self.reference.wall / self.n_compared
+
+    @property
+    def eng_per(self) -> float:
+        return self.engine.wall / self.n_timing
+
+    @property
+    def eng_per_same(self) -> float:
+        return self.engine_same.wall / self.n_compared
+
+    @property
+    def cpu_ratio(self) -> float:
+        return (self.reference.cpu / self.n_compared) / (self.engine.cpu / self.n_timing)
+
+
+def time_image_ablation(model, inst: Instances, batch_size: int):
+    """Reference on each compared image, each followed by the engine on the next part of the timing images.
+
+    Returns the reference's rows and the timers of the reference, the engine's text embeddings,
+    its activation forwards and its ablations.
+    """
+    t_ref, t_text, t_acts, t_from, ref_parts = Timer.zero(), Timer.zero(), Timer.zero(), Timer.zero(), []
+    cmp = inst.compared
+    for r, chunk in enumerate(np.array_split(np.arange(len(inst.timing)), len(cmp))):
         with Timer() as t:
             ref_parts.append(E.reference_image_ablation(
-                model, cmp_pixels[r:r + 1], cmp_frame["caption"].iloc[r:r + 1].tolist(),
-                cmp_frame["foil"].iloc[r:r + 1].tolist(), keys=cmp_frame["key"].iloc[r:r + 1].tolist(),
-                negation=cmp_frame["negation"].iloc[r:r + 1].tolist()))
-        t_ref_ia += t
-        part = timing_frame.iloc[chunk]
+                model, inst.compared_pixels[r:r + 1], cmp["caption"].iloc[r:r + 1].tolist(),
+                cmp["foil"].iloc[r:r + 1].tolist(), keys=cmp["key"].iloc[r:r + 1].tolist(),
+                negation=cmp["negation"].iloc[r:r + 1].tolist()))
+        t_ref += t
+        part = inst.timing.iloc[chunk]
         with Timer() as t:
             cap_emb = E.encode_texts(model, part["caption"].tolist())
             foil_emb = E.encode_texts(model, part["foil"].tolist())
         t_text += t
-        for start in range(0, len(chunk), args.image_batch_size):
-            sl = slice(start, start + args.image_batch_size)
+        for start in range(0, len(chunk), batch_size):
+            sl = slice(start, start + batch_size)
             with Timer() as t:
-                acts = E.image_ablation_activations(model, timing_pixels[chunk[sl]])
+                acts = E.image_ablation_activations(model, inst.timing_pixels[chunk[sl]])
             t_acts += t
             with Timer() as t:
                 E.image_ablation_effects_from_activations(model, **acts, caption_emb=cap_emb[sl], foil_emb=foil_emb[sl],
-                                                          batch_size=args.image_batch_size, progress=False)
+                                                          batch_size=batch_size, progress=False)
             t_from += t
-    ref_ia = pd.concat(ref_parts, ignore_index=True)
-    with Timer() as t_eng_ia_same:
-        eng_ia = run_ia(cmp_frame, cmp_pixels)
-    both_ia = eng_ia.merge(ref_ia, on=["key", "layer", "component"], suffixes=("", "_ref"), validate="one_to_one")
-    ia_err = {c: max_abs(both_ia[c], both_ia[f"{c}_ref"]) for c in ("d", "d_star", "iae")}
-    t_eng_ia = Timer.zero()
-    for part_time in (t_text, t_acts, t_from):
-        t_eng_ia += part_time
-    ref_ia_per, eng_ia_per = t_ref_ia.wall / len(cmp_frame), t_eng_ia.wall / len(timing_frame)
-    eng_ia_per_same = t_eng_ia_same.wall / len(cmp_frame)
-    ia_cpu_ratio = (t_ref_ia.cpu / len(cmp_frame)) / (t_eng_ia.cpu / len(timing_frame))
-    print(f"reference: {len(cmp_frame)} images, {len(cmp_frame) * (2 * n_layers_vision + 2)} full image forwards, "
-          f"{t_ref_ia.wall:.1f} s wall ({t_ref_ia.cpu:.1f} s CPU) = {ref_ia_per:.2f} s/image")
-    print(f"engine:    {len(timing_frame)} images in {len(cmp_frame)} parts, each after a reference image, {t_eng_ia.wall:.2f} s wall "
-          f"({t_eng_ia.cpu:.2f} s CPU) = {eng_ia_per:.3f} s/image (text {t_text.wall / len(timing_frame):.3f} + "
-          f"activation forwards {t_acts.wall / len(timing_frame):.3f} + ablations {t_from.wall / len(timing_frame):.3f}); "
-          f"the {len(cmp_frame)} compared images {eng_ia_per_same:.3f} s/image")
-    print(f"speed-up:  {ref_ia_per / eng_ia_per:.1f}x per image (wall), {ia_cpu_ratio:.1f}x (CPU); "
-          f"{ref_ia_per / eng_ia_per_same:.1f}x on the compared images alone (goal >= 3x)")
-    print(f"agreement: max |dd| {ia_err['d']:.2e}, max |dd*| {ia_err['d_star']:.2e}, max |dIAE| {ia_err['iae']:.2e} "
-          f"({len(both_ia)} rows)")
+    return pd.concat(ref_parts, ignore_index=True), t_ref, t_text, t_acts, t_from
 
-    seqs = timing_frame["negated_ids"].tolist() + timing_frame["non_negated_ids"].tolist()
+
+def benchmark_image_ablation(model, inst: Instances, args) -> ImageAblation:
+    """Time reference and engine image ablation and compare d, d* and IAE on the compared images."""
+    print("\n== image ablation (vision tower) ==")
+    ref_ia, t_ref, t_text, t_acts, t_from = time_image_ablation(model, inst, args.image_batch_size)
+    with Timer() as t_same:
+        eng_ia = engine_image_ablation(model, inst.compared, inst.compared_pixels, args.image_batch_size)
+    both = eng_ia.merge(ref_ia, on=["key", "layer", "component"], suffixes=("", "_ref"), validate="one_to_one")
+    errors = {c: max_abs(both[c], both[f"{c}_ref"]) for c in ("d", "d_star", "iae")}
+    ia = ImageAblation(t_ref, t_text, t_acts, t_from, t_same, len(inst.compared), len(inst.timing), errors, len(both))
+    print_image_ablation(ia, model.vision.n_layers)
+    return ia
+
+
+def print_image_ablation(ia: ImageAblation, n_layers_vision: int) -> None:
+    n_cmp, n_tim, engine = ia.n_compared, ia.n_timing, ia.engine
+    print(f"reference: {n_cmp} images, {n_cmp * (2 * n_layers_vision + 2)} full image forwards, "
+          f"{ia.reference.wall:.1f} s wall ({ia.reference.cpu:.1f} s CPU) = {ia.ref_per:.2f} s/image")
+    print(f"engine:    {n_tim} images in {n_cmp} parts, each after a reference image, {engine.wall:.2f} s wall "
+          f"({engine.cpu:.2f} s CPU) = {ia.eng_per:.3f} s/image (text {ia.text.wall / n_tim:.3f} + "
+          f"activation forwards {ia.activations.wall / n_tim:.3f} + ablations {ia.ablations.wall / n_tim:.3f}); "
+          f"the {n_cmp} compared images {ia.eng_per_same:.3f} s/image")
+    print(f"speed-up:  {ia.ref_per / ia.eng_per:.1f}x per image (wall), {ia.cpu_ratio:.1f}x (CPU); "
+          f"{ia.ref_per / ia.eng_per_same:.1f}x on the compared images alone (goal >= 3x)")
+    print(f"agreement: max |dd| {ia.errors['d']:.2e}, max |dd*| {ia.errors['d_star']:.2e}, "
+          f"max |dIAE| {ia.errors['iae']:.2e} ({ia.rows} rows)")
+
+
+def time_text_cache(model, timing: pd.DataFrame) -> Timer:
+    """Text forwards caching resid and attention patterns for both sentences of every timing instance, 64 a batch."""
+    seqs = timing["negated_ids"].tolist() + timing["non_negated_ids"].tolist()
     with Timer() as t_text_cache, torch.inference_mode():
         for start in range(0, len(seqs), 64):
             part = seqs[start:start + 64]
             eot = torch.as_tensor([len(ids) - 1 for ids in part], device=model.device)
             model.text.run(model.tokenizer.pad(part).to(model.device), cache=["resid", "pattern"], pool_index=eot)
+    return t_text_cache
 
+
+def project_study_time(model, inst: Instances, ct: CausalTracing, ia: ImageAblation, args) -> dict:
+    """Wall seconds of each step of the whole study (sizes in ``STUDY``), from the measured per-instance times
+    and a CLIPSeg time per image."""
+    t_text_cache = time_text_cache(model, inst.timing)
     n_tr, n_im, n_var = STUDY["tracing_instances"], STUDY["ablation_images"], STUDY["text_variants"]
     n_cannot, n_sized = STUDY["cannot_pairs"], STUDY["sized_images"]
-    per_instance = 1 / len(timing_frame)
+    per_instance = 1 / len(inst.timing)
     clipseg_per_image = time_clipseg(model.device, args.clipseg_images)
-    parts = {
+    return {
         f"text cache forwards ({n_var} variants x {n_tr} instances, both sentences, resid + pattern)":
             n_var * n_tr * t_text_cache.wall * per_instance,
-        f"image cache forwards ({n_im} images: real + single-colour)": n_im * t_acts.wall * per_instance,
-        f"causal tracing ({n_tr} instances, image embedding included)": n_tr * eng_ct_per,
-        f"image ablation from the cache ({n_im} images x {n_layers_vision} layers x 2 components)":
-            n_im * (t_from.wall + t_text.wall) * per_instance,
+        f"image cache forwards ({n_im} images: real + single-colour)": n_im * ia.activations.wall * per_instance,
+        f"causal tracing ({n_tr} instances, image embedding included)": n_tr * ct.eng_per,
+        f"image ablation from the cache ({n_im} images x {model.vision.n_layers} layers x 2 components)":
+            n_im * (ia.ablations.wall + ia.text.wall) * per_instance,
         f"CANNOT cache forwards ({n_cannot} pairs, both sentences, patterns)": n_cannot * t_text_cache.wall * per_instance,
         f"subject size ({n_sized} images with the negation in the foil, CLIPSeg rd64 at 352 px, random init)":
             n_sized * clipseg_per_image,
         f"selectivity, summaries, figures ({n_tr} instances; read the caches and tables, no forwards)": 0.0,
     }
-    total = sum(parts.values())
-    reference_total = n_tr * ref_ct_per + n_im * ref_ia_per
-    print(f"\n== projected wall time of the whole study on this machine ({args.threads} thread(s), {model.device}) ==")
+
+
+def reference_study_time(ct: CausalTracing, ia: ImageAblation) -> float:
+    """Wall seconds of the study's causal tracing and image ablation with the reference algorithm."""
+    return STUDY["tracing_instances"] * ct.ref_per + STUDY["ablation_images"] * ia.ref_per
+
+
+def print_projection(parts: dict, reference_total: float, threads: int, device) -> None:
+    print(f"\n== projected wall time of the whole study on this machine ({threads} thread(s), {device}) ==")
     for name, seconds in parts.items():
         print(f"  {fmt_s(seconds):>10}  {name}")
-    print(f"  {fmt_s(total):>10}  TOTAL with the engine")
+    print(f"  {fmt_s(sum(parts.values())):>10}  TOTAL with the engine")
     print(f"  {fmt_s(reference_total):>10}  (the same causal tracing and ablation with the reference algorithm)")
+
+
+def report_load(load_before: float) -> float:
+    """Load average after the runs; notes when other processes shared the CPU."""
     load_after = os.getloadavg()[0]
     if max(load_before, load_after) > (os.cpu_count() or 1):
         print(f"note: load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPU(s): other processes "
               "share the CPU, so wall times are inflated and noisy; the speed-ups compare runs made under the same load")
+    return load_after
 
+
+def report_failures(ct: CausalTracing, ia: ImageAblation, tokenizer_ok: bool, tol: float) -> list[str]:
+    """Disagreements beyond ``tol``, failed invariants and a tokenizer mismatch, one line each."""
     failures = []
-    if ct_err["d_star"] > args.tol or ct_err["cte"] > args.tol or ct_err["S_patched"] > args.tol:
-        failures.append(f"causal tracing disagrees: {ct_err}")
-    if max(ia_err.values()) > args.tol:
-        failures.append(f"image ablation disagrees: {ia_err}")
-    if inv.max() > args.tol:
-        failures.append(f"causal tracing invariants fail: max deviations {inv.max(axis=0).tolist()}")
+    if ct.errors["d_star"] > tol or ct.errors["cte"] > tol or ct.errors["S_patched"] > tol:
+        failures.append(f"causal tracing disagrees: {ct.errors}")
+    if max(ia.errors.values()) > tol:
+        failures.append(f"image ablation disagrees: {ia.errors}")
+    if ct.invariants.max() > tol:
+        failures.append(f"causal tracing invariants fail: max deviations {ct.invariants.max(axis=0).tolist()}")
     if not tokenizer_ok:
         failures.append("the reference's zero-padded ids differ from open_clip's tokenizer")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "threads": args.threads, "device": str(model.device), "load_average": [load_before, load_after],
-            "compared_instances": len(cmp_frame), "engine_instances": len(timing_frame),
-            "causal_tracing": {"reference_s_per_instance": ref_ct_per, "engine_s_per_instance": eng_ct_per,
-                               "engine_s_per_instance_same": eng_ct_per_same, "max_abs_error": ct_err},
-            "image_ablation": {"reference_s_per_image": ref_ia_per, "engine_s_per_image": eng_ia_per,
-                               "engine_s_per_image_same": eng_ia_per_same, "max_abs_error": ia_err},
-            "projection_s": {**parts, "total": total, "reference_total": reference_total},
-            "failures": failures,
-        }, indent=2) + "\n")
+    return failures
+
+
+def write_json(path: Path, args, device, loads, ct: CausalTracing, ia: ImageAblation, parts: dict,
+               reference_total: float, failures: list[str]) -> None:
+    """The per-instance times, max errors, projected seconds and failures as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "threads": args.threads, "device": str(device), "load_average": list(loads),
+        "compared_instances": ct.n_compared, "engine_instances": ct.n_timing,
+        "causal_tracing": {"reference_s_per_instance": ct.ref_per, "engine_s_per_instance": ct.eng_per,
+                           "engine_s_per_instance_same": ct.eng_per_same, "max_abs_error": ct.errors},
+        "image_ablation": {"reference_s_per_image": ia.ref_per, "engine_s_per_image": ia.eng_per,
+                           "engine_s_per_image_same": ia.eng_per_same, "max_abs_error": ia.errors},
+        "projection_s": {**parts, "total": sum(parts.values()), "reference_total": reference_total},
+        "failures": failures,
+    }, indent=2) + "\n")
+
+
+def print_result(failures: list[str], tol: float) -> None:
     print("\nRESULT: " + ("FAIL\n  " + "\n  ".join(failures) if failures else
-                          f"PASS (engine equals reference to {args.tol:g}; invariants hold)"))
+                          f"PASS (engine equals reference to {tol:g}; invariants hold)"))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    model, load_before = load_benchmark_model(args)
+    inst = choose_instances(model, args)
+    tokenizer_ok = check_reference_tokenizer(inst.compared)
+    warm_up(model, inst, args)
+    ct = benchmark_causal_tracing(model, inst, args)
+    ia = benchmark_image_ablation(model, inst, args)
+    parts = project_study_time(model, inst, ct, ia, args)
+    reference_total = reference_study_time(ct, ia)
+    print_projection(parts, reference_total, args.threads, model.device)
+    load_after = report_load(load_before)
+    failures = report_failures(ct, ia, tokenizer_ok, args.tol)
+    if args.json:
+        write_json(args.json, args, model.device, (load_before, load_after), ct, ia, parts, reference_total, failures)
+    print_result(failures, args.tol)
     return 1 if failures else 0
 
 
