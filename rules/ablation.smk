@@ -38,6 +38,7 @@ rule image_ablation:
     threads: config["threads"]
     resources:
         **MODEL_RESOURCES,
+        runtime=runtime_minutes("image_ablation", "positions"),
     conda:
         "../envs/model.yaml"
     script:
@@ -59,6 +60,8 @@ rule image_ablation_summary:
         fig14_pdf="results/negation/{model}/figures/fig14_mha_vs_mlp.pdf",
     params:
         segments=NEGATION["segments"],
+    group:
+        LIGHT_GROUP
     log:
         rule_log("image_ablation_summary", "{model}"),
     benchmark:

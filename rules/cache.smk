@@ -22,6 +22,7 @@ rule cache_text_activations:
     threads: config["threads"]
     resources:
         **MODEL_RESOURCES,
+        runtime=runtime_minutes("cache_text_activations", "table"),
     conda:
         "../envs/model.yaml"
     script:
@@ -47,6 +48,7 @@ rule cache_image_activations:
     threads: config["threads"]
     resources:
         **MODEL_RESOURCES,
+        runtime=runtime_minutes("cache_image_activations", "table"),
     conda:
         "../envs/model.yaml"
     script:
@@ -71,6 +73,7 @@ rule cache_cannot_activations:
     threads: config["threads"]
     resources:
         **MODEL_RESOURCES,
+        runtime=runtime_minutes("cache_cannot_activations", "table"),
     conda:
         "../envs/model.yaml"
     script:

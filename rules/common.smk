@@ -42,6 +42,44 @@ def all_targets():
 MODEL_RESOURCES = dict(
     mem_mb=config["cluster_resources"]["model_mem_mb"], gpu=config["cluster_resources"]["gpu"]
 )
+
+# Seconds per input row of the model rules, measured in the full-size run of the negation study
+# (ViT-B/32 on 2 CPU cores; README "Speed"). A cluster job's `runtime` (minutes) is the rows of its
+# input table times this, times 3 for slower or shared nodes, plus 10 minutes for start-up and
+# model loading, and doubles on each retry. Larger models need more: `--set-resources RULE:runtime=...`.
+SECONDS_PER_ROW = {
+    "cache_text_activations": 21.7 / 980,
+    "cache_cannot_activations": 12.3 / 554,
+    "cache_image_activations": 66 / 505,
+    "causal_tracing": 42 / 490,
+    "image_ablation": 259 / 490,
+    "subject_size": 193 / 249,
+}
+# Light jobs (seconds each) share cluster jobs: the dataset preparation, and the summaries, tables and
+# figures. Two groups, because model rules lie between them.
+PREPARATION_GROUP = "preparation"
+LIGHT_GROUP = "summaries"
+
+
+def parquet_rows(path):
+    """Rows of a Parquet table; a table not yet written raises the FileNotFoundError by which
+    Snakemake defers a resource until the job's input exists."""
+    import errno
+    import pyarrow.parquet as pq
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "input table not written yet", path)
+    return pq.read_metadata(path).num_rows
+
+
+def runtime_minutes(rule_name, table):
+    """The `runtime` resource of a model rule, from the row count of its input `table`."""
+
+    def runtime(wildcards, input, attempt):
+        seconds = 3 * SECONDS_PER_ROW[rule_name] * parquet_rows(input[table])
+        return attempt * (10 + int(seconds // 60) + 1)
+
+    return runtime
 # Runtime settings of the model rules, passed to their scripts as params.
 DEVICE = config["device"]
 TEXT_BATCH_SIZE = config["batch_size"]["text"]

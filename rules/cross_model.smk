@@ -20,6 +20,8 @@ rule cross_model_profiles:
         pdf="results/cross_model/figures/fig_cross_model_layers.pdf",
     params:
         models=MODELS,
+    group:
+        LIGHT_GROUP
     log:
         rule_log("cross_model_profiles"),
     benchmark:

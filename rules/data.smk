@@ -1,5 +1,13 @@
 # Data: fetch VALSE existence, its Visual7W images and CANNOT; prepare the instances.
 
+# The fetches need the internet, which compute nodes often lack: on a cluster they run where Snakemake runs.
+localrules:
+    fetch_valse,
+    download_visual7w_images,
+    extract_valse_images,
+    fetch_cannot,
+
+
 STUDY_TARGETS["negation"] += expand("results/datasets/valse_existence_{variant}.parquet", variant=VARIANTS)
 STUDY_TARGETS["negation"] += expand(
     "results/datasets/{model}/valse_existence_{variant}_positions.parquet", model=MODELS, variant=VARIANTS
@@ -95,6 +103,8 @@ rule prepare_valse:
         report="results/datasets/valse_existence_{variant}.report.json",
     params:
         min_caption_votes=NEGATION["dataset"]["min_caption_votes"],
+    group:
+        PREPARATION_GROUP
     log:
         rule_log("prepare_valse", "{variant}"),
     benchmark:
@@ -118,6 +128,8 @@ rule token_positions:
     params:
         model=model_spec,
         spacy_model=NEGATION["spacy_model"],
+    group:
+        PREPARATION_GROUP
     log:
         rule_log("token_positions", "{model}", "{variant}"),
     benchmark:
@@ -141,6 +153,8 @@ rule cannot_pairs:
     params:
         model=model_spec,
         spacy_model=NEGATION["spacy_model"],
+    group:
+        PREPARATION_GROUP
     log:
         rule_log("cannot_pairs", "{model}"),
     benchmark:

@@ -17,6 +17,8 @@ rule compute_scores:
     params:
         variants=VARIANTS,
         segments=NEGATION["segments"],
+    group:
+        LIGHT_GROUP
     log:
         rule_log("compute_scores", "{model}"),
     benchmark:

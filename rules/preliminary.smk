@@ -54,6 +54,7 @@ rule subject_size:
     threads: config["threads"] if SUBJECT_SIZE_BY_CLIPSEG else 1
     resources:
         **(MODEL_RESOURCES if SUBJECT_SIZE_BY_CLIPSEG else dict(mem_mb=2000)),
+        runtime=runtime_minutes("subject_size", "table"),
     conda:
         "../envs/model.yaml"
     script:
@@ -83,6 +84,8 @@ rule preliminary_analyses:
         fig7_pdf="results/negation/{model}/figures/fig7_subject_size.pdf",
     params:
         variant=analysis_variant("preliminary"),
+    group:
+        LIGHT_GROUP
     log:
         rule_log("preliminary_analyses", "{model}"),
     benchmark:

@@ -48,6 +48,8 @@ rule negator_selectivity:
         layer=NEGATION["selectivity"]["layer"],
         variant=analysis_variant("selectivity"),
         batch_size=TEXT_BATCH_SIZE,
+    group:
+        LIGHT_GROUP
     log:
         rule_log("negator_selectivity", "{model}"),
     benchmark:
@@ -78,6 +80,8 @@ rule cannot_selectivity:
     params:
         threshold=NEGATION["selectivity"]["threshold"],
         batch_size=TEXT_BATCH_SIZE,
+    group:
+        LIGHT_GROUP
     log:
         rule_log("cannot_selectivity", "{model}"),
     benchmark:

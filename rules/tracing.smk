@@ -37,6 +37,7 @@ rule causal_tracing:
     threads: config["threads"]
     resources:
         **MODEL_RESOURCES,
+        runtime=runtime_minutes("causal_tracing", "positions"),
     conda:
         "../envs/model.yaml"
     script:
@@ -65,6 +66,8 @@ rule causal_tracing_summary:
     params:
         variant=CAUSAL_TRACING_VARIANT,
         segments=NEGATION["segments"],
+    group:
+        LIGHT_GROUP
     log:
         rule_log("causal_tracing_summary", "{model}"),
     benchmark:
