@@ -18,20 +18,21 @@ SEED = 0
 TOL = 1e-5
 
 
-def _case(backend, name, activation, patch, grid, large=False):
-    marks = [pytest.mark.slow] if large else []
+def _case(backend, name, activation, patch, grid, large=False, slow=False):
+    """One architecture; ``large`` ones get small batches, and ``large`` or ``slow`` ones run only in the full suite."""
+    marks = [pytest.mark.slow] if large or slow else []
     return pytest.param((backend, name, activation, patch, grid, large), id=f"{backend}-{name}", marks=marks)
 
 
 ARCHITECTURES = [
     _case("open_clip", "ViT-B-32-quickgelu", "quick_gelu", 32, (7, 7)),
     _case("open_clip", "ViT-B-32", "gelu", 32, (7, 7)),
-    _case("open_clip", "ViT-B-16-quickgelu", "quick_gelu", 16, (14, 14)),
-    _case("open_clip", "ViT-B-16", "gelu", 16, (14, 14)),
+    _case("open_clip", "ViT-B-16-quickgelu", "quick_gelu", 16, (14, 14), slow=True),
+    _case("open_clip", "ViT-B-16", "gelu", 16, (14, 14), slow=True),
     _case("open_clip", "ViT-L-14-quickgelu", "quick_gelu", 14, (16, 16), large=True),
     _case("open_clip", "ViT-L-14", "gelu", 14, (16, 16), large=True),
     _case("hf", "B-32", "quick_gelu", 32, (7, 7)),
-    _case("hf", "B-16", "quick_gelu", 16, (14, 14)),
+    _case("hf", "B-16", "quick_gelu", 16, (14, 14), slow=True),
 ]
 
 # The activation module classes each library uses for the two functions.

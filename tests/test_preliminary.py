@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
 from clip_interp.errors import InputError
@@ -13,8 +14,6 @@ from clip_interp.plotting import save_figure
 from clip_interp.negation import preliminary as P
 from clip_interp.negation import subject_size as S
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,7 +47,7 @@ def clipseg_dir(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("clipseg") / "tiny-clipseg"
     CLIPSegForImageSegmentation(config).save_pretrained(folder)
-    image_processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    image_processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=list(OPENAI_DATASET_MEAN), image_std=list(OPENAI_DATASET_STD))
     CLIPSegProcessor(image_processor=image_processor, tokenizer=_hf_clip_tokenizer()).save_pretrained(folder)
     return folder
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from clip_interp.models import load_model
 from clip_interp.negation import engine as E
@@ -49,8 +50,6 @@ PAIRS = [
 ]
 STUDY = {"tracing_instances": 490, "ablation_images": 505, "text_variants": 2, "cannot_pairs": 554,
          "sized_images": 249}
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def synthetic_pixels(n: int, size: int, seed: int) -> torch.Tensor:
@@ -68,7 +67,7 @@ def synthetic_pixels(n: int, size: int, seed: int) -> torch.Tensor:
         img = (img + 0.03 * torch.randn(img.shape, generator=g)).clamp(0, 1)
         images.append(img)
     pixels = torch.stack(images)
-    mean, std = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
     return (pixels - mean) / std
 
 
