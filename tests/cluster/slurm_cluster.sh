@@ -8,13 +8,13 @@
 # Needs root and the Debian packages: munge slurmctld slurmd slurm-client slurmdbd mariadb-server.
 # No systemd and no cgroups: proctrack/linuxproc and task/none.
 #
-# The cluster: one node (this host's short name, CPUs and memory, plus one stand-in GPU, File=/dev/null, so
-# that `--gpus=1` requests are scheduled; there is no device: torch sees no CUDA and runs on the CPU), two
-# partitions (`debug`, the default, and `compute`), two accounts (`ci`, the user's default, and
-# `myproject`), accounting enforced, so a job under an unknown account is refused. The README's cluster
-# commands use `myproject` and `compute`, so sacct shows whether they were applied.
+# The cluster: one node (this host's short name, CPUs and memory, plus one stand-in GPU of type `testgpu`
+# with File=/dev/null, so that `--gpus=1` and `--gpus=testgpu:1` are scheduled; there is no device: torch sees
+# no CUDA and runs on the CPU), two partitions (`debug`, the default, and `compute`), two accounts (`ci`, the
+# user's default, and `myproject`), accounting enforced, so a job under an unknown account is refused. The
+# README's cluster commands use `myproject` and `compute`, so sacct shows whether they were applied.
 #
-# State (configs of the daemons' spool, logs and PID files) lives in $CLIP_INTERP_SLURM_STATE
+# State (the daemons' spool folders, logs and PID files) lives in $CLIP_INTERP_SLURM_STATE
 # (default /tmp/clip-interp-slurm). slurm.conf, gres.conf and slurmdbd.conf go to /etc/slurm, where the
 # client commands find them; `up` refuses to overwrite files there that it did not write.
 set -euo pipefail
@@ -109,6 +109,7 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageEnforce=associations
 AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 GresTypes=gpu
 MailProg=/bin/true
@@ -120,12 +121,12 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-$node_line Gres=gpu:1 State=UNKNOWN
+$node_line Gres=gpu:testgpu:1 State=UNKNOWN
 PartitionName=$DEFAULT_PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=$PARTITION Nodes=$NODE MaxTime=INFINITE State=UP
 EOF
     write_conf "$ETC/gres.conf" 0644 <<EOF
-NodeName=$NODE Name=gpu File=/dev/null
+NodeName=$NODE Name=gpu Type=testgpu File=/dev/null
 EOF
     write_conf "$ETC/slurmdbd.conf" 0600 <<EOF
 AuthType=auth/munge
