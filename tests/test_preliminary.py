@@ -217,7 +217,7 @@ def test_mask_source_table_counts_every_unsized_instance(tmp_path, nlp):
 def test_clipseg_source_table_maps_sizes_to_their_rows(tmp_path, nlp):
     calls = []
 
-    def fake_clipseg(paths, prompts):
+    def fake_clipseg(paths, prompts, keys):
         calls.append((paths, prompts))
         return np.array([len(p) / 100 for p in prompts]), np.array([len(p) / 200 for p in prompts])
 
