@@ -240,7 +240,8 @@ def test_clipseg_end_to_end_through_the_table(clipseg, images, nlp, tmp_path):
                             "image_file": [images[0], images[1], images[2]]})
     table, _ = S.subject_size_table(
         dataset, nlp, source="clipseg", threshold=0.5, images_dir="/",
-        clipseg=lambda paths, prompts: S.clipseg_sizes(*clipseg, paths, prompts, 0.5, progress=False))
+        clipseg=lambda paths, prompts, keys: S.clipseg_sizes(*clipseg, paths, prompts, keys, threshold=0.5,
+                                                             progress=False))
     direct = [_probabilities(clipseg, images[i], prompt).mean() for i, prompt in ((0, "dogs"), (2, "red circle"))]
     np.testing.assert_allclose(table["relative_size"].to_numpy()[[0, 2]], direct, atol=1e-5)
     assert np.isnan(table["relative_size"].iloc[1]) and np.isnan(table["true_relative_size"]).all()
