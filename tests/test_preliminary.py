@@ -1,6 +1,7 @@
 """Subject sizes (CLIPSeg and masks) and the preliminary analyses obey their definitions."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -116,6 +117,15 @@ def test_clipseg_rejects_bad_threshold_and_missing_image(clipseg, images, tmp_pa
         S.clipseg_sizes(*clipseg, images[:1], PROMPTS[:1], threshold=1.5, progress=False)
     with pytest.raises(InputError, match="missing.png"):
         S.clipseg_sizes(*clipseg, [str(tmp_path / "missing.png")], ["dogs"], threshold=0.5, progress=False)
+
+
+def test_clipseg_names_a_truncated_image_and_its_key(clipseg, images, tmp_path):
+    truncated = tmp_path / "truncated.png"
+    data = Path(images[0]).read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"truncated\.png \(instance 'k2'\) cannot be read"):
+        S.clipseg_sizes(*clipseg, [images[1], str(truncated)], ["dogs", "cats"], ["k1", "k2"], threshold=0.5,
+                        progress=False)
 
 
 def test_local_folder_versus_hub_id(tmp_path):

@@ -299,6 +299,15 @@ def _missing_error(missing: list[str], where: str, total: int) -> SourceError:
     )
 
 
+def _same_file_state(target: Path, source: Path) -> bool:
+    """Whether ``target`` is a copy of ``source`` made by :func:`shutil.copy2` that is still current
+    (same size and modification time), so an image replaced in the source folder is copied again."""
+    if not target.is_file():
+        return False
+    t, s = target.stat(), source.stat()
+    return t.st_size == s.st_size and t.st_mtime_ns == s.st_mtime_ns
+
+
 def extract_images(archive_or_dir: str | os.PathLike, wanted: Iterable[str],
                    out_dir: str | os.PathLike) -> dict[str, str]:
     """Copy the images named in ``wanted`` from a zip archive or a folder into ``out_dir``.
@@ -307,7 +316,8 @@ def extract_images(archive_or_dir: str | os.PathLike, wanted: Iterable[str],
     (e.g. ``images/v7w_2371044.jpg`` matches ``v7w_2371044.jpg``); when a base name occurs
     more than once the first in archive order (folder walk order) is used. Every wanted
     image must be present, otherwise nothing is extracted. Each file is written atomically;
-    one already present in ``out_dir`` with the same size is kept. Returns base name -> path.
+    one already present in ``out_dir`` is kept when it has the same size (from a zip) or the same
+    size and modification time (from a folder, copied with its time). Returns base name -> path.
     """
     source = Path(archive_or_dir)
     names = _wanted_names(wanted)
@@ -325,9 +335,9 @@ def extract_images(archive_or_dir: str | os.PathLike, wanted: Iterable[str],
         out.mkdir(parents=True, exist_ok=True)
         for n in names:
             target = out / n
-            if not (target.is_file() and target.stat().st_size == index[n].stat().st_size):
+            if not _same_file_state(target, index[n]):
                 with atomic_path(target) as tmp:
-                    shutil.copyfile(index[n], tmp)
+                    shutil.copy2(index[n], tmp)
             result[n] = str(target)
         return result
     if not source.exists():
