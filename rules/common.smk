@@ -1,6 +1,8 @@
 import os
 import re
 
+from clip_interp.config import ConfigError, device_problem, model_path_problems
+
 # Shared by all studies: the models, runtime settings and cluster resources. Each study's settings
 # are in its own config section (`negation`), read by its rule files.
 STUDIES = list(config["studies"])
@@ -103,3 +105,21 @@ def check_model_entries():
 
 
 check_model_entries()
+
+
+def toy_model_files():
+    """The model files written by the workflow itself (the demo's toy CLIP), not expected to exist yet."""
+    return [spec[key] for spec in config["models"].values() if spec.get("train_toy") for key in ("config", "path")]
+
+
+def check_runtime_settings():
+    """The device and the models' local files, checked before anything runs. A job that requests GPUs
+    from a cluster (`cluster_resources.gpu` > 0) runs where CUDA is, so the device is then checked by the job."""
+    problems = model_path_problems(config["models"], produced=toy_model_files())
+    if config["cluster_resources"]["gpu"] == 0:
+        problems += [p for p in [device_problem(DEVICE)] if p]
+    if problems:
+        raise WorkflowError(str(ConfigError(problems, "the config cannot run on this machine as given")))
+
+
+check_runtime_settings()

@@ -1,5 +1,7 @@
 # Data: fetch VALSE existence, its Visual7W images and CANNOT; prepare the instances.
 
+# A local source's content is a `params:` entry (`fingerprint`), so changing the file in place (or an
+# image in a local folder) re-runs its fetch and everything downstream of it.
 # The fetches need the internet, which compute nodes often lack: on a cluster they run where Snakemake runs.
 localrules:
     fetch_valse,
@@ -22,6 +24,8 @@ rule fetch_valse:
         source=NEGATION["sources"]["valse_existence"],
         name="negation.sources.valse_existence",
         kind="json",
+        json_shape="object",
+        fingerprint=source_fingerprint("valse_existence"),
     log:
         rule_log("fetch_valse"),
     benchmark:
@@ -42,6 +46,8 @@ rule download_visual7w_images:
         source=NEGATION["sources"]["visual7w_images"],
         name="negation.sources.visual7w_images",
         kind="zip",
+        json_shape=None,
+        fingerprint=source_fingerprint("visual7w_images"),
     log:
         rule_log("download_visual7w_images"),
     benchmark:
@@ -61,6 +67,8 @@ rule extract_valse_images:
         archive=images_archive(),
     output:
         directory("results/raw/images"),
+    params:
+        fingerprint=source_fingerprint("visual7w_images"),
     log:
         rule_log("extract_valse_images"),
     benchmark:
@@ -81,6 +89,8 @@ rule fetch_cannot:
         source=NEGATION["sources"]["cannot"],
         name="negation.sources.cannot",
         kind="tsv",
+        json_shape=None,
+        fingerprint=source_fingerprint("cannot"),
     log:
         rule_log("fetch_cannot"),
     benchmark:

@@ -1,6 +1,7 @@
 # The negation study's settings (config section `negation`) and helpers shared by its rule files.
 
-from clip_interp.sources import is_remote, local_path
+from clip_interp.config import ConfigError, text_layer_problems
+from clip_interp.sources import is_remote, local_fingerprint, local_path
 
 NEGATION = config["negation"]
 VARIANTS = list(NEGATION["dataset"]["variants"])
@@ -35,3 +36,38 @@ def analysis_variant(analysis):
             f"{VARIANTS}; add it to negation.dataset.variants or choose one of them"
         )
     return variant
+
+
+def source_fingerprint(name):
+    """A `params:` entry that changes when the local source `negation.sources.<name>` is changed in place
+    (its content, or for a folder its files), so the rules that read it re-run; None for a download."""
+
+    def fingerprint(wildcards):
+        return local_fingerprint(NEGATION["sources"][name]["url"])
+
+    return fingerprint
+
+
+def local_source_problems():
+    """One line per local source of the configured benchmark that does not exist."""
+    used = ["cannot"] if SYNTHETIC else list(NEGATION["sources"])
+    lines = []
+    for name in used:
+        url = NEGATION["sources"][name]["url"]
+        if not is_remote(url) and not local_path(url).exists():
+            lines.append(
+                f"`negation.sources.{name}.url` is {url!r}, which does not exist (looked for {str(local_path(url))!r}); "
+                "fix the path, put the file there, or give an http(s) URL"
+            )
+    return lines
+
+
+def check_negation_inputs():
+    """Local sources and layer numbers of the negation section, checked before anything runs."""
+    problems = local_source_problems()
+    problems += text_layer_problems("negation.selectivity.layer", NEGATION["selectivity"]["layer"], config["models"])
+    if problems:
+        raise WorkflowError(str(ConfigError(problems, "the negation section of the config cannot run as given")))
+
+
+check_negation_inputs()

@@ -214,6 +214,7 @@ def test_dry_run_of_a_wrong_value_names_the_key(tmp_path):
 
 def test_studies_gate_the_requested_targets(tmp_path):
     config = load("demo.yaml")
+    config["negation"]["sources"]["cannot"]["url"] = str(REPO / "resources" / "cannot_demo.tsv")  # run elsewhere
     proc = dry_run(tmp_path, config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "compute_scores" in proc.stdout and "results/negation/toy-clip/scores.parquet" in proc.stdout

@@ -1,6 +1,7 @@
 """Subject sizes (CLIPSeg and masks) and the preliminary analyses obey their definitions."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,6 +119,15 @@ def test_clipseg_rejects_bad_threshold_and_missing_image(clipseg, images, tmp_pa
         S.clipseg_sizes(*clipseg, [str(tmp_path / "missing.png")], ["dogs"], threshold=0.5, progress=False)
 
 
+def test_clipseg_names_a_truncated_image_and_its_key(clipseg, images, tmp_path):
+    truncated = tmp_path / "truncated.png"
+    data = Path(images[0]).read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"truncated\.png \(instance 'k2'\) cannot be read"):
+        S.clipseg_sizes(*clipseg, [images[1], str(truncated)], ["dogs", "cats"], ["k1", "k2"], threshold=0.5,
+                        progress=False)
+
+
 def test_local_folder_versus_hub_id(tmp_path):
     assert not S.is_local_path("CIDAS/clipseg-rd64-refined")
     for path in ("/no/such/folder", "./clipseg", "results/models/clipseg", "~/clipseg", "models/clipseg/"):
@@ -217,7 +227,7 @@ def test_mask_source_table_counts_every_unsized_instance(tmp_path, nlp):
 def test_clipseg_source_table_maps_sizes_to_their_rows(tmp_path, nlp):
     calls = []
 
-    def fake_clipseg(paths, prompts):
+    def fake_clipseg(paths, prompts, keys):
         calls.append((paths, prompts))
         return np.array([len(p) / 100 for p in prompts]), np.array([len(p) / 200 for p in prompts])
 
@@ -240,7 +250,8 @@ def test_clipseg_end_to_end_through_the_table(clipseg, images, nlp, tmp_path):
                             "image_file": [images[0], images[1], images[2]]})
     table, _ = S.subject_size_table(
         dataset, nlp, source="clipseg", threshold=0.5, images_dir="/",
-        clipseg=lambda paths, prompts: S.clipseg_sizes(*clipseg, paths, prompts, 0.5, progress=False))
+        clipseg=lambda paths, prompts, keys: S.clipseg_sizes(*clipseg, paths, prompts, keys, threshold=0.5,
+                                                             progress=False))
     direct = [_probabilities(clipseg, images[i], prompt).mean() for i, prompt in ((0, "dogs"), (2, "red circle"))]
     np.testing.assert_allclose(table["relative_size"].to_numpy()[[0, 2]], direct, atol=1e-5)
     assert np.isnan(table["relative_size"].iloc[1]) and np.isnan(table["true_relative_size"]).all()

@@ -5,7 +5,7 @@ import pytest
 
 from clip_interp.errors import InputError
 from clip_interp.io import write_parquet
-from clip_interp.negation.valse import load_valse, prepare_variant, rephrase
+from clip_interp.negation.valse import load_valse, prepare_variant, read_valse_entries, rephrase
 
 REQUIRED = {"key", "caption", "foil", "negation", "image_file", "negated", "non_negated"}
 
@@ -115,11 +115,28 @@ def test_bad_files(tmp_path):
         prepare_variant(listy, "paraphrased")
 
 
-def test_empty_file_gives_empty_table(tmp_path):
+def test_empty_file_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "e.json"
     path.write_text("{}")
-    df, report = prepare_variant(path, "rephrased")
-    assert len(df) == 0 and report["kept"] == 0 and REQUIRED <= set(df.columns)
+    with pytest.raises(InputError, match=r"e\.json.*empty JSON object"):
+        prepare_variant(path, "rephrased")
+
+
+def test_list_instead_of_object_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps([{"caption": "There is a dog."}]))
+    with pytest.raises(InputError, match=r"l\.json.*holds a JSON list, expected an object"):
+        read_valse_entries(path)
+
+
+def test_nothing_left_after_filtering_names_the_filter_counts(tmp_path):
+    path = tmp_path / "low.json"
+    entry = {"caption": "There is no dog.", "foil": "There is a dog.", "image_file": "a.jpg",
+             "provenance_of_foils": "zero_to_something", "mturk": {"caption": 1, "foil": 2, "other": 0}}
+    path.write_text(json.dumps({"k1": entry, "k2": {"caption": 5}}))
+    with pytest.raises(InputError, match=r"low\.json.*2 entries, 1 malformed, 1 below min_caption_votes=2, "
+                                         r"0 dropped by sentence shape"):
+        prepare_variant(path, "standard")
 
 
 def test_real_existence_counts(shared_data, tmp_path):

@@ -2,6 +2,7 @@
 
 import pandas as pd
 
+from clip_interp.io import exclusions_of
 from clip_interp.negation.caches import write_text_cache
 from clip_interp.models import load_model
 from clip_interp.workflow import run_rule
@@ -14,7 +15,8 @@ def main(smk, log):
     write_text_cache(model, df["key"].tolist(),
                      {"negated": [list(x) for x in df["negated_ids"]], "non_negated": [list(x) for x in df["non_negated_ids"]]},
                      smk.output[0], model_id=smk.wildcards.model, batch_size=smk.params.batch_size,
-                     dtype=smk.params.dtype, metadata={"variant": smk.wildcards.variant})
+                     dtype=smk.params.dtype,
+                     metadata={"variant": smk.wildcards.variant, "excluded": exclusions_of([smk.input.table])})
 
 
 run_rule(snakemake, main)  # noqa: F821

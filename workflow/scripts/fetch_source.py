@@ -5,7 +5,8 @@ from clip_interp.workflow import run_rule
 
 
 def main(smk, log):
-    info = fetch_source(dict(smk.params.source), smk.output[0], name=smk.params.name, kind=smk.params.kind, log=log.info)
+    info = fetch_source(dict(smk.params.source), smk.output[0], name=smk.params.name, kind=smk.params.kind,
+                        json_shape=smk.params.json_shape, log=log.info)
     log.info("fetched %s", info)
 
 

@@ -4,6 +4,7 @@ import functools
 
 import pandas as pd
 
+from clip_interp.images import POLICY_DESCRIPTIONS
 from clip_interp.io import write_parquet
 from clip_interp.models.loading import resolve_device
 from clip_interp.nlp import load_spacy
@@ -22,7 +23,7 @@ def main(smk, log):
         model_id = str(smk.params.clipseg_model)
         device = resolve_device(smk.params.device)
         processor, segmenter = load_clipseg(model_id, device)
-        log.info("CLIPSeg %s on %s, threshold %.3f", model_id, device, threshold)
+        log.info("CLIPSeg %s on %s, threshold %.3f; %s", model_id, device, threshold, POLICY_DESCRIPTIONS["stop"])
         clipseg = functools.partial(clipseg_sizes, processor, segmenter, threshold=threshold,
                                     batch_size=smk.params.batch_size)
 
@@ -37,6 +38,8 @@ def main(smk, log):
                         name, info[f"{name}_keys"][:20])
     meta = {"source": source, "clipseg_model": model_id, "threshold": threshold, "spacy_model": smk.params.spacy_model,
             "dataset": smk.input.table, **info, "size_summary": describe_sizes(table)}
+    if source == "clipseg":
+        meta.update(unreadable_images="stop", unreadable_images_policy=POLICY_DESCRIPTIONS["stop"])
     if source == "clipseg" and info["has_true_masks"]:
         meta["clipseg_vs_true"] = size_agreement(table)
         log.info("CLIPSeg size vs true mask size: %s", meta["clipseg_vs_true"])

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,111 @@ def _describe(error) -> list[str]:
         return [f"{key} is {_show(value)}; it must contain an item matching {_show(expected)}"]
     message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
     return [f"{key}: {message}"]
+
+
+# --- checks of what the config points at, made when the workflow starts ----------------------------
+# These need no weights and no torch (except to ask whether CUDA exists when a CUDA device is named),
+# so the Snakefile runs them before planning: a wrong device, a missing local file or a layer beyond
+# the model's tower stops the run at once, naming the config key, instead of after the upstream jobs.
+
+
+def device_problem(device: Any, cuda_available: bool | None = None, cuda_count: int | None = None) -> str | None:
+    """Why ``device`` (the config's ``device``) cannot run on this machine, or None.
+
+    ``auto`` and ``cpu`` always can; ``cuda`` and ``cuda:N`` need CUDA (and N below the device count).
+    ``cuda_available``/``cuda_count`` default to what torch reports here.
+    """
+    text = str(device).strip().lower()
+    if not text.startswith("cuda"):
+        return None
+    if cuda_available is None or cuda_count is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+        cuda_count = torch.cuda.device_count() if cuda_available else 0
+    if not cuda_available:
+        return (f"`device` is {_show(device)}, but CUDA is not available on this machine; "
+                "use `device: auto` (CUDA when present, else the CPU) or `device: cpu`")
+    index = text.partition(":")[2]
+    if index.isdigit() and int(index) >= cuda_count:
+        return (f"`device` is {_show(device)}, but this machine has {cuda_count} CUDA device(s) "
+                f"(cuda:0..cuda:{cuda_count - 1}); use `device: auto` or an existing index")
+    return None
+
+
+def model_path_problems(models: Mapping[str, Mapping], produced: Iterable[str] = ()) -> list[str]:
+    """One line per local file of a model entry (``config``, ``path``) that does not exist.
+
+    Paths in ``produced`` (written by a rule of the workflow, e.g. the demo's toy CLIP) are not
+    checked.
+    """
+    produced = {os.path.normpath(p) for p in produced}
+    lines = []
+    for model, spec in models.items():
+        for key in ("config", "path"):
+            value = spec.get(key) if isinstance(spec, Mapping) else None
+            if not value or os.path.normpath(str(value)) in produced:
+                continue
+            if not Path(os.path.expanduser(str(value))).exists():
+                what = "an open_clip model-config JSON" if key == "config" else "a checkpoint file or a model folder"
+                lines.append(f"`models.{model}.{key}` is {_show(value)}, which does not exist; give the path of "
+                             f"{what}, or remove the key to use `pretrained` / a hub `name`")
+    return lines
+
+
+def _open_clip_config_dir() -> Path | None:
+    """open_clip's bundled model configs, found without importing open_clip (and torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "model_configs"
+
+
+def _read_json(path: Path) -> Mapping | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, Mapping) else None
+
+
+def text_layer_count(spec: Mapping) -> int | None:
+    """Blocks of the text tower of model entry ``spec``, read from its config file; None when unknown.
+
+    open_clip: the entry's ``config`` JSON or open_clip's bundled ``model_configs/<name>.json``
+    (``text_cfg.layers``, open_clip's default 12). Hugging Face: ``config.json`` of a local ``path``
+    (``text_config.num_hidden_layers``, default 12), or the default CLIPConfig (12) for a
+    ``random_init`` entry without ``path``. A hub id or a file not yet written is unknown.
+    """
+    backend = spec.get("backend")
+    if backend == "open_clip":
+        if spec.get("config"):
+            data = _read_json(Path(spec["config"]))
+        else:
+            folder = _open_clip_config_dir()
+            data = _read_json(folder / f"{spec.get('name')}.json") if folder and spec.get("name") else None
+        text = data.get("text_cfg") if data else None
+        return int(text.get("layers", 12)) if isinstance(text, Mapping) else None
+    if backend in ("hf", "transformers"):
+        if spec.get("path"):
+            data = _read_json(Path(spec["path"]) / "config.json")
+            text = data.get("text_config", {}) if data else None
+            return int(text.get("num_hidden_layers", 12)) if isinstance(text, Mapping) else None
+        return 12 if spec.get("random_init") else None
+    return None
+
+
+def text_layer_problems(key: str, layer: int, models: Mapping[str, Mapping]) -> list[str]:
+    """One line per model whose text tower has fewer than ``layer`` (1-based) blocks, for config key ``key``.
+
+    Models whose layer count is not known without loading them are left to the rule that uses the layer.
+    """
+    lines = []
+    for model, spec in models.items():
+        count = text_layer_count(spec) if isinstance(spec, Mapping) else None
+        if count is not None and not 1 <= int(layer) <= count:
+            lines.append(f"`{key}` is {_show(layer)}, but the text tower of model `{model}` has {count} layers "
+                         f"(numbered 1..{count}); choose a layer in 1..{count}")
+    return lines

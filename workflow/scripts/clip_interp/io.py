@@ -67,11 +67,56 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
-    """Write ``df`` as Parquet with ``metadata`` (the producing parameters) as file metadata."""
+# --- instances excluded upstream -------------------------------------------------------------------
+# A table that leaves instances out records why under the metadata key "excluded": one record per
+# (table, reason) with the count and the keys. Every table written downstream of it carries the
+# same records: a rule script run by :func:`clip_interp.workflow.run_rule` inherits those of its
+# input tables (:func:`inherit_exclusions`), and :func:`write_parquet` adds them to every table it writes.
+EXCLUDED = "excluded"
+_inherited: list[dict[str, Any]] = []
+
+
+def exclusion_record(table: str | os.PathLike, reason: str, description: str, keys) -> dict[str, Any]:
+    """The metadata record of the instances ``keys`` that ``table`` leaves out for ``reason``."""
+    keys = sorted(str(k) for k in keys)
+    return {"table": str(table), "reason": reason, "description": description, "count": len(keys), "keys": keys}
+
+
+def _merged(records) -> list[dict[str, Any]]:
+    """``records`` without repeats of the same (table, reason), in a fixed order."""
+    unique = {(r["table"], r["reason"]): r for r in records}
+    return [unique[k] for k in sorted(unique)]
+
+
+def exclusions_of(paths) -> list[dict[str, Any]]:
+    """The exclusion records in the metadata of the Parquet tables among ``paths``."""
+    records = []
+    for path in paths:
+        if str(path).endswith(".parquet") and Path(path).is_file():
+            records.extend(read_parquet_metadata(path).get(EXCLUDED, []))
+    return _merged(records)
+
+
+def inherit_exclusions(paths) -> list[dict[str, Any]]:
+    """Make the exclusion records of the input tables ``paths`` part of every table this process writes."""
+    _inherited[:] = exclusions_of(paths)
+    return list(_inherited)
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None,
+                  excluded=()) -> None:
+    """Write ``df`` as Parquet with ``metadata`` (the producing parameters) as file metadata.
+
+    The metadata also gets, under ``"excluded"``, the records ``excluded`` (:func:`exclusion_record`)
+    of what this table leaves out and those inherited from the input tables (:func:`inherit_exclusions`).
+    """
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta[METADATA_KEY] = json.dumps(_jsonable(metadata or {}), sort_keys=True).encode()
+    metadata = dict(metadata or {})
+    records = _merged([*_inherited, *excluded])
+    if records:
+        metadata[EXCLUDED] = records
+    meta[METADATA_KEY] = json.dumps(_jsonable(metadata), sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

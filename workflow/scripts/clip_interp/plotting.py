@@ -37,11 +37,17 @@ def new_figure(nrows: int = 1, ncols: int = 1, **kwargs):
     return plt.subplots(nrows, ncols, **kwargs)
 
 
+# File metadata that does not change between runs: no creation date in a PDF (matplotlib writes the
+# current time unless told otherwise). PNGs carry only the matplotlib version, so they need nothing.
+STABLE_METADATA = {"pdf": {"CreationDate": None}}
+
+
 def save_figure(fig, paths: str | os.PathLike | Sequence[str | os.PathLike], dpi: int = 150) -> None:
     """Save ``fig`` to each path (format from the suffix, e.g. ``.png``, ``.pdf``) atomically, then close it.
 
     Each file is written to a temporary file beside its target and renamed over it only once
     complete (:func:`clip_interp.io.atomic_path`), so an interrupted job leaves no truncated figure.
+    The same figure saved twice gives byte-identical files (:data:`STABLE_METADATA`).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -49,7 +55,7 @@ def save_figure(fig, paths: str | os.PathLike | Sequence[str | os.PathLike], dpi
         for p in paths:
             fmt = Path(p).suffix.lstrip(".")
             with atomic_path(p) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+                fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=STABLE_METADATA.get(fmt))
     finally:
         plt.close(fig)
 

@@ -128,17 +128,41 @@ def _check_body(path: Path, url: str, name: str, kind: str) -> None:
         )
 
 
-def _check_kind(path: Path, url: str, name: str, kind: str) -> None:
-    """Cheap format check: JSON parses, a zip is a zip archive, a TSV has a tabbed header."""
+JSON_SHAPES = ("object", "array")
+
+
+def _check_json_shape(data: Any, url: str, name: str, shape: str | None) -> None:
+    """The top level of a JSON source is a non-empty object (or array) when ``shape`` says so."""
+    if shape is None:
+        return
+    wanted = dict if shape == "object" else list
+    if not isinstance(data, wanted):
+        found = "an object" if isinstance(data, dict) else "a list" if isinstance(data, list) else type(data).__name__
+        raise SourceError(
+            f"config key {name!r}: {url} holds {found} at the top level, but a JSON {shape} of entries "
+            f"is expected ({'instance key -> entry' if shape == 'object' else 'one item per entry'}). "
+            "Check that the URL points at the right file."
+        )
+    if not data:
+        raise SourceError(
+            f"config key {name!r}: {url} is an empty JSON {shape} (no entries). Check that the URL points "
+            "at the complete file, or fetch it again."
+        )
+
+
+def _check_kind(path: Path, url: str, name: str, kind: str, json_shape: str | None = None) -> None:
+    """Cheap format check: JSON parses (with the top-level ``json_shape``), a zip is a zip archive,
+    a TSV has a tabbed header."""
     if kind == "json":
         try:
             with open(path, "rb") as handle:
-                json.load(handle)
+                data = json.load(handle)
         except (ValueError, UnicodeDecodeError) as exc:
             raise SourceError(
                 f"config key {name!r}: {url} is not valid JSON ({exc}). Check that the URL points "
                 "at the JSON file itself."
             ) from exc
+        _check_json_shape(data, url, name, json_shape)
     elif kind == "zip":
         if not zipfile.is_zipfile(path):
             raise SourceError(
@@ -156,16 +180,19 @@ def _check_kind(path: Path, url: str, name: str, kind: str) -> None:
 
 
 def fetch_source(spec: Mapping[str, Any] | str, dest: str | os.PathLike, *, name: str, kind: str,
-                 log=None) -> dict[str, Any]:
+                 log=None, json_shape: str | None = None) -> dict[str, Any]:
     """Copy or download the source ``spec`` (config key ``name``) to ``dest`` and verify it.
 
     Checks, in order: the body is neither a Git LFS pointer nor an HTML page; its SHA-256
     equals ``spec["sha256"]`` when given; it passes the cheap check for ``kind`` (one of
-    ``json``, ``tsv``, ``zip``, ``binary``). Returns ``{"path", "url", "sha256", "bytes"}``.
+    ``json``, ``tsv``, ``zip``, ``binary``; for ``json`` with ``json_shape`` ``"object"`` or
+    ``"array"``, a non-empty top level of that type). Returns ``{"path", "url", "sha256", "bytes"}``.
     On any failure ``dest`` does not exist afterwards.
     """
     if kind not in KINDS:
         raise InputError(f"config key {name!r}: unknown source kind {kind!r}; use one of {', '.join(KINDS)}")
+    if json_shape is not None and json_shape not in JSON_SHAPES:
+        raise InputError(f"config key {name!r}: unknown JSON shape {json_shape!r}; use one of {', '.join(JSON_SHAPES)}")
     if isinstance(spec, str):
         spec = {"url": spec}
     if not isinstance(spec, Mapping) or not isinstance(spec.get("url"), str) or not spec["url"].strip():
@@ -202,7 +229,7 @@ def fetch_source(spec: Mapping[str, Any] | str, dest: str | os.PathLike, *, name
                     f"{expected.strip().lower()}. Fix: correct the sha256 in the config if the file is "
                     "the intended one, or correct the URL if it is not."
                 )
-            _check_kind(tmp, url, name, kind)
+            _check_kind(tmp, url, name, kind, json_shape)
             size = tmp.stat().st_size
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -210,6 +237,40 @@ def fetch_source(spec: Mapping[str, Any] | str, dest: str | os.PathLike, *, name
         raise
     say(f"{name}: {size} bytes, sha256 {actual}")
     return {"path": str(dest), "url": url, "sha256": actual, "bytes": size}
+
+
+# A local file up to this size is fingerprinted by its content, a larger one by its size and time.
+HASHED_FINGERPRINT_BYTES = 256 << 20
+
+
+def local_fingerprint(url: str) -> dict[str, Any] | None:
+    """What identifies the current content of a local source (None for an http(s) source).
+
+    A rule that takes this as a ``params:`` entry re-runs when the source is changed in place.
+    A file: its SHA-256 (files above :data:`HASHED_FINGERPRINT_BYTES`: size and modification time
+    in ns). A folder: a SHA-256 over every file's relative path, size and modification time, so a
+    replaced, added or removed file changes it. A path that does not exist: ``{"missing": path}``.
+    """
+    if is_remote(url):
+        return None
+    path = local_path(url)
+    if path.is_file():
+        stat = path.stat()
+        if stat.st_size <= HASHED_FINGERPRINT_BYTES:
+            return {"file": str(path), "sha256": _sha256(path)}
+        return {"file": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if path.is_dir():
+        digest = hashlib.sha256()
+        count = 0
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for fname in sorted(files):
+                stat = (Path(root) / fname).stat()
+                relative = os.path.relpath(os.path.join(root, fname), path)
+                digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                count += 1
+        return {"folder": str(path), "files": count, "listing_sha256": digest.hexdigest()}
+    return {"missing": str(path)}
 
 
 def _wanted_names(wanted: Iterable[str]) -> list[str]:
@@ -238,6 +299,15 @@ def _missing_error(missing: list[str], where: str, total: int) -> SourceError:
     )
 
 
+def _same_file_state(target: Path, source: Path) -> bool:
+    """Whether ``target`` is a copy of ``source`` made by :func:`shutil.copy2` that is still current
+    (same size and modification time), so an image replaced in the source folder is copied again."""
+    if not target.is_file():
+        return False
+    t, s = target.stat(), source.stat()
+    return t.st_size == s.st_size and t.st_mtime_ns == s.st_mtime_ns
+
+
 def extract_images(archive_or_dir: str | os.PathLike, wanted: Iterable[str],
                    out_dir: str | os.PathLike) -> dict[str, str]:
     """Copy the images named in ``wanted`` from a zip archive or a folder into ``out_dir``.
@@ -246,7 +316,8 @@ def extract_images(archive_or_dir: str | os.PathLike, wanted: Iterable[str],
     (e.g. ``images/v7w_2371044.jpg`` matches ``v7w_2371044.jpg``); when a base name occurs
     more than once the first in archive order (folder walk order) is used. Every wanted
     image must be present, otherwise nothing is extracted. Each file is written atomically;
-    one already present in ``out_dir`` with the same size is kept. Returns base name -> path.
+    one already present in ``out_dir`` is kept when it has the same size (from a zip) or the same
+    size and modification time (from a folder, copied with its time). Returns base name -> path.
     """
     source = Path(archive_or_dir)
     names = _wanted_names(wanted)
@@ -264,9 +335,9 @@ def extract_images(archive_or_dir: str | os.PathLike, wanted: Iterable[str],
         out.mkdir(parents=True, exist_ok=True)
         for n in names:
             target = out / n
-            if not (target.is_file() and target.stat().st_size == index[n].stat().st_size):
+            if not _same_file_state(target, index[n]):
                 with atomic_path(target) as tmp:
-                    shutil.copyfile(index[n], tmp)
+                    shutil.copy2(index[n], tmp)
             result[n] = str(target)
         return result
     if not source.exists():

@@ -6,7 +6,9 @@ of datasets, each with one row per key: ``embedding`` (N, E) and any stacked sit
 reader fetches only the rows it needs (:class:`SelectedRows`). File attributes record the
 model id and spec, the tower's shape and any metadata the caller passes. A study declares
 its own layout (which groups, which sites, what each group's input is) on top of the
-writers here; this module knows no study. Files are written atomically.
+writers here; this module knows no study. Files are written atomically and are byte-stable: the
+same inputs give the same bytes (no dataset timestamps, ``track_times=False``; attributes and
+datasets are written in a fixed order).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def _no_grad(function):
 def row_dataset(group, name: str, shape: tuple[int, ...], dtype, compression: str | None = None):
     """A dataset with one chunk per row (instance)."""
     chunks = (1, *shape[1:]) if len(shape) > 1 else None
-    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression=compression)
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression=compression,
+                                track_times=False)
 
 
 def write_header(f: h5py.File, keys: Sequence[str], *, model_id: str, model, tower, metadata: Mapping | None) -> None:
@@ -60,7 +63,7 @@ def write_header(f: h5py.File, keys: Sequence[str], *, model_id: str, model, tow
     f.attrs["model_spec"] = json.dumps(dict(model.spec), sort_keys=True)
     for k, v in attrs.items():
         f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
-    f.create_dataset("keys", data=np.asarray(list(keys), dtype=object), dtype=STR)
+    f.create_dataset("keys", data=np.asarray(list(keys), dtype=object), dtype=STR, track_times=False)
 
 
 class RowWriter:
@@ -87,8 +90,9 @@ def write_text_activations(model, keys: Sequence[str], sentences: Mapping[str, S
                            sites: Sequence[str] = TEXT_SITES) -> None:
     """Store the embeddings and the ``sites`` of the text tower for each group of token-id sequences.
 
-    ``sentences`` maps a group name to one id sequence (SOT ... EOT) per key. Each group also
-    gets ``ids`` (N, T) right-padded to its longest sequence and ``length`` (N,).
+    ``sentences`` maps a group name to one id sequence (SOT ... EOT) per key; a sequence shorter
+    than SOT and EOT is an InputError. Each group also gets ``ids`` (N, T) right-padded to its
+    longest sequence and ``length`` (N,).
     """
     unknown = sorted(set(sites) - set(TEXT_SITES))
     if unknown:
@@ -99,10 +103,15 @@ def write_text_activations(model, keys: Sequence[str], sentences: Mapping[str, S
         for group_name, seqs in sentences.items():
             if len(seqs) != n:
                 raise InputError(f"text store: group {group_name!r} has {len(seqs)} sentences for {n} keys")
+            empty = [keys[i] for i, seq in enumerate(seqs) if len(seq) < 2]
+            if empty:
+                raise InputError(f"text store: group {group_name!r} has {len(empty)} sequence(s) without SOT and EOT "
+                                 f"(keys {empty[:3]}); an empty sentence cannot be scored; re-run the rule that "
+                                 "writes the token ids, which leaves out sentences it cannot encode")
             t_max = max(len(s) for s in seqs)
             g = f.create_group(group_name)
-            g.create_dataset("ids", data=model.tokenizer.pad(seqs, t_max).numpy())
-            g.create_dataset("length", data=np.asarray([len(s) for s in seqs], dtype=np.int32))
+            g.create_dataset("ids", data=model.tokenizer.pad(seqs, t_max).numpy(), track_times=False)
+            g.create_dataset("length", data=np.asarray([len(s) for s in seqs], dtype=np.int32), track_times=False)
             writer = RowWriter(g, n, dtype)
             wanted = [site for site in TEXT_SITES if site in sites]
             for sl in tqdm(row_slices(n, batch_size), desc=f"text {group_name}", disable=not progress):
@@ -126,7 +135,8 @@ def write_image_activations(model, keys: Sequence[str], image_paths: Sequence[st
     n = len(keys)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         write_header(f, keys, model_id=model_id, model=model, tower=model.vision, metadata=metadata)
-        f.create_dataset("image_file", data=np.asarray([str(Path(p).name) for p in image_paths], dtype=object), dtype=STR)
+        f.create_dataset("image_file", data=np.asarray([str(Path(p).name) for p in image_paths], dtype=object),
+                         dtype=STR, track_times=False)
         writers = {name: RowWriter(f.create_group(name), n, dtype) for name in views}
         for sl in tqdm(row_slices(n, batch_size), desc="images", disable=not progress):
             pixels = load_images(image_paths[sl], model.preprocess, keys=keys[sl]).to(model.device)

@@ -156,9 +156,32 @@ def _failed(negated: str, non_negated: str, tokenizer: ClipTokenizer) -> dict[st
     }
 
 
+TOO_LONG_REASON = "a sentence has more tokens than the model's context length; such an instance is excluded"
+
+
+def over_long_rows(df: pd.DataFrame, tokenizer: ClipTokenizer) -> list[tuple[Any, dict[str, Any]]]:
+    """``(index, entry)`` of each row whose ``negated`` or ``non_negated`` sentence has more tokens
+    (SOT and EOT included) than ``tokenizer.context_length``; the entry names the key, the
+    sentence, its token count and the context length."""
+    out = []
+    for index, row in df.iterrows():
+        for column in ("negated", "non_negated"):
+            n_tokens = len(tokenizer.encode_fn(str(row[column]))) + 2
+            if n_tokens > tokenizer.context_length:
+                out.append((index, {"key": str(row.get("key", index)), "sentence": column, "text": str(row[column]),
+                                    "tokens": n_tokens, "context_length": tokenizer.context_length}))
+                break
+    return out
+
+
 def add_positions(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
                   batch_size: int = 256) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Add the :data:`POSITION_COLUMNS` of each row's ``negated``/``non_negated`` pair.
+
+    Rows whose negated or non-negated sentence has more tokens (with SOT and EOT) than the
+    tokenizer's context length are left out, never truncated: the model cannot read them whole,
+    and an empty or cut sequence would be scored as if it were the sentence. They are counted in
+    ``too_long`` and listed in ``too_long_entries`` (key, sentence, tokens, context length).
 
     Also adds ``positions_ok`` and ``positions_error`` (the reason, "" when fine) and, when
     ``df`` has a ``negation`` column (``"caption"``/``"foil"``), ``caption_ids`` and
@@ -173,6 +196,9 @@ def add_positions(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
             f"add_positions needs columns 'negated' and 'non_negated'; missing {missing} "
             f"(found {list(df.columns)})"
         )
+    too_long = over_long_rows(df, tokenizer)
+    if too_long:
+        df = df.loc[~df.index.isin([row for row, _ in too_long])]
     keys = df["key"].astype(str).tolist() if "key" in df.columns else [str(i) for i in df.index]
     negated = df["negated"].astype(str).tolist()
     non_negated = df["non_negated"].astype(str).tolist()
@@ -199,6 +225,8 @@ def add_positions(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
     empty_subject = [k for k, r, e in zip(keys, records, errors) if not e and not r["subject"]]
     report = {
         "rows": len(out),
+        "too_long": len(too_long),
+        "too_long_entries": [entry for _, entry in too_long],
         "positions_ok": int(sum(e == "" for e in errors)),
         "positions_failed": len(failed),
         "failed_entries": failed,

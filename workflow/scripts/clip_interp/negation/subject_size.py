@@ -34,6 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..images import open_image
 from .positions import find_negator
 
 SOURCES = ("clipseg", "mask")
@@ -142,10 +143,16 @@ def load_clipseg(model: str | Path, device: torch.device | str = "cpu"):
 
 @torch.no_grad()
 def clipseg_sizes(processor, segmenter, image_paths: Sequence[str | Path], prompts: Sequence[str],
-                  threshold: float, batch_size: int = 16, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """``(relative_size, binary_size)`` per (image, prompt) pair, as defined in the module docstring."""
+                  keys: Sequence[str] | None = None, *, threshold: float, batch_size: int = 16,
+                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(relative_size, binary_size)`` per (image, prompt) pair, as defined in the module docstring.
+
+    An unreadable image stops the run with an InputError naming the file and its instance key
+    (``keys``, one per image).
+    """
     if len(image_paths) != len(prompts):
         raise ValueError(f"{len(image_paths)} images but {len(prompts)} prompts")
+    keys = list(keys) if keys is not None else [None] * len(image_paths)
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"negation.subject_size.threshold is {threshold}; give a probability in [0, 1]")
     device = next(segmenter.parameters()).device
@@ -154,12 +161,7 @@ def clipseg_sizes(processor, segmenter, image_paths: Sequence[str | Path], promp
     starts = range(0, len(prompts), max(1, int(batch_size)))
     for start in tqdm(starts, desc="CLIPSeg", disable=not progress):
         stop = min(start + max(1, int(batch_size)), len(prompts))
-        images = []
-        for path in image_paths[start:stop]:
-            if not Path(path).is_file():
-                raise InputError(f"image {path} does not exist; check the images folder of the benchmark")
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
+        images = [open_image(path, key) for path, key in zip(image_paths[start:stop], keys[start:stop])]
         inputs = processor(text=list(prompts[start:stop]), images=images, padding=True, return_tensors="pt")
         logits = segmenter(**{k: v.to(device) for k, v in inputs.items()}).logits
         probs = torch.sigmoid(logits.float()).reshape(stop - start, -1)
@@ -175,7 +177,7 @@ def subject_size_table(dataset: pd.DataFrame, nlp, *, source: str, threshold: fl
     """One row per dataset instance: key, negation, image_file, subject, status, relative_size,
     binary_size, true_relative_size, source; and the counts for the metadata.
 
-    ``clipseg(image_paths, prompts)`` returns the CLIPSeg sizes (source ``clipseg``);
+    ``clipseg(image_paths, prompts, keys)`` returns the CLIPSeg sizes (source ``clipseg``);
     ``valse_json`` and ``masks_dir`` give the true masks (required for source ``mask``,
     optional otherwise). Sizes are NaN unless status is ``"sized"``.
     """
@@ -213,7 +215,7 @@ def subject_size_table(dataset: pd.DataFrame, nlp, *, source: str, threshold: fl
         if images_dir is None:
             raise ValueError("source 'clipseg' needs images_dir")
         paths = [str(Path(images_dir) / dataset["image_file"].iloc[i]) for i in rows]
-        relative[rows], binary[rows] = clipseg(paths, [subjects[i] for i in rows])
+        relative[rows], binary[rows] = clipseg(paths, [subjects[i] for i in rows], [keys[i] for i in rows])
 
     table = pd.DataFrame({
         "key": keys, "negation": dataset["negation"].tolist(), "image_file": dataset["image_file"].tolist(),

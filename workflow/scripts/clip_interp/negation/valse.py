@@ -77,12 +77,11 @@ def _entry_problem(entry: Any) -> str | None:
     return None
 
 
-def load_valse(path: str | os.PathLike) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """Read a VALSE piece (a JSON object key -> entry) into one row per well-formed entry.
+def read_valse_entries(path: str | os.PathLike) -> dict[str, Any]:
+    """The entries of a VALSE piece: a non-empty JSON object mapping instance keys to entries.
 
-    Returns the table (columns :data:`COLUMNS`, file order) and the skipped entries as
-    ``[{"key", "reason"}]``. ``negation``/``negated``/``non_negated`` follow rule 3 of the
-    module docstring.
+    A missing file, invalid JSON, another top-level type or an empty object is an InputError
+    naming the file and what was expected.
     """
     path = Path(path)
     if not path.is_file():
@@ -100,6 +99,22 @@ def load_valse(path: str | os.PathLike) -> tuple[pd.DataFrame, list[dict[str, st
             f"VALSE file {str(path)!r} holds a JSON {type(data).__name__}, expected an object mapping "
             "instance keys to entries; is this the right file?"
         )
+    if not data:
+        raise InputError(
+            f"VALSE file {str(path)!r} is an empty JSON object (no entries), expected an object mapping "
+            "instance keys to entries; fetch the complete file again or fix the source in the config"
+        )
+    return data
+
+
+def load_valse(path: str | os.PathLike) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Read a VALSE piece (:func:`read_valse_entries`) into one row per well-formed entry.
+
+    Returns the table (columns :data:`COLUMNS`, file order) and the skipped entries as
+    ``[{"key", "reason"}]``. ``negation``/``negated``/``non_negated`` follow rule 3 of the
+    module docstring.
+    """
+    data = read_valse_entries(path)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for key, entry in data.items():
@@ -168,7 +183,7 @@ def prepare_variant(path: str | os.PathLike, variant: str,
     ``malformed``, ``below_vote_threshold``, ``dropped_by_shape``, ``kept``,
     ``kept_negation_caption``, ``kept_negation_foil``; with the keys and reasons in
     ``malformed_entries`` and ``dropped_by_shape_entries`` and the keys in
-    ``below_vote_threshold_keys``.
+    ``below_vote_threshold_keys``. No instance left is an InputError naming these counts.
     """
     if variant not in VARIANTS:
         raise InputError(f"unknown VALSE variant {variant!r}; use one of {', '.join(VARIANTS)}")
@@ -214,4 +229,11 @@ def prepare_variant(path: str | os.PathLike, variant: str,
         "below_vote_threshold_keys": below_keys,
         "dropped_by_shape_entries": dropped,
     }
+    if df.empty:
+        raise InputError(
+            f"no instance of VALSE file {str(path)!r} is left in the {variant} variant: {total} entries, "
+            f"{len(skipped)} malformed, {len(below_keys)} below min_caption_votes={min_caption_votes}, "
+            f"{len(dropped)} dropped by sentence shape; check the file (the .report.json of a good run lists "
+            "the reasons by key) or lower `negation.dataset.min_caption_votes`"
+        )
     return df, report
