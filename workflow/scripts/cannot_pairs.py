@@ -1,4 +1,5 @@
-"""Rule script: CANNOT negated sentences with a noun-chunk "no" and their "some" counterparts."""
+"""Rule script: CANNOT negated sentences with a determiner "no" (noun-chunk or subject-only reading) and
+their "some" counterparts; every filter step's count in the log, the table's metadata and the report."""
 
 from clip_interp.negation.cannot import load_cannot, select_no_some_pairs
 from clip_interp.io import write_json, write_parquet
@@ -9,9 +10,13 @@ from clip_interp.workflow import run_rule
 
 def main(smk, log):
     df = load_cannot(smk.input.tsv)
-    pairs, report = select_no_some_pairs(df, load_tokenizer(smk.params.model), load_spacy(smk.params.spacy_model))
-    log.info("report: %s", report)
-    write_parquet(pairs, smk.output.table, {"model": smk.wildcards.model, "spacy_model": smk.params.spacy_model})
+    pairs, report = select_no_some_pairs(df, load_tokenizer(smk.params.model), load_spacy(smk.params.spacy_model),
+                                         reading=smk.params.reading)
+    log.info("reading %r (negation.selectivity.cannot_reading); rows left after each filter step:", report["reading"])
+    for step in report["steps"]:
+        log.info("  %-32s %d", step, report[step])
+    write_parquet(pairs, smk.output.table, {"model": smk.wildcards.model, "spacy_model": smk.params.spacy_model,
+                                            "filter_report": report})
     write_json(report, smk.output.report)
 
 
