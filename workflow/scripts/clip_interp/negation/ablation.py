@@ -350,7 +350,10 @@ def plot_caption_foil_scores(summary: pd.DataFrame, model: str, segment: str = F
                           title=f"{COMPONENT_LABELS[comp]}, negation in {side} (n={n})",
                           xlabel="ablated layer of the image tower")
             ax.set_ylabel("mean score change")
-            ax.legend(fontsize=7)
+            if n == 0:
+                ax.text(0.5, 0.5, "n = 0", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            else:
+                ax.legend(fontsize=7)
     fig.suptitle(f"{model}: how the caption's and the foil's scores move under single-colour ablation, "
                  f"{_segment_words(segment)}", fontsize=11)
     fig.tight_layout()

@@ -280,35 +280,37 @@ def _number(value: float, key: str) -> str:
     if not np.isfinite(value):
         return "–"
     if key.startswith(("counts.", "table2.", "cannot.")) or key.endswith(("_instances", "n_heads")):
-        return f"{value:.0f}"
-    return f"{value:.3f}"
+        text = f"{value:.0f}"
+    else:
+        text = f"{value:.3f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def plot_reproduction(table: pd.DataFrame, model: str, differences: list[str]):
     """The report as a figure: one line per published value with ours, the difference and a
     verdict (green: within tolerance, red: outside, grey: not computed); the title says when
     the run is not the study's set-up."""
-    fig, ax = new_figure(figsize=(12, 0.26 * len(table) + 2.2))
+    fig, ax = new_figure(figsize=(13, 0.24 * (len(table) + 1) + 0.9))
     ax.axis("off")
     cells, colours = [], []
     verdict = {True: ("yes", "#c7e9c0"), False: ("no", "#fcbba1")}
     for row in table.itertuples():
         word, colour = ("not computed", "#e0e0e0") if pd.isna(row.within_tolerance) else \
             verdict[bool(row.within_tolerance)]
-        cells.append([row.key, row.what[:70], _number(row.published, row.key), _number(row.ours, row.key),
+        cells.append([row.key, row.what if len(row.what) <= 72 else row.what[:71] + "…", _number(row.published, row.key), _number(row.ours, row.key),
                       _number(row.difference, row.key) if np.isfinite(row.difference) else "–",
                       _number(row.tolerance, row.key), word])
         colours.append(["white"] * 6 + [colour])
-    drawn = ax.table(cellText=cells, cellColours=colours, loc="upper center", cellLoc="left",
+    drawn = ax.table(cellText=cells, cellColours=colours, bbox=[0, 0, 1, 1], cellLoc="left",
                      colLabels=["key", "quantity", "published", "ours", "ours − published", "tolerance", "within"],
-                     colWidths=[0.2, 0.44, 0.07, 0.07, 0.09, 0.07, 0.08])
+                     colWidths=[0.25, 0.4, 0.065, 0.065, 0.085, 0.065, 0.08])
     drawn.auto_set_font_size(False)
     drawn.set_fontsize(7)
-    drawn.scale(1, 1.15)
     counted = table["within_tolerance"].dropna()
     title = (f"{model}: the negation study's published numbers beside ours — {int(counted.sum())} of "
              f"{len(table)} within tolerance, {len(table) - len(counted)} not computed")
     if differences:
         title += "\nNOT THE STUDY'S SET-UP, the numbers are not expected to match: " + "; ".join(differences)
     fig.suptitle(title, fontsize=9, color="black" if not differences else "darkred")
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if not differences else 0.95))
     return fig
