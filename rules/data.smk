@@ -163,6 +163,7 @@ rule cannot_pairs:
     params:
         model=model_spec,
         spacy_model=NEGATION["spacy_model"],
+        reading=NEGATION["selectivity"]["cannot_reading"],
     group:
         PREPARATION_GROUP
     log:

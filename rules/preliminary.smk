@@ -11,6 +11,9 @@ STUDY_TARGETS["negation"] += expand(
     name=[
         "preliminary.parquet",
         "table3_correlations.parquet",
+        "table3_correlations_foil.parquet",
+        "length_accuracy.parquet",
+        "size_accuracy.parquet",
         "figures/fig6_similarity_vs_score.png",
         "figures/fig6_similarity_vs_score.pdf",
         "figures/fig7_subject_size.png",
@@ -70,6 +73,9 @@ rule preliminary_analyses:
     output:
         instances="results/negation/{model}/preliminary.parquet",
         table3="results/negation/{model}/table3_correlations.parquet",
+        table3_foil="results/negation/{model}/table3_correlations_foil.parquet",
+        length_accuracy="results/negation/{model}/length_accuracy.parquet",
+        size_accuracy="results/negation/{model}/size_accuracy.parquet",
         fig6_png=report(
             "results/negation/{model}/figures/fig6_similarity_vs_score.png",
             caption="../report/fig6.rst",
@@ -84,6 +90,7 @@ rule preliminary_analyses:
         fig7_pdf="results/negation/{model}/figures/fig7_subject_size.pdf",
     params:
         variant=analysis_variant("preliminary"),
+        min_size=NEGATION["preliminary"]["min_size"],
     group:
         LIGHT_GROUP
     log:

@@ -8,6 +8,7 @@ STUDY_TARGETS["negation"] += expand(
         "selectivity",
         "selectivity_by_position",
         "selectivity_heads",
+        "selectivity_heads_by_side",
         "selectivity_layers",
         "cannot_selectivity",
         "cannot_selectivity_heads",
@@ -16,7 +17,13 @@ STUDY_TARGETS["negation"] += expand(
 STUDY_TARGETS["negation"] += expand(
     "results/negation/{model}/figures/{figure}.{ext}",
     model=MODELS,
-    figure=["fig9_negator_selectivity", "fig10_selectivity_by_position", "fig11_cannot_selectivity"],
+    figure=[
+        "fig9_negator_selectivity",
+        "fig9_negator_selectivity_pooled",
+        "fig10_selectivity_by_position",
+        "fig10_selectivity_by_position_pooled",
+        "fig11_cannot_selectivity",
+    ],
     ext=["png", "pdf"],
 )
 
@@ -31,18 +38,31 @@ rule negator_selectivity:
         by_position="results/negation/{model}/selectivity_by_position.parquet",
         heads="results/negation/{model}/selectivity_heads.parquet",
         layers="results/negation/{model}/selectivity_layers.parquet",
+        heads_by_side="results/negation/{model}/selectivity_heads_by_side.parquet",
         fig9_png=report(
             "results/negation/{model}/figures/fig9_negator_selectivity.png",
             caption="../report/fig9.rst",
             category="Negator-selective heads",
         ),
         fig9_pdf="results/negation/{model}/figures/fig9_negator_selectivity.pdf",
+        fig9_pooled_png=report(
+            "results/negation/{model}/figures/fig9_negator_selectivity_pooled.png",
+            caption="../report/fig9_pooled.rst",
+            category="Negator-selective heads",
+        ),
+        fig9_pooled_pdf="results/negation/{model}/figures/fig9_negator_selectivity_pooled.pdf",
         fig10_png=report(
             "results/negation/{model}/figures/fig10_selectivity_by_position.png",
             caption="../report/fig10.rst",
             category="Negator-selective heads",
         ),
         fig10_pdf="results/negation/{model}/figures/fig10_selectivity_by_position.pdf",
+        fig10_pooled_png=report(
+            "results/negation/{model}/figures/fig10_selectivity_by_position_pooled.png",
+            caption="../report/fig10_pooled.rst",
+            category="Negator-selective heads",
+        ),
+        fig10_pooled_pdf="results/negation/{model}/figures/fig10_selectivity_by_position_pooled.pdf",
     params:
         threshold=NEGATION["selectivity"]["threshold"],
         layer=NEGATION["selectivity"]["layer"],

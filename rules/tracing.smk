@@ -10,6 +10,8 @@ STUDY_TARGETS["negation"] += expand(
         "results/negation/{model}/localisation.parquet",
         "results/negation/{model}/figures/fig8_causal_tracing.png",
         "results/negation/{model}/figures/fig8_causal_tracing.pdf",
+        "results/negation/{model}/figures/fig8_causal_tracing_all.png",
+        "results/negation/{model}/figures/fig8_causal_tracing_all.pdf",
         "results/negation/{model}/figures/fig8_causal_tracing_by_segment.png",
         "results/negation/{model}/figures/fig8_causal_tracing_by_segment.pdf",
     ],
@@ -57,6 +59,12 @@ rule causal_tracing_summary:
             category="Causal tracing",
         ),
         fig8_pdf="results/negation/{model}/figures/fig8_causal_tracing.pdf",
+        fig8_all_png=report(
+            "results/negation/{model}/figures/fig8_causal_tracing_all.png",
+            caption="../report/fig8_all.rst",
+            category="Causal tracing",
+        ),
+        fig8_all_pdf="results/negation/{model}/figures/fig8_causal_tracing_all.pdf",
         fig8_segments_png=report(
             "results/negation/{model}/figures/fig8_causal_tracing_by_segment.png",
             caption="../report/fig8_segments.rst",

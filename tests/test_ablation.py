@@ -193,7 +193,37 @@ def _hand_table():
     ]
     df = pd.DataFrame(rows, columns=["key", "negation", "layer", "component", "d", "d_star"])
     df = pd.concat([df, df.assign(component="mlp", d_star=df["d"] + 1.0)], ignore_index=True)
-    return df.assign(iae=df["d"] - df["d_star"])
+    # Scores consistent with d and d*: S(f) = 1 and S*(f) = 1.5, so ΔS(f) = 0.5 and ΔS(c) = d* − d + 0.5.
+    return df.assign(iae=df["d"] - df["d_star"], S_caption=df["d"] + 1.0, S_foil=1.0,
+                     S_caption_patched=df["d_star"] + 1.5, S_foil_patched=1.5)
+
+
+def test_summary_shows_each_score_move():
+    table = _hand_table()
+    summary = A.ablation_summary(table).set_index(["component", "negation", "segment", "layer"])
+    row = summary.loc[("mha", "caption", "all", 1)]
+    assert row["mean_delta_S_foil"] == pytest.approx(0.5)
+    assert row["mean_delta_S_caption"] == pytest.approx(((3 - 2) + (-0.5 + 2)) / 2 + 0.5)
+    np.testing.assert_allclose(summary["mean_delta_S_foil"] - summary["mean_delta_S_caption"],
+                               summary["mean_iae"])  # IAE = ΔS(f) − ΔS(c)
+
+
+def test_iae_averages_pool_both_sides_then_average_layers():
+    table = _hand_table()
+    averages = A.iae_averages(table).set_index(["component", "segment", "negation"])
+    assert list(averages.reset_index().columns) == A.IAE_AVERAGE_COLUMNS
+    mha = table[table.component == "mha"]
+    expected = mha.groupby("layer")["iae"].mean().mean()  # four instances of both sides per layer
+    assert averages.loc[("mha", "all", "both"), "mean_iae_over_layers"] == pytest.approx(expected)
+    assert averages.loc[("mha", "all", "both"), ["n", "n_layers"]].tolist() == [4, 2]
+    caption = mha[mha.negation == "caption"].groupby("layer")["iae"].mean().mean()
+    assert averages.loc[("mha", "all", "caption"), "mean_iae_over_layers"] == pytest.approx(caption)
+    assert averages.loc[("mlp", "all", "both"), "mean_iae_over_layers"] == pytest.approx(-1.0)
+    correct = averages.loc[("mha", "correct", "both")]  # a (d = 2) and d (d = 1.5)
+    assert correct["n"] == 2 and correct["mean_iae_over_layers"] == pytest.approx(
+        mha[mha.key.isin(["a", "d"])].groupby("layer")["iae"].mean().mean())
+    empty = averages.loc[("mha", "ambiguous", "caption")]
+    assert empty["n"] == 0 and np.isnan(empty["mean_iae_over_layers"])
 
 
 def test_summary_counts_and_means_by_hand():
@@ -256,7 +286,18 @@ def test_figures_with_both_and_with_one_component(tmp_path):
     both = A.ablation_summary(_hand_table())
     only_mha = A.ablation_summary(_hand_table().query("component == 'mha'"))
     assert set(only_mha["component"]) == {"mha"}
+    default = A.plot_component_ablation(both, "mha", "tiny")
+    titles = [ax.get_title() for ax in default.axes if ax.get_title()]
+    assert titles and all("correct segment (n=1" in t for t in titles)  # the study's segment by default
+    every = A.plot_mha_vs_mlp(both, "tiny", "all")
+    assert all("all instances (n=2)" in ax.get_title() for ax in every.axes)
+    by_segment = A.plot_ablation_by_segment(both, "tiny", ["mha", "mlp"])
+    # empty: caption ambiguous, foil incorrect
+    assert sum(t.get_text() == "n = 0" for ax in by_segment.axes for t in ax.texts) == 2
+    scores = A.plot_caption_foil_scores(only_mha, "tiny", "all")
+    assert sum("not configured" in t.get_text() for ax in scores.axes for t in ax.texts) == 2
     for name, fig in [
+        ("fig12", default), ("fig14_all", every), ("by_segment", by_segment), ("scores", scores),
         ("fig12", A.plot_component_ablation(both, "mha", "tiny")),
         ("fig13", A.plot_component_ablation(both, "mlp", "tiny")),
         ("fig14", A.plot_mha_vs_mlp(both, "tiny")),

@@ -96,6 +96,32 @@ def test_select_no_some_pairs_rules(tok, nlp):
     assert counts == sorted(counts, reverse=True)
 
 
+def test_readings_of_the_no_determiner(tok, nlp):
+    """"no" on the subject is kept by both readings; "no" on an object only by the default (noun-chunk) one."""
+    df = pd.DataFrame({"premise": ["p"] * 6, "label": [1] * 6, "hypothesis": [
+        "No dogs are allowed in the park.",                 # subject (nsubjpass)
+        "There are no people on the beach.",                # noun after an existential "there are"
+        "Doctors recommend no alcohol during pregnancy.",   # object: the study's own example
+        "He has no idea what happened.",                    # object
+        "No dogs are allowed in the park.",                 # duplicate of the first
+        "The man with no hat left early.",                  # object of a preposition
+    ]})
+    default, default_report = select_no_some_pairs(df, tok, nlp)
+    strict, strict_report = select_no_some_pairs(df, tok, nlp, reading="subject_only")
+    assert default["source_index"].tolist() == [0, 1, 2, 3, 5]
+    assert strict["source_index"].tolist() == [0, 1]
+    assert strict["non_negated"].tolist() == ["Some dogs are allowed in the park.", "There are some people on the beach."]
+    assert default_report["reading"] == "noun_chunk" and strict_report["reading"] == "subject_only"
+    assert default_report["after_no_opens_noun_chunk"] == 6 and default_report["after_negator_aligned"] == 6
+    assert strict_report["after_no_determines_subject"] == 3
+    for report, pairs in ((default_report, default), (strict_report, strict)):
+        assert report["duplicates_removed"] == 1 and report["after_duplicates_removed"] == report["pairs"] == len(pairs)
+        counts = [report[step] for step in report["steps"]]
+        assert counts == sorted(counts, reverse=True) and report["steps"][-1] == "after_duplicates_removed"
+    with pytest.raises(InputError, match="cannot_reading is 'subject'"):
+        select_no_some_pairs(df, tok, nlp, reading="subject")
+
+
 def test_select_requires_columns(tok, nlp):
     with pytest.raises(InputError, match="hypothesis"):
         select_no_some_pairs(pd.DataFrame({"sentence": ["x"]}), tok, nlp)

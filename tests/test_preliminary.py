@@ -317,6 +317,7 @@ def test_instance_table_aligns_every_source_by_key(case):
     assert table.columns.tolist() == P.INSTANCE_COLUMNS
     assert table["key"].tolist() == ["k0", "k1", "k2", "k3", "k4"]
     assert table["seq_len_negated"].tolist() == [8, 9, 10, 8, 11]
+    assert table["seq_len"].tolist() == table["caption_len"].tolist()  # the study's length: the caption's tokens
     assert table["caption_len"].tolist() == [8, 8, 10, 8, 9]
     assert table["foil_len"].tolist() == [7, 9, 10, 7, 11]
     assert table["negator_pos"].tolist()[:4] == [3, 3, 4, 3] and pd.isna(table["negator_pos"].iloc[4])
@@ -357,11 +358,61 @@ def _random_instances(n=60, seed=0):
     table = pd.DataFrame({
         "negation": np.where(np.arange(n) % 3 == 0, "caption", "foil"),
         "negator_pos": rng.integers(3, 8, n), "subject_len": rng.integers(1, 4, n),
-        "seq_len_negated": rng.integers(7, 15, n), "relative_size": rng.uniform(0, 0.5, n),
+        "seq_len": rng.integers(7, 15, n), "relative_size": rng.uniform(0, 0.5, n),
         "cosine_similarity": rng.uniform(0.6, 1.0, n), "d": rng.normal(size=n),
     })
     table["binary_size"] = table["relative_size"] + rng.normal(scale=0.05, size=n)
+    table.loc[table["negation"] == "caption", ["relative_size", "binary_size"]] = np.nan
+    table["correct"] = table["d"] > 0
     return table
+
+
+def test_pairwise_correlation_table_pools_both_sides_where_both_exist():
+    instances = _random_instances()
+    instances.loc[instances.index[1], "relative_size"] = np.nan
+    table = P.pairwise_correlation_table(instances).set_index(["variable_x", "variable_y"])
+    n_caption, n_foil = (instances.negation == "caption").sum(), (instances.negation == "foil").sum()
+    sim_score = table.loc[("cosine_similarity", "d")]
+    assert (sim_score.n, sim_score.n_caption, sim_score.n_foil) == (len(instances), n_caption, n_foil)
+    assert sim_score.r == pytest.approx(np.corrcoef(instances.cosine_similarity, instances.d)[0, 1])
+    size_score = table.loc[("relative_size", "d")]
+    assert (size_score.n, size_score.n_caption) == (n_foil - 1, 0)
+    with_size = instances.dropna(subset=["relative_size"])
+    assert size_score.r == pytest.approx(np.corrcoef(with_size.relative_size, with_size.d)[0, 1])
+    assert table.loc[("d", "relative_size")].r == size_score.r
+    assert table.loc[("d", "d")].r == pytest.approx(1.0)
+    # The pooled cell differs from the foil-only matrix, which drops the caption side.
+    foil_only = P.correlation_table(instances)[0].set_index("variable")
+    assert sim_score.r != pytest.approx(foil_only.loc["cosine_similarity", "d"])
+
+
+def test_length_accuracy_counts_instances_up_to_each_length():
+    instances = pd.DataFrame({"negation": ["caption", "caption", "foil", "foil", "foil"],
+                              "seq_len": [7, 9, 7, 8, 9], "correct": [True, False, False, True, True]})
+    table = P.length_accuracy(instances).set_index(["negation", "max_seq_len"])
+    assert table.loc[("caption", 7)].tolist() == [1, 2, 0.5, 1.0]
+    assert table.loc[("foil", 8)].tolist() == [2, 3, pytest.approx(2 / 3), 0.5]
+    assert table.loc[("all", 9)].tolist() == [5, 5, 1.0, 0.6]
+
+
+def test_size_accuracy_reports_share_removed_and_accuracy_kept():
+    instances = pd.DataFrame({"negation": ["foil"] * 4 + ["caption"],
+                              "relative_size": [0.05, 0.1, 0.3, np.nan, np.nan],
+                              "binary_size": [0.0, 0.2, 0.5, 0.7, np.nan],
+                              "correct": [False, True, False, True, True]})
+    table = P.size_accuracy(instances, 0.1).set_index("size")
+    rel = table.loc["relative_size"]
+    assert (rel.n_total, rel.n_kept) == (3, 2)
+    assert rel.share_removed == pytest.approx(1 / 3) and rel.accuracy_kept == 0.5
+    assert rel.accuracy_all == pytest.approx(1 / 3)
+    assert table.loc["binary_size"].n_kept == 3 and table.loc["binary_size"].accuracy_kept == pytest.approx(2 / 3)
+
+
+def test_repeated_caption_similarity():
+    instances = pd.DataFrame({"caption": ["There are no people.", " There are no people. ", "A dog."],
+                              "cosine_similarity": [0.9, 0.92, 0.5]})
+    assert P.repeated_caption_similarity(instances) == {"caption": "There are no people.", "n": 2,
+                                                        "mean_cosine": pytest.approx(0.91)}
 
 
 def test_correlation_table_is_pearson_over_complete_foil_cases():

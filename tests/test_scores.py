@@ -33,7 +33,10 @@ def test_tables_count_every_instance():
     scores["segment"] = segment_of(scores.d)
     t1 = accuracy_table(scores).set_index(["variant", "negation"])["accuracy"]
     assert t1[("standard", "caption")] == 0.5 and t1[("rephrased", "caption")] == 1.0
-    assert t1[("rephrased_minus_standard", "caption")] == 0.5
+    # The study's sign: standard − rephrased (caption .676 − .668 = .008); here 0.5 − 1.0.
+    assert t1[("standard_minus_rephrased", "caption")] == -0.5
+    assert t1[("standard_minus_rephrased", "foil")] == t1[("standard", "foil")] - t1[("rephrased", "foil")] == 0.5
+    assert ("rephrased_minus_standard", "caption") not in t1.index
     t2 = segment_table(scores)
     assert t2.n.sum() == len(scores)
     assert t2.set_index(["variant", "negation", "segment"]).n[("standard", "foil", "ambiguous")] == 1

@@ -146,6 +146,32 @@ def test_head_summary_correlates_a_with_d_and_counts_shares():
         S.head_summary(selectivity, d.drop("k3"), threshold=0.1)
 
 
+def test_figures_9_and_10_split_by_negation_side(tmp_path):
+    from clip_interp.plotting import save_figure
+
+    keys = [f"k{i}" for i in range(6)]
+    side = ["caption", "foil"] * 3
+    rows = [{"key": k, "negation": sd, "layer": layer, "head": h, "a": (0.3 if sd == "foil" else 0.0) + 0.01 * h}
+            for k, sd in zip(keys, side) for layer in (1, 2) for h in (0, 1)]
+    selectivity = pd.DataFrame(rows)
+    by_position = pd.DataFrame([{**r, "position": p, "s": r["a"], "weight": 1} for r in rows
+                                for p in S.LATER_GENERIC])
+    d = pd.Series(np.linspace(-1, 1, 6), index=keys)
+    panels = S.side_panels(selectivity, by_position, d, threshold=0.1, layer=2)
+    assert [(p["label"], p["n"]) for p in panels] == [("negation in the caption", 3), ("negation in the foil", 3)]
+    assert not panels[0]["heads"]["selective"].any() and panels[1]["heads"]["selective"].all()
+    assert panels[1]["position"].loc[1, "EOT"] == pytest.approx(0.31)
+    fig9 = S.plot_selectivity_heads(panels, 0.1, "tiny", "rephrased")
+    titles = [ax.get_title() for ax in fig9.axes if "mean a per head" in ax.get_title()]
+    assert titles[0].startswith("negation in the caption (n = 3)") and "0 of 4 heads" in titles[0]
+    assert titles[1].startswith("negation in the foil (n = 3)") and "4 of 4 heads" in titles[1]
+    fig10 = S.plot_selectivity_by_position(panels, 2, "tiny")
+    assert [ax.get_title() for ax in fig10.axes[:2]] == ["negation in the caption (n = 3)",
+                                                         "negation in the foil (n = 3)"]
+    save_figure(fig9, tmp_path / "fig9.png")
+    save_figure(fig10, tmp_path / "fig10.png")
+
+
 def test_cannot_summary_correlates_heads_across_datasets():
     valse = pd.DataFrame({"layer": [1, 1, 2, 2], "head": [0, 1, 0, 1], "mean_a": [0.0, 0.1, 0.3, 0.2]})
     s = np.full((2, 2, 2, 4), np.nan)

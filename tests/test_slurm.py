@@ -36,7 +36,8 @@ MODEL_RULES = {"cache_text_activations", "cache_image_activations", "cache_canno
 LIGHT_RULES = {"generate_synthetic_benchmark", "prepare_valse", "compute_scores", "causal_tracing_summary",
                "image_ablation_summary", "cross_model_profiles"}
 ALL_RULES = MODEL_RULES | LIGHT_RULES | {"train_toy_clip", "subject_size", "token_positions", "cannot_pairs",
-                                        "negator_selectivity", "cannot_selectivity", "preliminary_analyses"}
+                                        "negator_selectivity", "cannot_selectivity", "preliminary_analyses",
+                                        "reproduction_report"}
 
 # The code block of the README's section "Running on a cluster", comments removed, in order.
 README_COMMANDS = [

@@ -296,8 +296,24 @@ def test_figures_are_written(toy_run, tmp_path):
     summary = T.summarise_effects(with_segments)
     localisation = T.localisation_table(summary, with_segments)
     main = T.plot_causal_tracing(summary, localisation, "toy", "rephrased")
-    by_segment = T.plot_causal_tracing_by_segment(summary, "toy", "rephrased")
+    every = T.plot_causal_tracing(summary, localisation, "toy", "rephrased", segment="all")
+    by_segment = T.plot_causal_tracing_by_segment(summary, localisation, "toy", "rephrased")
     assert sum(t.get_text() == "n = 0" for ax in by_segment.axes for t in ax.texts) == 3
+
+    def titles(fig, start):
+        return [ax.get_title() for ax in fig.axes if ax.get_title().startswith(start)]
+
+    # The default figure is the study's correct segment; every version has localisation bars per panel.
+    assert all("correct segment" in t for t in titles(main, "negation in"))
+    assert all("all instances" in t for t in titles(every, "negation in"))
+    n_correct = [int((segments[i] == "correct") & (instances["negation"].iloc[i] == side))
+                 for side in ("caption", "foil") for i in range(4)]
+    assert titles(main, "localisation") == [f"localisation (n = {n})" for n in
+                                            (sum(n_correct[:4]), sum(n_correct[4:]))]
+    assert len(titles(every, "localisation")) == 2 and len(titles(by_segment, "localisation")) == 6
+    for fig in (main, every, by_segment):
+        bar_axes = [ax for ax in fig.axes if ax.get_title().startswith("localisation")]
+        assert all(len(ax.patches) == int(summary["layer"].max()) + 1 for ax in bar_axes)  # one bar per layer 0..L
     paths = [tmp_path / "fig8.png", tmp_path / "fig8.pdf"]
     save_figure(main, paths)
     save_figure(by_segment, tmp_path / "fig8_segments.png")

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from clip_interp.io import read_parquet_metadata
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,14 +133,20 @@ def test_demo_produces_tables(demo_run):
 
 
 STUDY_TABLES = [
-    "preliminary", "table3_correlations", "causal_tracing", "causal_tracing_generic", "causal_tracing_summary",
-    "localisation", "selectivity", "selectivity_by_position", "selectivity_heads", "selectivity_layers",
-    "cannot_selectivity", "cannot_selectivity_heads", "image_ablation", "image_ablation_summary",
+    "table1_accuracy", "table2_segments", "preliminary", "table3_correlations", "table3_correlations_foil",
+    "length_accuracy", "size_accuracy", "causal_tracing", "causal_tracing_generic", "causal_tracing_summary",
+    "localisation", "selectivity", "selectivity_by_position", "selectivity_heads", "selectivity_heads_by_side",
+    "selectivity_layers", "cannot_selectivity", "cannot_selectivity_heads", "image_ablation", "image_ablation_summary",
+    "image_ablation_iae_averages", "reproduction",
 ]
 STUDY_FIGURES = [
-    "fig6_similarity_vs_score", "fig7_subject_size", "fig8_causal_tracing", "fig8_causal_tracing_by_segment",
-    "fig9_negator_selectivity", "fig10_selectivity_by_position", "fig11_cannot_selectivity",
-    "fig12_mha_ablation", "fig13_mlp_ablation", "fig14_mha_vs_mlp",
+    "fig6_similarity_vs_score", "fig7_subject_size", "fig8_causal_tracing", "fig8_causal_tracing_all",
+    "fig8_causal_tracing_by_segment", "fig9_negator_selectivity", "fig9_negator_selectivity_pooled",
+    "fig10_selectivity_by_position", "fig10_selectivity_by_position_pooled", "fig11_cannot_selectivity",
+    "fig12_mha_ablation", "fig12_mha_ablation_all", "fig12_mha_ablation_by_segment",
+    "fig13_mlp_ablation", "fig13_mlp_ablation_all", "fig13_mlp_ablation_by_segment",
+    "fig14_mha_vs_mlp", "fig14_mha_vs_mlp_all", "fig14_mha_vs_mlp_by_segment", "ablation_caption_foil_scores",
+    "reproduction",
 ]
 
 
@@ -176,6 +184,34 @@ def test_demo_causal_tracing_invariants(demo_run):
     assert len(table3) > 0
 
 
+def test_demo_tables_are_the_studys(demo_run):
+    """Table 1's difference is standard − rephrased; Table 3 pools both sides with n per cell; the preliminary
+    analyses read the rephrased variant; the reproduction report says the demo is not the study's set-up."""
+    workdir, _ = demo_run
+    out = workdir / "results" / "negation" / "toy-clip"
+    t1 = pd.read_parquet(out / "table1_accuracy.parquet").set_index(["variant", "negation"])["accuracy"]
+    for side in ("caption", "foil", "all"):
+        assert t1[("standard_minus_rephrased", side)] == pytest.approx(t1[("standard", side)] - t1[("rephrased", side)])
+    instances = pd.read_parquet(out / "preliminary.parquet")
+    assert read_parquet_metadata(out / "preliminary.parquet")["variant"] == "rephrased"
+    assert (instances["seq_len"] == instances["caption_len"]).all()
+    table3 = pd.read_parquet(out / "table3_correlations.parquet").set_index(["variable_x", "variable_y"])
+    n_foil = int((instances["negation"] == "foil").sum())
+    assert table3.loc[("cosine_similarity", "d"), "n"] == len(instances) == N_EVAL
+    assert table3.loc[("relative_size", "d"), ["n", "n_caption", "n_foil"]].tolist() == [n_foil, 0, n_foil]
+    assert len(pd.read_parquet(out / "table3_correlations_foil.parquet")) == 7
+    averages = pd.read_parquet(out / "image_ablation_iae_averages.parquet")
+    assert set(averages["negation"]) == {"both", "caption", "foil"}
+    report = pd.read_parquet(out / "reproduction.parquet")
+    meta = read_parquet_metadata(out / "reproduction.parquet")
+    assert not meta["study_setup"] and "NOT the study's model" in meta["statement"]
+    assert len(report) == 40 and report["published"].notna().all()
+    assert report.set_index("key").loc["counts.rephrased_all", "ours"] == N_EVAL
+    pairs_meta = read_parquet_metadata(workdir / "results" / "datasets" / "toy-clip" / "cannot_pairs.parquet")
+    steps = pairs_meta["filter_report"]
+    assert steps["reading"] == "noun_chunk" and steps["after_duplicates_removed"] == steps["pairs"]
+
+
 def test_editing_an_analysis_parameter_reruns_only_dependent_rules(demo_run):
     workdir, config = demo_run
     assert planned_jobs(snakemake(workdir, "--configfile", str(config), "-n")) == {}
@@ -210,7 +246,7 @@ def test_default_config_dry_run_lists_the_study(tmp_path, shared_data):
                  "cache_text_activations", "cache_image_activations", "cache_cannot_activations", "compute_scores",
                  "subject_size", "preliminary_analyses", "causal_tracing", "causal_tracing_summary",
                  "negator_selectivity", "cannot_selectivity", "image_ablation", "image_ablation_summary",
-                 "cross_model_profiles"):
+                 "cross_model_profiles", "reproduction_report"):
         assert rule in jobs, rule
     proc = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False)
     listed = proc.stdout

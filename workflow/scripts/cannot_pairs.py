@@ -1,4 +1,5 @@
-"""Rule script: CANNOT negated sentences with a noun-chunk "no" and their "some" counterparts."""
+"""Rule script: CANNOT negated sentences with a determiner "no" (noun-chunk or subject-only reading) and
+their "some" counterparts; every filter step's count in the log, the table's metadata and the report."""
 
 from clip_interp.errors import InputError
 from clip_interp.negation.cannot import load_cannot, select_no_some_pairs
@@ -10,13 +11,18 @@ from clip_interp.workflow import run_rule
 
 def main(smk, log):
     df = load_cannot(smk.input.tsv)
-    pairs, report = select_no_some_pairs(df, load_tokenizer(smk.params.model), load_spacy(smk.params.spacy_model))
-    log.info("report: %s", report)
+    pairs, report = select_no_some_pairs(df, load_tokenizer(smk.params.model), load_spacy(smk.params.spacy_model),
+                                         reading=smk.params.reading)
+    log.info("reading %r (negation.selectivity.cannot_reading); rows left after each filter step:", report["reading"])
+    for step in report["steps"]:
+        log.info("  %-32s %d", step, report[step])
     if pairs.empty:
+        counts = ", ".join(f"{step}: {report[step]}" for step in report["steps"])
         raise InputError(f"no \"no\"/\"some\" pair of {smk.input.tsv} is left for model {smk.wildcards.model} "
-                         f"(filter counts: {report}); check that the file is the CANNOT dataset (negated sentences "
-                         "with a noun-chunk \"no\")")
-    write_parquet(pairs, smk.output.table, {"model": smk.wildcards.model, "spacy_model": smk.params.spacy_model})
+                         f"under the reading {report['reading']!r} (rows left after each step: {counts}); check that "
+                         "the file is the CANNOT dataset, or choose negation.selectivity.cannot_reading: noun_chunk")
+    write_parquet(pairs, smk.output.table, {"model": smk.wildcards.model, "spacy_model": smk.params.spacy_model,
+                                            "filter_report": report})
     write_json(report, smk.output.report)
 
 

@@ -1,4 +1,5 @@
-"""Rule script: mean causal tracing effects and localisation per negation side and segment (Figure 8)."""
+"""Rule script: mean causal tracing effects and localisation per negation side and segment (Figure 8: the correct segment,
+all instances, and by segment)."""
 
 import pandas as pd
 
@@ -40,7 +41,9 @@ def main(smk, log):
     write_parquet(localisation, smk.output.localisation, meta)
     save_figure(plot_causal_tracing(summary, localisation, smk.wildcards.model, variant),
                 [smk.output.fig8_png, smk.output.fig8_pdf])
-    save_figure(plot_causal_tracing_by_segment(summary, smk.wildcards.model, variant),
+    save_figure(plot_causal_tracing(summary, localisation, smk.wildcards.model, variant, segment="all"),
+                [smk.output.fig8_all_png, smk.output.fig8_all_pdf])
+    save_figure(plot_causal_tracing_by_segment(summary, localisation, smk.wildcards.model, variant),
                 [smk.output.fig8_segments_png, smk.output.fig8_segments_pdf])
 
 

@@ -1,4 +1,5 @@
-"""Rule script: negator selectivity of every text-tower attention head on VALSE existence (Figures 9, 10)."""
+"""Rule script: negator selectivity of every text-tower attention head on VALSE existence (Figures 9, 10: by
+negation side, as in the study, and both sides pooled)."""
 
 import pandas as pd
 
@@ -7,7 +8,7 @@ from clip_interp.io import write_parquet
 from clip_interp.plotting import save_figure
 from clip_interp.negation.selectivity import (
     NUMBERING, check_layer, head_summary, layer_summary, plot_selectivity_by_position, plot_selectivity_heads,
-    position_summary, read_negator_differences, select_instances, valse_selectivity,
+    position_summary, read_negator_differences, select_instances, side_panels, valse_selectivity,
 )
 from clip_interp.workflow import run_rule
 
@@ -36,8 +37,15 @@ def main(smk, log):
         negated_ids=instances["negated_ids"].tolist(), batch_size=smk.params.batch_size)
     layer = check_layer(layer, shape["n_layers"])
     selectivity, by_position = valse_selectivity(s, instances)
-    heads = head_summary(selectivity, scores_d(smk.input.scores, variant), threshold)
+    d = scores_d(smk.input.scores, variant)
+    heads = head_summary(selectivity, d, threshold)
     layers = layer_summary(selectivity, heads)
+    by_side = side_panels(selectivity, by_position, d, threshold, layer)
+    for panel in by_side:
+        log.info("%s: %d instances, %d of %d heads with mean a > %g", panel["label"], panel["n"],
+                 panel["heads"]["selective"].sum(), len(panel["heads"]), threshold)
+    heads_by_side = pd.concat([panel["heads"].assign(negation=panel["label"].split()[-1]) for panel in by_side],
+                              ignore_index=True)
     share = float(heads["selective"].mean())
     top = heads.sort_values("mean_a", ascending=False).head(5)
     log.info("share of heads with mean a > %g: %.3f (%d of %d)", threshold, share, heads["selective"].sum(), len(heads))
@@ -48,10 +56,15 @@ def main(smk, log):
     write_parquet(by_position, smk.output.by_position, meta)
     write_parquet(heads, smk.output.heads, meta)
     write_parquet(layers, smk.output.layers, meta)
-    save_figure(plot_selectivity_heads(heads, layers, threshold, model, counts["instances"], variant),
-                [smk.output.fig9_png, smk.output.fig9_pdf])
-    save_figure(plot_selectivity_by_position(position_summary(by_position, layer), layer, model, counts["instances"]),
-                [smk.output.fig10_png, smk.output.fig10_pdf])
+    write_parquet(heads_by_side, smk.output.heads_by_side, meta)
+    pooled = [{"label": "both negation sides pooled", "n": counts["instances"], "heads": heads, "layers": layers,
+               "position": position_summary(by_position, layer)}]
+    save_figure(plot_selectivity_heads(by_side, threshold, model, variant), [smk.output.fig9_png, smk.output.fig9_pdf])
+    save_figure(plot_selectivity_heads(pooled, threshold, model, variant),
+                [smk.output.fig9_pooled_png, smk.output.fig9_pooled_pdf])
+    save_figure(plot_selectivity_by_position(by_side, layer, model), [smk.output.fig10_png, smk.output.fig10_pdf])
+    save_figure(plot_selectivity_by_position(pooled, layer, model),
+                [smk.output.fig10_pooled_png, smk.output.fig10_pooled_pdf])
 
 
 run_rule(snakemake, main)  # noqa: F821

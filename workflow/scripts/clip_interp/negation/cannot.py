@@ -2,8 +2,13 @@
 
 CANNOT v1.1 is a TSV with columns ``premise, hypothesis, label`` where ``label == 1``
 means the hypothesis negates the premise. The study's selection (:func:`select_no_some_pairs`)
-keeps negated hypotheses in which the word "no" opens a noun chunk, and pairs each with
-the sentence obtained by replacing that "no" with "some".
+keeps negated hypotheses with a "no" as a determiner, and pairs each with the sentence
+obtained by replacing that "no" with "some". The study says the "no" determines the sentence's
+subject, but its own example puts it on an object ("recommend *no* alcohol during pregnancy"),
+so there are two readings (:data:`READINGS`): ``noun_chunk`` (default, matches the example):
+"no" opens a spaCy noun chunk; ``subject_only`` (strict): in spaCy's dependency parse "no"
+is a ``det`` of a noun that is ``nsubj`` or ``nsubjpass``, or the noun after an existential
+"there is/are" (a noun whose verb has an ``expl`` child).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ V11_COLUMNS = ["premise", "hypothesis", "label"]
 SENTENCE_COLUMNS = ["sentence", "negated"]
 QUANTIFIER = "some"
 _HAS_NO = re.compile(r"\bno\b", re.IGNORECASE)
+READINGS = {"noun_chunk": "after_no_opens_noun_chunk", "subject_only": "after_no_determines_subject"}
+SUBJECT_DEPS = ("nsubj", "nsubjpass")
 
 
 def _read_tsv(path: Path) -> pd.DataFrame:
@@ -96,11 +103,25 @@ def load_cannot(path: str | os.PathLike) -> pd.DataFrame:
     return _with_int_labels(df, path)
 
 
-def _no_candidate(doc) -> tuple[Any | None, str]:
-    """The first "no" opening a noun chunk and not followed by punctuation, or the reason none is."""
-    openers = [chunk[0] for chunk in doc.noun_chunks if chunk[0].lower_ == NEGATOR]
+def _determines_subject(token) -> bool:
+    """``token`` is a ``det`` of a subject noun, or of the noun after an existential "there is/are"."""
+    if token.dep_ != "det":
+        return False
+    noun = token.head
+    if noun.dep_ in SUBJECT_DEPS:
+        return True
+    verb = noun.head
+    return verb is not noun and verb.lemma_ == "be" and any(c.dep_ == "expl" for c in verb.children)
+
+
+def _no_candidate(doc, reading: str = "noun_chunk") -> tuple[Any | None, str]:
+    """The first "no" of ``reading`` (:data:`READINGS`) not followed by punctuation, or the reason none is."""
+    if reading == "noun_chunk":
+        openers = [chunk[0] for chunk in doc.noun_chunks if chunk[0].lower_ == NEGATOR]
+    else:
+        openers = [token for token in doc if token.lower_ == NEGATOR and _determines_subject(token)]
     if not openers:
-        return None, "no_chunk"
+        return None, "no_candidate"
     for token in openers:
         nxt = token.nbor() if token.i + 1 < len(doc) else None
         if nxt is not None and not nxt.is_punct:
@@ -114,19 +135,23 @@ def _counterpart(text: str, start: int) -> str:
     return text[:start] + replacement + text[start + len(NEGATOR):]
 
 
-def select_no_some_pairs(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
-                         batch_size: int = 512) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Negated sentences with a noun-chunk "no" and their "some" counterparts.
+def select_no_some_pairs(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp, batch_size: int = 512,
+                         reading: str = "noun_chunk") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Negated sentences with a determiner "no" of ``reading`` and their "some" counterparts.
 
-    Filters, in order (the report counts the rows left after each): ``label == 1``;
-    the hypothesis contains the word "no" (case-insensitive; a regex pre-filter);
-    spaCy finds a noun chunk whose first token is "no"; that "no" is neither followed by a
-    punctuation token nor sentence-final (the first such chunk opener is used); both
-    sentences fit the tokenizer's context length; both have the same number of CLIP
-    tokens. The counterpart replaces that "no" with "some" ("No" -> "Some"). Columns:
+    Filters, in order (the report counts the rows left after each, in ``steps`` too):
+    ``label == 1``; the hypothesis contains the word "no" (case-insensitive; a regex
+    pre-filter); a "no" of the reading (:data:`READINGS`: it opens a noun chunk, or it
+    determines the subject); that "no" is neither followed by a punctuation token nor
+    sentence-final (the first such "no" is used); both sentences fit the tokenizer's context
+    length; both have the same number of CLIP tokens; the negator's token is "no"; the pair
+    is not a duplicate of an earlier one (same negated sentence). The counterpart replaces
+    that "no" with "some" ("No" -> "Some"). Columns:
     ``source_index`` (index in ``df``), ``negated``, ``non_negated``, ``negator_pos``
     (SOT = 0), ``eot_pos``, ``n_tokens``.
     """
+    if reading not in READINGS:
+        raise InputError(f"negation.selectivity.cannot_reading is {reading!r}; choose one of {sorted(READINGS)}")
     missing = [c for c in ("hypothesis", "label") if c not in df.columns]
     if missing:
         raise InputError(f"CANNOT table lacks columns {missing} (found {list(df.columns)}); load it with load_cannot")
@@ -134,9 +159,9 @@ def select_no_some_pairs(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
     negated = df.loc[pd.to_numeric(df["label"], errors="coerce") == 1, "hypothesis"].astype(str)
     with_no = negated[negated.map(lambda s: bool(_HAS_NO.search(s)))]
     rows: list[dict[str, Any]] = []
-    counts = {"no_chunk": 0, "followed_by_punct": 0, "too_long": 0, "unequal_length": 0, "misaligned": 0}
+    counts = {"no_candidate": 0, "followed_by_punct": 0, "too_long": 0, "unequal_length": 0, "misaligned": 0}
     for index, text, doc in zip(with_no.index, with_no.tolist(), nlp.pipe(with_no.tolist(), batch_size=batch_size)):
-        token, reason = _no_candidate(doc)
+        token, reason = _no_candidate(doc, reading)
         if token is None:
             counts[reason] += 1
             continue
@@ -160,21 +185,22 @@ def select_no_some_pairs(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp,
     pairs = pd.DataFrame(rows, columns=["source_index", "negated", "non_negated", "negator_pos", "eot_pos", "n_tokens"])
     for col in ("source_index", "negator_pos", "eot_pos", "n_tokens"):
         pairs[col] = pairs[col].astype("int64")
-    after_label = len(negated)
-    after_word = len(with_no)
-    after_chunk = after_word - counts["no_chunk"]
-    after_punct = after_chunk - counts["followed_by_punct"]
+    after_aligned = len(pairs)
+    pairs = pairs[~pairs["negated"].duplicated()].reset_index(drop=True)
+    after_candidate = len(with_no) - counts["no_candidate"]
+    after_punct = after_candidate - counts["followed_by_punct"]
     after_context = after_punct - counts["too_long"]
-    report = {
+    steps = {
         "rows": len(df),
-        "after_label_1": after_label,
-        "after_contains_no": after_word,
-        "after_no_opens_noun_chunk": after_chunk,
+        "after_label_1": len(negated),
+        "after_contains_no": len(with_no),
+        READINGS[reading]: after_candidate,
         "after_not_followed_by_punct": after_punct,
         "after_fits_context": after_context,
         "after_equal_length": after_context - counts["unequal_length"],
-        "misaligned_negator": counts["misaligned"],
-        "pairs": len(pairs),
-        "duplicate_negated": int(pairs["negated"].duplicated().sum()),
+        "after_negator_aligned": after_aligned,
+        "after_duplicates_removed": len(pairs),
     }
+    report = {"reading": reading, **steps, "misaligned_negator": counts["misaligned"],
+              "duplicates_removed": after_aligned - len(pairs), "pairs": len(pairs), "steps": list(steps)}
     return pairs, report

@@ -2,8 +2,9 @@
 
 Per instance of one dataset variant (definitions):
 
-* ``seq_len_negated``: number of CLIP tokens of the negated sentence, SOT and EOT
-  included; ``caption_len`` and ``foil_len`` likewise for the caption and the foil.
+* ``seq_len``: the study's sequence length, the number of CLIP tokens of the caption, SOT
+  and EOT included (``caption_len``); ``foil_len`` and ``seq_len_negated`` likewise for the
+  foil and the negated sentence.
 * ``negator_pos``: position of "no" in the negated sentence (SOT = 0);
   ``subject_len = 1 + n_further_subject``: the subject's tokens between the negator and
   the full stop. Both are missing where the positions table could not place the negator.
@@ -14,10 +15,14 @@ Per instance of one dataset variant (definitions):
   (:mod:`clip_interp.subject_size`), defined only for negation in the foil.
 * ``d = S(c, i) - S(f, i)``, ``correct = d > 0`` and ``segment`` from the scores table.
 
-Table 3 is the Pearson correlation matrix of :data:`TABLE3_VARIABLES` over the instances
-with the negation in the foil that have every variable (complete cases). Figure 6 plots
-cosine similarity against d per negation side; Figure 7 plots subject size against d with
-the accuracy of the instances whose size is at least x.
+Table 3 (:func:`pairwise_correlation_table`, as in the study) correlates each pair of
+:data:`TABLE3_VARIABLES` over every instance, of either negation side, where both variables
+exist, with ``n`` per cell: the size exists only for negation in the foil, so its cells are
+foil-only while the others pool both sides. :func:`correlation_table` is the stricter second
+table: the complete cases with the negation in the foil. Figure 6 plots cosine similarity
+against d per negation side; Figure 7 plots subject size against d with the accuracy of the
+instances whose size is at least x. :func:`length_accuracy` and :func:`size_accuracy` are the
+study's filters: accuracy over the instances up to a sequence length, and from a subject size.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from .statistics import pearson
 TABLE3_VARIABLES = {
     "negator_pos": "negator position",
     "subject_len": "subject length (tokens)",
-    "seq_len_negated": "sequence length (tokens)",
+    "seq_len": "sequence length (caption tokens)",
     "relative_size": "relative subject size",
     "binary_size": "binary subject size",
     "cosine_similarity": "cos(caption, foil)",
@@ -43,7 +48,7 @@ TABLE3_VARIABLES = {
 REPEATED_CAPTION = "There are no people."
 SIDES = ("caption", "foil")
 INSTANCE_COLUMNS = [
-    "key", "negation", "caption", "foil", "seq_len_negated", "caption_len", "foil_len", "negator_pos",
+    "key", "negation", "caption", "foil", "seq_len", "seq_len_negated", "caption_len", "foil_len", "negator_pos",
     "subject_len", "cosine_similarity", "relative_size", "binary_size", "d", "correct", "segment",
 ]
 
@@ -111,6 +116,7 @@ def instance_table(scores: pd.DataFrame, positions: pd.DataFrame, cache_keys: Se
         "negation": scores["negation"].tolist(),
         "caption": pos["caption"].tolist(),
         "foil": pos["foil"].tolist(),
+        "seq_len": pd.array([len(x) for x in pos["caption_ids"]], dtype="Int64"),
         "seq_len_negated": pd.array([len(x) for x in pos["negated_ids"]], dtype="Int64"),
         "caption_len": pd.array([len(x) for x in pos["caption_ids"]], dtype="Int64"),
         "foil_len": pd.array([len(x) for x in pos["foil_ids"]], dtype="Int64"),
@@ -172,6 +178,83 @@ def correlation_table(instances: pd.DataFrame,
     return table, info
 
 
+PAIRWISE_COLUMNS = ["variable_x", "variable_y", "r", "p", "n", "n_caption", "n_foil"]
+
+
+def pairwise_correlation_table(instances: pd.DataFrame,
+                               variables: Sequence[str] = tuple(TABLE3_VARIABLES)) -> pd.DataFrame:
+    """Table 3 as the study computes it: Pearson's r of each pair of ``variables`` over every
+    instance (both negation sides) where both are finite.
+
+    Long format, one row per ordered pair (diagonal included): ``r``, its two-sided ``p``,
+    ``n`` (instances used) and how many of them have the negation in the caption / the foil.
+    r is NaN where fewer than 3 instances remain or a variable is constant over them.
+    """
+    _require(instances, ["negation", *variables], "the preliminary instance table")
+    values = instances[list(variables)].astype(float)
+    foil = (instances["negation"] == "foil").to_numpy()
+    rows = []
+    for a in variables:
+        for b in variables:
+            both = (np.isfinite(values[a]) & np.isfinite(values[b])).to_numpy()
+            r, p = pearson(values[a][both], values[b][both])
+            rows.append({"variable_x": a, "variable_y": b, "r": r, "p": p, "n": int(both.sum()),
+                         "n_caption": int((both & ~foil).sum()), "n_foil": int((both & foil).sum())})
+    return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
+
+
+LENGTH_COLUMNS = ["negation", "max_seq_len", "n", "n_total", "share_kept", "accuracy"]
+
+
+def length_accuracy(instances: pd.DataFrame) -> pd.DataFrame:
+    """The study's length analysis: for each observed sequence length L (caption tokens) and
+    negation side (``caption``, ``foil``, ``all``), the accuracy over the instances with
+    ``seq_len <= L``, their number ``n`` and their share of the side's ``n_total``."""
+    _require(instances, ["negation", "seq_len", "correct"], "the preliminary instance table")
+    rows = []
+    lengths = sorted(int(x) for x in instances["seq_len"].dropna().unique())
+    for side in (*SIDES, "all"):
+        part = instances if side == "all" else instances[instances["negation"] == side]
+        seq_len = part["seq_len"].to_numpy(dtype=float)
+        correct = part["correct"].to_numpy(dtype=bool)
+        for length in lengths:
+            kept = seq_len <= length
+            rows.append({"negation": side, "max_seq_len": length, "n": int(kept.sum()), "n_total": len(part),
+                         "share_kept": kept.sum() / len(part) if len(part) else np.nan,
+                         "accuracy": correct[kept].mean() if kept.any() else np.nan})
+    return pd.DataFrame(rows, columns=LENGTH_COLUMNS)
+
+
+SIZE_FILTER_COLUMNS = ["size", "min_size", "n_total", "n_kept", "share_removed", "accuracy_all", "accuracy_kept"]
+
+
+def size_accuracy(instances: pd.DataFrame, min_size: float) -> pd.DataFrame:
+    """Figure 7's filter: over the instances with the negation in the foil and a subject size, the
+    accuracy of those with size ``>= min_size``, and the share of instances removed; one row per
+    size measure (``relative_size``, ``binary_size``)."""
+    _require(instances, ["negation", "relative_size", "binary_size", "correct"], "the preliminary instance table")
+    foil = instances[instances["negation"] == "foil"]
+    rows = []
+    for column in ("relative_size", "binary_size"):
+        part = foil[foil[column].notna()]
+        kept = part[column].to_numpy(dtype=float) >= min_size
+        correct = part["correct"].to_numpy(dtype=bool)
+        rows.append({"size": column, "min_size": float(min_size), "n_total": len(part), "n_kept": int(kept.sum()),
+                     "share_removed": 1 - kept.mean() if len(part) else np.nan,
+                     "accuracy_all": correct.mean() if len(part) else np.nan,
+                     "accuracy_kept": correct[kept].mean() if kept.any() else np.nan})
+    return pd.DataFrame(rows, columns=SIZE_FILTER_COLUMNS)
+
+
+def repeated_caption_similarity(instances: pd.DataFrame, caption: str = REPEATED_CAPTION) -> dict[str, Any]:
+    """Mean caption–foil cosine similarity of the instances whose caption is ``caption``, and
+    their number: the study reports about 0.91 for "There are no people." on the variant it used."""
+    _require(instances, ["caption", "cosine_similarity"], "the preliminary instance table")
+    part = instances[instances["caption"].str.strip() == caption]
+    return {"caption": caption, "n": len(part),
+            "mean_cosine": float(part["cosine_similarity"].mean()) if len(part) else None}
+
+
 def accuracy_at_least(size: np.ndarray, correct: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each threshold x: the share of correct instances among those with size ≥ x, and their number.
 
@@ -197,10 +280,10 @@ def _r_text(r: float) -> str:
 
 def plot_similarity_vs_score(instances: pd.DataFrame, model: str, repeated_caption: str = REPEATED_CAPTION):
     """Figure 6: cosine similarity of caption and foil (x) against d (y) per negation side,
-    coloured by the negated sentence's length, with Pearson r with and without ``repeated_caption``."""
+    coloured by the sequence length (caption tokens), with Pearson r with and without ``repeated_caption``."""
     from matplotlib.colors import BoundaryNorm
 
-    lengths = instances["seq_len_negated"].astype(float)
+    lengths = instances["seq_len"].astype(float)
     low, high = int(lengths.min()), int(lengths.max())
     bounds = np.arange(low - 0.5, high + 1.5)
     cmap = plt.get_cmap("viridis", len(bounds) - 1)
@@ -209,7 +292,7 @@ def plot_similarity_vs_score(instances: pd.DataFrame, model: str, repeated_capti
     points = None
     for ax, side in zip(axes, SIDES):
         part = instances[instances["negation"] == side]
-        points = ax.scatter(part["cosine_similarity"], part["d"], c=part["seq_len_negated"].astype(float), cmap=cmap,
+        points = ax.scatter(part["cosine_similarity"], part["d"], c=part["seq_len"].astype(float), cmap=cmap,
                             norm=norm, s=14, alpha=0.8, edgecolors="none")
         ax.axhline(0, color="grey", lw=0.8, ls="--")
         r = pearson(part["cosine_similarity"], part["d"])[0]
@@ -222,15 +305,16 @@ def plot_similarity_vs_score(instances: pd.DataFrame, model: str, repeated_capti
     axes[0].set_ylabel("d = S(c,i) − S(f,i)")
     ticks = np.arange(low, high + 1, max(1, (high - low) // 8 + 1))
     colour_bar = fig.colorbar(points, ax=list(axes), ticks=ticks)
-    colour_bar.set_label("negated sentence length (tokens, incl. SOT and EOT)")
+    colour_bar.set_label("sequence length: caption tokens, incl. SOT and EOT")
     fig.suptitle(f"{model}: caption–foil similarity and classification score", fontsize=11)
     return fig
 
 
-def plot_subject_size(instances: pd.DataFrame, model: str, min_count: int = 10):
+def plot_subject_size(instances: pd.DataFrame, model: str, min_count: int = 10, min_size: float | None = None):
     """Figure 7: subject size (x) against d (y) for negation in the foil, relative and binary
     size in two panels, with (twin axis) the accuracy of instances whose size is ≥ x where at
-    least ``min_count`` instances remain."""
+    least ``min_count`` instances remain; ``min_size`` draws the study's filter (a dotted line,
+    with the share removed and the accuracy of the rest, :func:`size_accuracy`)."""
     foil = instances[instances["negation"] == "foil"]
     fig, axes = new_figure(1, 2, figsize=(11, 4.2), constrained_layout=True)
     panels = [("relative_size", "relative subject size (mean subject probability)"),
@@ -256,6 +340,10 @@ def plot_subject_size(instances: pd.DataFrame, model: str, min_count: int = 10):
                   label=f"accuracy of instances with size ≥ x (n ≥ {min_count})")
         twin.set_ylim(-0.02, 1.02)
         twin.set_ylabel("accuracy of instances with size ≥ x")
+        if min_size is not None and len(part):
+            row = size_accuracy(part, min_size).set_index("size").loc[column]
+            ax.axvline(min_size, color="tab:blue", lw=1, ls=":",
+                       label=f"size ≥ {min_size:g}: {row.share_removed:.0%} removed, accuracy {row.accuracy_kept:.2f}")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         ax.legend(handles=handles, fontsize=7, loc="lower right")
     fig.suptitle(f"{model}: subject size and classification score (negation in the foil)", fontsize=11)

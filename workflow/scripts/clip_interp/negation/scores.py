@@ -43,7 +43,8 @@ def classification_scores(keys, negation, caption_embedding, foil_embedding, ima
 
 
 def accuracy_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: accuracy by negation side (and overall) per variant, with rephrased − standard."""
+    """Table 1: accuracy by negation side (and overall) per variant, with the study's difference
+    column ``standard − rephrased`` (variant ``standard_minus_rephrased``; e.g. .676 − .668 = .008)."""
     rows = []
     for variant, df in scores.groupby("variant"):
         for side, part in [("caption", df[df.negation == "caption"]), ("foil", df[df.negation == "foil"]), ("all", df)]:
@@ -51,8 +52,8 @@ def accuracy_table(scores: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     wide = table.pivot(index="negation", columns="variant", values="accuracy")
     if {"standard", "rephrased"} <= set(wide.columns):
-        diff = (wide["rephrased"] - wide["standard"]).rename("accuracy").reset_index()
-        diff["variant"] = "rephrased_minus_standard"
+        diff = (wide["standard"] - wide["rephrased"]).rename("accuracy").reset_index()
+        diff["variant"] = "standard_minus_rephrased"
         diff["n"] = np.nan
         table = pd.concat([table, diff[table.columns]], ignore_index=True)
     return table

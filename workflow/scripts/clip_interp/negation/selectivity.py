@@ -23,7 +23,7 @@ heads from 0 (the index into the model's heads).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -32,6 +32,7 @@ import pandas as pd
 from ..store import read_keys
 from ..errors import InputError
 from ..plotting import annotated_heatmap, layer_head_heatmap, new_figure, plt, symmetric_limit
+from .labels import NEGATION_SIDES
 from .positions import generic_position_map
 from .statistics import pearson
 
@@ -352,55 +353,81 @@ def _grid(heads: pd.DataFrame, column: str = "mean_a") -> np.ndarray:
     return heads.pivot(index="layer", columns="head", values=column).sort_index().sort_index(axis=1).to_numpy()
 
 
-def plot_selectivity_heads(heads: pd.DataFrame, layers: pd.DataFrame, threshold: float, model: str,
-                           n_instances: int, variant: str):
-    """Figure 9: mean ``a`` per head (x) and layer (y, layer 1 at the top), selective heads framed,
-    with the per-layer mean ``a`` as a bar chart beside it."""
-    grid = _grid(heads)
-    marked = _grid(heads, "selective").astype(bool)
-    n_layers, n_heads = grid.shape
+def side_panels(selectivity: pd.DataFrame, by_position: pd.DataFrame, d: pd.Series, threshold: float,
+                layer: int) -> list[dict[str, Any]]:
+    """The panels of Figures 9 and 10 split by negation side, as in the study: per side with
+    instances, ``label``, ``n`` (instances), ``heads`` (:func:`head_summary`), ``layers``
+    (:func:`layer_summary`) and ``position`` (:func:`position_summary` of ``layer``)."""
+    panels = []
+    for side in NEGATION_SIDES:
+        part = selectivity[selectivity["negation"] == side]
+        if part.empty:
+            continue
+        heads = head_summary(part, d, threshold)
+        panels.append({"label": f"negation in the {side}", "n": int(part["key"].nunique()), "heads": heads,
+                       "layers": layer_summary(part, heads),
+                       "position": position_summary(by_position[by_position["negation"] == side], layer)})
+    return panels
+
+
+def plot_selectivity_heads(panels: Sequence[Mapping[str, Any]], threshold: float, model: str, variant: str):
+    """Figure 9: per panel (a negation side, or both pooled), mean ``a`` per head (x) and layer (y,
+    layer 1 at the top), selective heads framed, with the per-layer mean ``a`` as a bar chart
+    beside it; one colour scale for all panels."""
+    grids = [_grid(panel["heads"]) for panel in panels]
+    limit = symmetric_limit(*grids)
+    n_layers, n_heads = grids[0].shape
     width = max(6.0, 0.55 * n_heads + 4.0)
     height = max(3.2, 0.42 * n_layers + 1.8)
-    fig, (ax, side) = new_figure(1, 2, figsize=(width, height), layout="constrained", sharey=True,
-                                 gridspec_kw={"width_ratios": [max(n_heads, 3), 2.5]})
-    layer_head_heatmap(ax, grid, first_layer=1, limit=symmetric_limit(grid), highlight=marked,
-                       title=f"mean a per head (framed: mean a > {threshold:g})",
-                       colorbar_label="mean a (attention to the negator, negated − non-negated)",
-                       colorbar_kw={"location": "bottom", "fraction": 0.06, "pad": 0.02, "aspect": 30})
-    layer_means = layers.sort_values("layer")["mean_a"].to_numpy()
-    bars = side.barh(np.arange(n_layers), layer_means, color="tab:purple", height=0.6)
-    side.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
-    side.margins(x=0.25)
-    side.axvline(0, color="black", linewidth=0.6)
-    side.axvline(threshold, color="grey", linestyle="--", linewidth=0.8)
-    side.set_xlabel("mean a over heads and instances")
-    side.set_title(f"layer mean (dashed: {threshold:g})", fontsize=9)
-    side.tick_params(axis="y", labelleft=False)
-    ax.set_ylim(n_layers - 0.5, -0.5)
-    share = float(heads["selective"].mean())
-    fig.suptitle(f"{model}: negator selectivity of text-tower attention heads\n"
-                 f"VALSE existence ({variant}), n = {n_instances} instances; "
-                 f"{int(heads['selective'].sum())} of {len(heads)} heads ({share:.0%}) selective",
+    fig, axes = new_figure(len(panels), 2, figsize=(width, height * len(panels)), layout="constrained",
+                           squeeze=False, gridspec_kw={"width_ratios": [max(n_heads, 3), 2.5]})
+    for (ax, side), panel, grid in zip(axes, panels, grids):
+        heads = panel["heads"]
+        share = float(heads["selective"].mean())
+        layer_head_heatmap(ax, grid, first_layer=1, limit=limit, highlight=_grid(heads, "selective").astype(bool),
+                           title=f"{panel['label']} (n = {panel['n']}): mean a per head\n(framed: mean a > "
+                                 f"{threshold:g}; {int(heads['selective'].sum())} of {len(heads)} heads, "
+                                 f"{share:.0%})",
+                           colorbar_label="mean a (attention to the negator, negated − non-negated)",
+                           colorbar_kw={"location": "bottom", "fraction": 0.06, "pad": 0.02, "aspect": 30})
+        layer_means = panel["layers"].sort_values("layer")["mean_a"].to_numpy()
+        bars = side.barh(np.arange(n_layers), layer_means, color="tab:purple", height=0.6)
+        side.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+        side.margins(x=0.25)
+        side.axvline(0, color="black", linewidth=0.6)
+        side.axvline(threshold, color="grey", linestyle="--", linewidth=0.8)
+        side.set_xlabel("mean a over heads and instances")
+        side.set_title(f"layer mean (dashed: {threshold:g})", fontsize=9)
+        side.set_ylim(n_layers - 0.5, -0.5)
+        side.set_yticks(np.arange(n_layers), [str(layer) for layer in range(1, n_layers + 1)])
+        ax.set_ylim(n_layers - 0.5, -0.5)
+    fig.suptitle(f"{model}: negator selectivity of text-tower attention heads, VALSE existence ({variant})",
                  fontsize=9)
     return fig
 
 
-def plot_selectivity_by_position(mean_s: pd.DataFrame, layer: int, model: str, n_instances: int):
-    """Figure 10: the token-weighted mean ``s`` per head (rows) of one layer and generic later
-    position (columns)."""
-    grid = mean_s.to_numpy(dtype=np.float64)
-    n_heads, n_positions = grid.shape
-    fig, ax = new_figure(figsize=(max(5.0, 1.2 * n_positions + 2.5), max(3.0, 0.45 * n_heads + 1.6)))
-    image = annotated_heatmap(ax, grid, limit=symmetric_limit(grid))
-    ax.set_xticks(range(n_positions), [p.replace("_", " ") for p in mean_s.columns])
-    ax.set_yticks(range(n_heads), [str(h) for h in mean_s.index])
-    ax.set_xlabel("source (query) position attending to the negator")
-    ax.set_ylabel(f"head of layer {layer}")
-    colour_bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
+def plot_selectivity_by_position(panels: Sequence[Mapping[str, Any]], layer: int, model: str):
+    """Figure 10: per panel (a negation side, or both pooled), the token-weighted mean ``s`` per
+    head (rows) of one layer and generic later position (columns); one colour scale."""
+    grids = [panel["position"].to_numpy(dtype=np.float64) for panel in panels]
+    limit = symmetric_limit(*grids)
+    n_heads, n_positions = grids[0].shape
+    fig, axes = new_figure(1, len(panels), figsize=(len(panels) * max(5.0, 1.2 * n_positions + 2.5),
+                                                    max(3.0, 0.45 * n_heads + 1.8)), squeeze=False,
+                           layout="constrained")
+    image = None
+    for ax, panel, grid in zip(axes[0], panels, grids):
+        mean_s = panel["position"]
+        image = annotated_heatmap(ax, grid, limit=limit)
+        ax.set_xticks(range(grid.shape[1]), [p.replace("_", " ") for p in mean_s.columns])
+        ax.set_yticks(range(grid.shape[0]), [str(h) for h in mean_s.index])
+        ax.set_xlabel("source (query) position attending to the negator")
+        ax.set_ylabel(f"head of layer {layer}")
+        ax.set_title(f"{panel['label']} (n = {panel['n']})", fontsize=9)
+    colour_bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.05, pad=0.03)
     colour_bar.set_label("mean s (attention to the negator, negated − non-negated)", fontsize=7)
-    ax.set_title(f"{model}: attention to the negator by source position, layer {layer}\n"
-                 f"(n = {n_instances} instances; subject further weighted by token count)", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(f"{model}: attention to the negator by source position, layer {layer} "
+                 "(subject further weighted by token count)", fontsize=9)
     return fig
 
 

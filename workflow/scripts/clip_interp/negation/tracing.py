@@ -372,65 +372,94 @@ def _group_size(summary: pd.DataFrame, side: str, segment: str) -> int:
     return int(part["n"].max()) if len(part) else 0
 
 
-def plot_causal_tracing(summary: pd.DataFrame, localisation: pd.DataFrame, model: str, variant: str):
-    """Figure 8: per negation side, the heatmap of the mean CTE (all instances) and the localisation per layer.
+FIGURE_SEGMENT = "correct"
 
-    The colour scale is fixed to [-1, 1] (CTE 1: the patch restores the whole score), values
-    beyond it saturate (arrows on the colour bar) and every cell is annotated when readable.
+
+def _localisation_bars(bar_ax, part: pd.DataFrame, n_layers: int, bar_max: float, n: int) -> None:
+    """Horizontal bars of the localisation per layer (``part``: one side and segment of the localisation table)."""
+    part = part.sort_values("layer")
+    values = part["localisation"].to_numpy(dtype=float)
+    bar_ax.barh(part["layer"], np.nan_to_num(values), color="tab:purple", height=0.7)
+    for layer, value in zip(part["layer"], values):
+        if np.isfinite(value):
+            bar_ax.text(value, layer, f" {value:.2f}", va="center", fontsize=6)
+    bar_ax.set_xlim(0, bar_max * 1.25 if bar_max > 0 else 1)
+    bar_ax.set_ylim(-0.5, n_layers + 0.5)
+    bar_ax.set_yticks(range(n_layers + 1))
+    bar_ax.tick_params(labelsize=7)
+    bar_ax.set_xlabel("localisation: SD of mean CTE\nover negator … EOT", fontsize=7)
+    bar_ax.set_title(f"localisation (n = {n})", fontsize=9)
+    bar_ax.grid(axis="x", color="0.9")
+    bar_ax.set_axisbelow(True)
+
+
+def _bar_max(localisation: pd.DataFrame, segments: Iterable[str]) -> float:
+    values = localisation.loc[localisation["segment"].isin(list(segments)), "localisation"].to_numpy(dtype=float)
+    return float(np.nanmax(np.append(values, 0.0)))
+
+
+def _segment_words(segment: str) -> str:
+    return "all instances" if segment == ALL_SEGMENTS else f"{segment} segment"
+
+
+def plot_causal_tracing(summary: pd.DataFrame, localisation: pd.DataFrame, model: str, variant: str,
+                        segment: str = FIGURE_SEGMENT):
+    """Figure 8: per negation side, the heatmap of the mean CTE of one ``segment`` and the localisation per layer.
+
+    The study's figure is the correct segment (the default); ``segment="all"`` pools every
+    instance, where instances with d near 0 make d*/d large. The colour scale is fixed to
+    [-1, 1] (CTE 1: the patch restores the whole score), values beyond it saturate (arrows on
+    the colour bar) and every cell is annotated when readable.
     """
-    maps = {side: heatmap(summary, side, ALL_SEGMENTS) for side in NEGATION_SIDES}
+    if segment not in SUMMARY_SEGMENTS:
+        raise InputError(f"unknown segment {segment!r} for Figure 8; expected one of {list(SUMMARY_SEGMENTS)}")
+    maps = {side: heatmap(summary, side, segment) for side in NEGATION_SIDES}
     extend = _beyond_limit(maps.values(), COLOUR_LIMIT)
     n_layers = next(iter(maps.values())).shape[0] - 1
     height = max(2.6, 0.32 * (n_layers + 1) + 1.4)
     fig, axes = new_figure(len(NEGATION_SIDES), 2, figsize=(10, height * len(NEGATION_SIDES)), squeeze=False,
                            gridspec_kw={"width_ratios": [3.2, 1]})
-    loc = localisation[localisation["segment"] == ALL_SEGMENTS]
-    bar_max = np.nanmax(np.append(loc["localisation"].to_numpy(dtype=float), 0.0))
+    loc = localisation[localisation["segment"] == segment]
+    bar_max = _bar_max(localisation, [segment])
     for r, side in enumerate(NEGATION_SIDES):
         ax, bar_ax = axes[r]
-        n = _group_size(summary, side, ALL_SEGMENTS)
+        n = _group_size(summary, side, segment)
         image = _draw_heatmap(ax, maps[side], _readable(maps[side]))
         ax.set_ylabel("layer (0 = embeddings)")
         ax.set_xlabel("generic token position")
-        ax.set_title(f"{_side_title(side)}: mean CTE (n = {n})", fontsize=9)
+        ax.set_title(f"{_side_title(side)}, {_segment_words(segment)}: mean CTE (n = {n})", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="CTE = d* / d", extend=extend)
-        part = loc[loc["negation"] == side].sort_values("layer")
-        values = part["localisation"].to_numpy(dtype=float)
-        bar_ax.barh(part["layer"], np.nan_to_num(values), color="tab:purple", height=0.7)
-        for layer, value in zip(part["layer"], values):
-            if np.isfinite(value):
-                bar_ax.text(value, layer, f" {value:.2f}", va="center", fontsize=6)
-        bar_ax.set_xlim(0, bar_max * 1.25 if bar_max > 0 else 1)
-        bar_ax.set_ylim(-0.5, n_layers + 0.5)
-        bar_ax.set_yticks(range(n_layers + 1))
-        bar_ax.tick_params(labelsize=7)
+        _localisation_bars(bar_ax, loc[loc["negation"] == side], n_layers, bar_max, n)
         bar_ax.set_ylabel("layer", fontsize=8)
-        bar_ax.set_xlabel("localisation: SD of mean CTE\nover negator … EOT", fontsize=8)
-        bar_ax.set_title(f"localisation (n = {n})", fontsize=9)
-        bar_ax.grid(axis="x", color="0.9")
-        bar_ax.set_axisbelow(True)
-    fig.suptitle(f"{model}: causal tracing of negation in the text tower ({variant} variant)", fontsize=10)
+    fig.suptitle(f"{model}: causal tracing of negation in the text tower, {_segment_words(segment)} "
+                 f"({variant} variant)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def plot_causal_tracing_by_segment(summary: pd.DataFrame, model: str, variant: str):
-    """Figure 8 by segment: heatmaps of the mean CTE per negation side (rows) × segment (columns).
+def plot_causal_tracing_by_segment(summary: pd.DataFrame, localisation: pd.DataFrame, model: str, variant: str):
+    """Figure 8 by segment: per negation side (rows) and segment, the heatmap of the mean CTE and
+    the localisation per layer beside it.
 
-    Same colour scale as :func:`plot_causal_tracing`; a segment without instances is an empty panel "n = 0".
+    Same colour scale as :func:`plot_causal_tracing`; a segment without instances is an empty
+    panel "n = 0" with empty bars.
     """
     maps = {(side, seg): heatmap(summary, side, seg) for side in NEGATION_SIDES for seg in SEGMENTS}
     extend = _beyond_limit(maps.values(), COLOUR_LIMIT)
     n_layers = next(iter(maps.values())).shape[0] - 1
     height = max(3.0, 0.32 * (n_layers + 1) + 1.8)
-    fig, axes = new_figure(len(NEGATION_SIDES), len(SEGMENTS), figsize=(4.6 * len(SEGMENTS) + 1, height * 2),
-                           squeeze=False, layout="constrained")
+    fig, axes = new_figure(len(NEGATION_SIDES), 2 * len(SEGMENTS), figsize=(6.0 * len(SEGMENTS) + 1, height * 2),
+                           squeeze=False, layout="constrained",
+                           gridspec_kw={"width_ratios": [3.2, 1] * len(SEGMENTS)})
+    bar_max = _bar_max(localisation, SEGMENTS)
     image = None
     for r, side in enumerate(NEGATION_SIDES):
         for c, seg in enumerate(SEGMENTS):
-            ax = axes[r, c]
+            ax, bar_ax = axes[r, 2 * c], axes[r, 2 * c + 1]
             n = _group_size(summary, side, seg)
             ax.set_title(f"{_side_title(side)}, {seg} (n = {n})", fontsize=9)
+            part = localisation[(localisation["negation"] == side) & (localisation["segment"] == seg)]
+            _localisation_bars(bar_ax, part, n_layers, bar_max, n)
             if n == 0:
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -440,9 +469,9 @@ def plot_causal_tracing_by_segment(summary: pd.DataFrame, model: str, variant: s
             image = _draw_heatmap(ax, maps[(side, seg)], _readable(maps[(side, seg)], 120), rotate=True)
             ax.set_ylabel("layer (0 = embeddings)", fontsize=8)
     if image is not None:
-        fig.colorbar(image, ax=axes, fraction=0.03, pad=0.01, label="CTE = d* / d", extend=extend)
-    fig.suptitle(f"{model}: mean causal tracing effect by segment and negation side ({variant} variant)",
-                 fontsize=10)
+        fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01, label="CTE = d* / d", extend=extend)
+    fig.suptitle(f"{model}: mean causal tracing effect and localisation by segment and negation side "
+                 f"({variant} variant)", fontsize=10)
     return fig
 
 
