@@ -210,7 +210,7 @@ def read_waterbirds(folder, *, split: str = "test") -> pd.DataFrame:
         raise InputError(f"{metadata} lacks the columns {missing} (has {list(table.columns)}); "
                          f"a Waterbirds metadata file has {list(WATERBIRDS_COLUMNS)}")
     for column, allowed in (("y", {0, 1}), ("place", {0, 1}), ("split", {0, 1, 2})):
-        bad = sorted(set(table[column].unique()) - allowed)
+        bad = sorted({v.item() if hasattr(v, "item") else v for v in table[column].unique()} - allowed, key=str)
         if bad:
             raise InputError(f"{metadata}: column {column!r} has values {bad[:5]} outside {sorted(allowed)}")
     rows = table[table["split"] == SPLITS[split]].reset_index(drop=True)
