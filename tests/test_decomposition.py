@@ -299,8 +299,6 @@ def test_segmentation_scores_of_each_method(tiny_clip, pixels, classifier, one_t
 
 def test_rollout_of_identity_attention_is_uniform_on_the_class_token():
     """With attention on self only, the rollout is the identity: no patch gets any score."""
-    from clip_interp.models.hooked import HookedTower  # noqa: F401 (the function only needs .run)
-
     class Fake:
         n_layers = 2
 

@@ -12,7 +12,7 @@ embedding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -73,7 +73,6 @@ class Ablation:
     mlps: torch.Tensor
     embedding_term: bool = False
     ln_bias: bool = False
-    kept: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def none(cls, n_layers: int, n_heads: int, name: str = "none") -> "Ablation":

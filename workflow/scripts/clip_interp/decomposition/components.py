@@ -73,15 +73,6 @@ class Decomposition:
         return self.embedding_term + head_total + self.attn_bias.sum(1) + self.mlps.sum(1) + self.ln_bias
 
 
-@dataclass
-class _Raw:
-    """A component before the final LayerNorm is folded in: ``readout(c)`` (..., X), ``mean(c)`` (...) and its share."""
-
-    read: torch.Tensor
-    mean: torch.Tensor
-    share: float
-
-
 def check_vision_tower(tower) -> None:
     """An InputError unless ``tower`` is a class-token vision tower with a projection to the joint space."""
     if getattr(tower, "kind", None) != "vision" or not tower.has_class_token:

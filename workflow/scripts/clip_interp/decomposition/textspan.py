@@ -16,10 +16,11 @@ the head's reconstruction is ``mean(C) + (C - mean(C)) U^T U`` (U the K directio
 
 :func:`textspan_direct` computes this literally (each iteration O(N M D)).
 :func:`textspan_covariance` uses ``var(X t) = t^T S t`` with ``S = X^T X / N`` and deflates S
-instead of X: ``S <- (I - u u^T) S (I - u u^T)``. It keeps ``G = T S`` (M, D), built once in
-O(M D^2), and updates it in rank-one steps (``T P S P = (G - (T u)(S u)^T) P``), so an iteration
-costs O(M D + D^2), whatever N; the right singular vectors come from the eigenvectors of
-``C^T C`` (O(N D^2) once). Both work in float64.
+instead of X: ``S <- (I - u u^T) S (I - u u^T)``. It keeps ``G = T S``, built once, and updates it
+in rank-one steps (``T P S P = (G - (T u)(S u)^T) P``), all in the coordinates of the top-``rank``
+singular vectors (which hold every projected text), so an iteration costs O(M r + r^2) (within
+the O(M D^2) bound), whatever N; the singular vectors come from the eigenvectors of ``C^T C``
+(O(N D^2) once). Both forms work in float64.
 """
 
 from __future__ import annotations
@@ -106,30 +107,38 @@ def textspan_direct(contributions: torch.Tensor, texts: torch.Tensor, n_texts: i
 
 
 def textspan_covariance(contributions: torch.Tensor, texts: torch.Tensor, n_texts: int, rank: int) -> TextSpan:
-    """TEXTSPAN on the covariance ``S = X^T X / N``, deflated in place of X (see the module docstring)."""
+    """TEXTSPAN on the covariance ``S = X^T X / N``, deflated in place of X (see the module docstring).
+
+    The projected texts, and so every chosen direction, lie in the span of the top-``rank`` right
+    singular vectors V (D, r); the iterations run in those coordinates (``a = T V``, ``S_V = V^T S V``,
+    ``u = V w``), which changes no number but makes an iteration O(M r + r^2).
+    """
     _check(contributions, texts, n_texts, rank)
     c = contributions.double()
     n, d = c.shape
     t = F.normalize(texts.double(), dim=-1)
-    if rank < d:
-        eigenvalues, eigenvectors = torch.linalg.eigh(c.T @ c)
-        v = eigenvectors[:, eigenvalues.argsort(descending=True)[:rank]]
-        t = (t @ v) @ v.T
+    second_moment = c.T @ c
     mean = c.mean(0)
-    s = c.T @ c / n - torch.outer(mean, mean)
+    s = second_moment / n - torch.outer(mean, mean)
     total = float(torch.trace(s))
-    g = t @ s
+    if rank < d:
+        eigenvalues, eigenvectors = torch.linalg.eigh(second_moment)
+        basis = eigenvectors[:, eigenvalues.argsort(descending=True)[:rank]]
+        a, s = t @ basis, basis.T @ s @ basis
+    else:
+        basis, a = None, t
+    g = a @ s
     chosen, directions, variance = [], [], []
     for _ in range(n_texts):
-        j = int((t * g).sum(1).argmax())
-        u = _unit(t[j])
-        su = s @ u
-        chosen.append(j), directions.append(u), variance.append(float(u @ su))
-        tu = t @ u
-        h = g - torch.outer(tu, su)
-        g = h - torch.outer(h @ u, u)
-        t = t - torch.outer(tu, u)
-        s = s - torch.outer(u, su) - torch.outer(su, u) + (u @ su) * torch.outer(u, u)
+        j = int((a * g).sum(1).argmax())
+        w = _unit(a[j])
+        sw = s @ w
+        chosen.append(j), directions.append(w if basis is None else basis @ w), variance.append(float(w @ sw))
+        aw = a @ w
+        h = g - torch.outer(aw, sw)
+        g = h - torch.outer(h @ w, w)
+        a = a - torch.outer(aw, w)
+        s = s - torch.outer(w, sw) - torch.outer(sw, w) + (w @ sw) * torch.outer(w, w)
     return _finish(chosen, directions, variance, mean, total)
 
 
