@@ -87,7 +87,7 @@ class _Collector:
 
     def __init__(self, tower, readout: torch.Tensor, sources: str):
         self.tower, self.readout, self.sources = tower, readout, sources
-        self.embed: _Raw | None = None
+        self.embed: tuple[torch.Tensor, torch.Tensor] | None = None
         self.heads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.mlps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.mu = self.sigma = None
