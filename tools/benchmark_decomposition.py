@@ -178,9 +178,24 @@ def model_of(name: str, device: torch.device):
     return load_model({"backend": "open_clip", "name": name, "random_init": True, "seed": 0}, device)
 
 
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
 @torch.inference_mode()
 def bench_reference(model, name: str, batch: int, args, device) -> bool:
     """Section 1 for one model: agreement, speed ratio and peak-memory ratio."""
+    tower = model.vision
+    n_tokens = tower.grid_size[0] * tower.grid_size[1] + 1
+    needed = 4 * batch * n_tokens**2 * tower.n_heads * tower.d_model
+    if needed > 0.8 * available_bytes(device):
+        print(f"  {name} batch {batch}: SKIPPED, the reference's (B, T, T, H, D) tensor alone needs "
+              f"{mib(needed)} and {mib(available_bytes(device))} are available; lower --batch")
+        return True
     pixels = synthetic_pixels(batch, model.image_size, seed=1).to(device)
     fast = decompose(model.vision, pixels)
     slow = reference_decompose(model.vision, pixels)

@@ -8,7 +8,8 @@ are given; attributes name the model, the convention and the shard. Images are d
 ``batch_size`` at a time and written at once, so memory is bounded by the batch size. Files are
 written atomically: an interrupted shard leaves nothing and re-runs alone.
 
-:func:`gather_shards` joins the parts as an HDF5 file of virtual datasets (no copy);
+:func:`gather_shards` joins the parts as an HDF5 file of virtual datasets (no copy; the parts must
+stay where they are, their absolute paths are recorded);
 :class:`DecompositionStore` reads a shard or a gathered file in batches.
 """
 
