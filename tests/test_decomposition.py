@@ -280,6 +280,33 @@ def test_mask_follows_the_image_geometry():
     assert out.shape == (50, 50) and out[:, :25].sum() == 0 and out[:, 25:].all()
 
 
+def test_mask_geometry_matches_the_image_preprocessing(tiny_clip):
+    """A mask drawn where the image is white lands where the preprocessed image is white."""
+    from PIL import Image
+
+    image = np.zeros((90, 130, 3), dtype=np.uint8)
+    image[20:70, 30:60] = 255
+    pixels = tiny_clip.preprocess(Image.fromarray(image))
+    white = pixels.mean(0) > pixels.mean()
+    mask = preprocess_mask(image[..., 0] > 0, tiny_clip.image_size)
+    assert (torch.as_tensor(mask) == white).float().mean() > 0.97  # up to the bicubic edge
+
+
+def test_segmentation_evaluation_over_items(tiny_clip, classifier, one_thread):
+    from clip_interp.decomposition.segmentation import METHODS, evaluate_segmentation
+
+    rng = np.random.default_rng(0)
+    items = []
+    for _ in range(3):
+        image = rng.integers(0, 255, (70, 80, 3), dtype=np.uint8)
+        mask = np.zeros((70, 80), dtype=bool)
+        mask[10:40, 20:50] = True
+        items.append((image, mask))
+    table = evaluate_segmentation(tiny_clip, items, classifier, batch_size=2)
+    assert table["method"].tolist() == list(METHODS) and (table["n_images"] == 3).all()
+    assert ((table[["pixel_accuracy", "miou", "map"]] >= 0) & (table[["pixel_accuracy", "miou", "map"]] <= 1)).all().all()
+
+
 def test_segmentation_scores_of_each_method(tiny_clip, pixels, classifier, one_thread):
     n_patches = tiny_clip.vision.grid_size[0] * tiny_clip.vision.grid_size[1]
     scores, predicted = decomposition_scores(tiny_clip.vision, pixels[:3], classifier)

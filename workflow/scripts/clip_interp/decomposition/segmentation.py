@@ -94,15 +94,19 @@ def binarise(maps: torch.Tensor) -> torch.Tensor:
 
 def preprocess_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """A ground-truth mask (H, W) through CLIP's image geometry: shorter side resized to ``size``
-    (nearest neighbour), then a centre crop of ``size`` x ``size``; booleans."""
+    (nearest neighbour; the longer side truncated as torchvision's ``Resize`` does), then a centre
+    crop of ``size`` x ``size`` (offsets rounded as ``CenterCrop``'s); booleans."""
     from PIL import Image
 
     image = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
     width, height = image.size
-    scale = size / min(width, height)
-    resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.NEAREST)
-    left = (resized.size[0] - size) // 2
-    top = (resized.size[1] - size) // 2
+    if width <= height:
+        new_size = (size, int(size * height / width))
+    else:
+        new_size = (int(size * width / height), size)
+    resized = image.resize(new_size, Image.NEAREST)
+    left = int(round((resized.size[0] - size) / 2.0))
+    top = int(round((resized.size[1] - size) / 2.0))
     return np.asarray(resized.crop((left, top, left + size, top + size))) > 127
 
 
@@ -160,3 +164,35 @@ def method_scores(method: str, tower, pixels: torch.Tensor, classifier: torch.Te
     if method == "attention_rollout":
         return attention_rollout_scores(tower, pixels)
     raise InputError(f"unknown segmentation method {method!r}; choose from {METHODS}")
+
+
+def evaluate_segmentation(model, items, classifier: torch.Tensor | None, *, methods=METHODS, batch_size: int = 8,
+                          convention: str = "per_component"):
+    """Metrics of each method over ``items``, an iterable of (image (H, W, 3) uint8, mask (H, W) bool).
+
+    Each image goes through the model's preprocessing and its mask through :func:`preprocess_mask`;
+    every method's patch scores go through the same maps, threshold and metrics. Returns a table
+    ``method, pixel_accuracy, miou, map, n_images, n_images_without_ap``.
+    """
+    import pandas as pd
+    from PIL import Image
+
+    size = model.image_size
+    metrics = {method: SegmentationMetrics() for method in methods}
+
+    def flush(images, masks):
+        pixels = torch.stack([model.preprocess(Image.fromarray(image)) for image in images]).to(model.device)
+        truth = np.stack([preprocess_mask(mask, size) for mask in masks])
+        for method in methods:
+            scores = method_scores(method, model.vision, pixels, classifier, convention=convention)
+            metrics[method].update(scores_to_maps(scores, model.vision.grid_size, (size, size)).cpu(), truth)
+
+    images, masks = [], []
+    for image, mask in items:
+        images.append(image), masks.append(mask)
+        if len(images) == batch_size:
+            flush(images, masks)
+            images, masks = [], []
+    if images:
+        flush(images, masks)
+    return pd.DataFrame([{"method": method, **metrics[method].result()} for method in methods])
