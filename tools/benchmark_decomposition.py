@@ -25,7 +25,8 @@ millisecond by a thread, with glibc told (``mallopt``) to serve every allocation
 ``torch.cuda.max_memory_allocated`` above the allocation before. Each timed call is also a memory
 measurement; the calls of the agreement check are the warm-up.
 
-    python tools/benchmark_decomposition.py --threads 2 --repeats 2 --direct-heads 2
+    python tools/benchmark_decomposition.py --threads 1 --repeats 1 --batch 8 --models ViT-B-16 --sections reference
+    python tools/benchmark_decomposition.py --threads 1 --sections textspan --texts random --textspan-images 32 --direct-heads 2
 
 Times are wall and process-CPU seconds; on the CPU the ratios use CPU seconds (the work done), which a
 shared, loaded machine does not inflate the way it inflates wall time.
