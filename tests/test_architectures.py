@@ -152,3 +152,23 @@ def test_patch_grid(arch):
     assert model.vision.patch_size == case["patch"]
     assert tuple(model.vision.grid_size) == case["grid"]
     assert model.vision.has_class_token is True
+
+
+@pytest.mark.parametrize("convention", ["per_component", "uniform"])
+def test_decomposition_sums_to_the_image_embedding(arch, convention):
+    """Embedding term + every (layer, head, source) term + attention biases + MLPs + LN bias = e, to 1e-5 relative."""
+    from clip_interp.decomposition.components import decompose
+
+    model, case = arch
+    _, pixels = _inputs(model, case)
+    with torch.no_grad():
+        library = _library(model, model.tokenizer(SENTENCES[:1], length=77), pixels)[1]
+    for sources in ("sum", "keep"):
+        parts = decompose(model.vision, pixels, convention=convention, sources=sources)
+        total = parts.total()
+        relative = ((total - library).norm(dim=-1) / library.norm(dim=-1)).max().item()
+        assert relative < 1e-5, (sources, relative)
+    n_layers, n_heads = model.vision.n_layers, model.vision.n_heads
+    n_tokens = case["grid"][0] * case["grid"][1] + 1
+    assert parts.heads.shape == (len(pixels), n_layers, n_heads, n_tokens, library.shape[1])
+    assert parts.heads.abs().amax(dim=(0, 2, 3, 4)).min() > 0  # every layer's heads contribute

@@ -1,0 +1,369 @@
+"""Benchmark the decomposition study's two hot paths and print the figures the README records.
+
+On random-init open_clip ViT-B/32 and ViT-B/16 (fixed seed) with synthetic 224x224 images:
+
+1. Decomposition vs the reference algorithm (``reference_decompose``: every query's (B, T, T, H, D)
+   tensor built per layer, then the class query kept). Every term must agree to ``--tol``
+   (absolute, the embeddings being O(1)); printed: the speed ratio (reference time / decomposition
+   time) and the peak-memory ratio (reference / decomposition, the peak working memory above the
+   memory held before the call). Goals at batch 8 on ViT-B/16: >= 10x faster, >= 20x less memory.
+2. Decomposition overhead: throughput of decomposing (heads summed over sources, [L, H, D] per image,
+   converted to float16 as the store writes it) relative to a plain image forward of the same model
+   and batch (open_clip's ``encode_image``). Goal: >= 0.75x.
+3. TEXTSPAN, covariance form vs direct form, for every head of the last ``--textspan-layers`` layers
+   of ViT-B/32: ``--textspan-n`` images' contributions, a ``--pool`` of M descriptions embedded by the
+   model's text tower, K = ``--texts-per-head`` texts, rank ``--rank``. The contributions of
+   ``--textspan-images`` synthetic images are computed (``--texts random``: random unit directions
+stand in for the pool's embeddings, for a quick run; the timing depends on M and D only); when N is larger, each head's N rows are drawn
+   from a Gaussian with that head's empirical mean and covariance (the timing depends on N, M, D and K
+   only). The covariance form runs on every head, the direct form on the first ``--direct-heads``
+   heads; the same texts are required on those heads. Goal: >= 20x at N = 10,000, M = 3,498, K = 20.
+
+Peak memory on the CPU is the peak resident set size above the size before the call, sampled every
+millisecond by a thread, with glibc told (``mallopt``) to serve every allocation above 64 KiB by
+``mmap`` so that freed tensors leave the resident set at once; on CUDA,
+``torch.cuda.max_memory_allocated`` above the allocation before. Each timed call is also a memory
+measurement; the calls of the agreement check are the warm-up.
+
+    python tools/benchmark_decomposition.py --threads 1 --repeats 1 --batch 8 --models ViT-B-16 --sections reference
+    python tools/benchmark_decomposition.py --threads 1 --sections textspan --texts random --textspan-images 32 --direct-heads 2
+
+Times are wall and process-CPU seconds; on the CPU the ratios use CPU seconds (the work done), which a
+shared, loaded machine does not inflate the way it inflates wall time.
+
+Exits 1 when the two decompositions or the two TEXTSPAN forms disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+from clip_interp.decomposition.components import decompose
+from clip_interp.decomposition.data import read_description_pool
+from clip_interp.decomposition.reference import reference_decompose
+from clip_interp.decomposition.table import TERMS
+from clip_interp.decomposition.textspan import textspan_covariance, textspan_direct
+from clip_interp.encoding import encode_texts
+from clip_interp.models import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_POOL = REPO.parent / "shared" / "data" / "text_descriptions" / "image_descriptions_general.txt"
+
+
+def synthetic_pixels(n: int, size: int, seed: int) -> torch.Tensor:
+    """Normalised synthetic images: a smooth tinted background with a few coloured rectangles."""
+    g = torch.Generator().manual_seed(seed)
+    images = []
+    for _ in range(n):
+        low = torch.rand(1, 3, 7, 7, generator=g)
+        img = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[0]
+        for _ in range(int(torch.randint(1, 5, (1,), generator=g))):
+            h, w = (int(v) for v in torch.randint(size // 8, size // 2, (2,), generator=g))
+            y, x = (int(v) for v in torch.randint(0, size - max(h, w), (2,), generator=g))
+            img[:, y:y + h, x:x + w] = torch.rand(3, 1, 1, generator=g)
+        images.append(img.clamp(0, 1))
+    mean, std = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    return (torch.stack(images) - mean) / std
+
+
+def release_freed_memory() -> None:
+    """glibc: allocations above 64 KiB by mmap (returned to the system on free), so RSS follows live memory."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 * 1024)
+    libc.mallopt(m_trim_threshold, 128 * 1024)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak working memory of a block above the memory held when it starts (bytes in ``peak``)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+            return self
+        self.start = _rss_bytes()
+        self.top = self.start
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.top = max(self.top, _rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
+            return
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.top, _rss_bytes()) - self.start
+
+
+class Seconds:
+    """Wall and process-CPU seconds (CPU time: the work done, which a loaded shared machine does not inflate)."""
+
+    def __init__(self, wall: float = 0.0, cpu: float = 0.0):
+        self.wall, self.cpu = wall, cpu
+
+    @classmethod
+    def median(cls, items: list["Seconds"]) -> "Seconds":
+        return cls(statistics.median(i.wall for i in items), statistics.median(i.cpu for i in items))
+
+    def key(self, device: torch.device) -> float:
+        """The figure ratios are taken from: CPU seconds on the CPU, wall seconds on a GPU."""
+        return self.wall if device.type == "cuda" else self.cpu
+
+    def __str__(self) -> str:
+        return f"{self.cpu:.2f} s CPU / {self.wall:.2f} s wall"
+
+
+def clocked(fn, device: torch.device) -> tuple[Seconds, object]:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return Seconds(time.perf_counter() - wall, time.process_time() - cpu), result
+
+
+def measured(fn, device: torch.device, repeats: int) -> tuple[Seconds, int]:
+    """Median seconds and largest peak working memory (bytes) of ``repeats`` calls."""
+    times, peaks = [], []
+    for _ in range(repeats):
+        with PeakMemory(device) as memory:
+            seconds, result = clocked(fn, device)
+            del result
+        times.append(seconds)
+        peaks.append(memory.peak)
+    return Seconds.median(times), max(peaks)
+
+
+def mib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.0f} MiB"
+
+
+def model_of(name: str, device: torch.device):
+    return load_model({"backend": "open_clip", "name": name, "random_init": True, "seed": 0}, device)
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["MemAvailable"].split()[0]) * 1024
+
+
+@torch.inference_mode()
+def bench_reference(model, name: str, batch: int, args, device) -> bool:
+    """Section 1 for one model: agreement, speed ratio and peak-memory ratio."""
+    tower = model.vision
+    n_tokens = tower.grid_size[0] * tower.grid_size[1] + 1
+    needed = 4 * batch * n_tokens**2 * tower.n_heads * tower.d_model
+    if needed > 0.8 * available_bytes(device):
+        print(f"  {name} batch {batch}: SKIPPED, the reference's (B, T, T, H, D) tensor alone needs "
+              f"{mib(needed)} and {mib(available_bytes(device))} are available; lower --batch")
+        return True
+    pixels = synthetic_pixels(batch, model.image_size, seed=1).to(device)
+    fast = decompose(model.vision, pixels)
+    slow = reference_decompose(model.vision, pixels)
+    error = max(float((getattr(fast, t) - getattr(slow, t)).abs().max()) for t in TERMS)
+    embedding_error = float((fast.total() - fast.embedding).abs().max())
+    del fast, slow
+    t_fast, m_fast = measured(lambda: decompose(model.vision, pixels), device, args.repeats)
+    t_slow, m_slow = measured(lambda: reference_decompose(model.vision, pixels), device, args.repeats)
+    ok = error <= args.tol and embedding_error <= args.tol
+    print(f"  {name} batch {batch}: max |decomposition - reference| = {error:.2e}, max |sum of terms - e| = "
+          f"{embedding_error:.2e} ({'ok' if ok else 'FAIL'}, tol {args.tol:g})")
+    ratio = t_slow.key(device) / t_fast.key(device)
+    print(f"    time: decomposition {t_fast}, reference {t_slow} -> speed ratio {ratio:.1f}x (goal >= 10x)")
+    print(f"    peak memory: decomposition {mib(m_fast)}, reference {mib(m_slow)} -> "
+          f"ratio {m_slow / max(m_fast, 1):.1f}x (goal >= 20x)")
+    return ok
+
+
+@torch.inference_mode()
+def bench_overhead(model, name: str, batch: int, args, device) -> None:
+    """Section 2 for one model: decomposition throughput relative to a plain forward."""
+    pixels = synthetic_pixels(batch, model.image_size, seed=2).to(device)
+    library = model.source_model.encode_image
+
+    def decompose_and_store():
+        parts = decompose(model.vision, pixels)
+        return parts.heads.to(torch.float16).cpu().numpy()
+
+    library(pixels)  # warm-up
+    times = {"plain": [], "decomposition": []}
+    for _ in range(args.repeats):  # alternated, so both see the same machine load
+        times["plain"].append(measured(lambda: library(pixels), device, 1)[0])
+        times["decomposition"].append(measured(decompose_and_store, device, 1)[0])
+    t_plain, t_decomp = (Seconds.median(times[k]) for k in ("plain", "decomposition"))
+    print(f"  {name} batch {batch}: plain forward (open_clip encode_image) {t_plain}, decomposition [L,H,D] "
+          f"{t_decomp} -> {t_plain.key(device) / t_decomp.key(device):.2f}x the plain forward's throughput "
+          f"(goal >= 0.75x)")
+
+
+@torch.inference_mode()
+def head_contributions(model, layers: list[int], n_images: int, batch: int, device) -> dict[tuple[int, int], torch.Tensor]:
+    """Each head's contributions (n_images, E) for ``layers``, from synthetic images."""
+    parts = []
+    for start in range(0, n_images, batch):
+        pixels = synthetic_pixels(min(batch, n_images - start), model.image_size, seed=100 + start).to(device)
+        parts.append(decompose(model.vision, pixels).heads[:, [layer - 1 for layer in layers]].cpu())
+    heads = torch.cat(parts)
+    return {(layer, head): heads[:, i, head] for i, layer in enumerate(layers) for head in range(heads.shape[2])}
+
+
+def resample(contributions: torch.Tensor, n: int, seed: int, shrinkage: float) -> torch.Tensor:
+    """``n`` rows from a Gaussian with the empirical mean of ``contributions`` and their covariance shrunk toward
+    ``mean(diag) I`` with weight ``shrinkage`` (full rank, however few images were decomposed)."""
+    if n <= len(contributions):
+        return contributions[:n]
+    g = torch.Generator().manual_seed(seed)
+    c = contributions.double()
+    mean = c.mean(0)
+    covariance = torch.cov(c.T, correction=0)
+    d = covariance.shape[0]
+    covariance = (1 - shrinkage) * covariance + shrinkage * covariance.diagonal().mean() * torch.eye(d, dtype=torch.float64)
+    factor = torch.linalg.cholesky(covariance)
+    z = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return (mean + z @ factor.T).float()
+
+
+def bench_textspan(args, device) -> bool:
+    """Section 3: TEXTSPAN covariance vs direct form on the last layers of ViT-B/32."""
+    model = model_of("ViT-B-32", device)
+    pool = read_description_pool(args.pool).texts
+    start = time.perf_counter()
+    if args.texts == "model":
+        with torch.inference_mode():
+            texts = encode_texts(model, pool).float().cpu()
+        print(f"  {len(pool)} descriptions of {args.pool.name} embedded by the text tower in {time.perf_counter() - start:.1f} s")
+    else:
+        g = torch.Generator().manual_seed(3)
+        texts = torch.nn.functional.normalize(torch.randn(len(pool), model.vision.proj.shape[1], generator=g), dim=-1)
+        print(f"  {len(pool)} random unit text directions stand in for the descriptions of {args.pool.name} (--texts random)")
+    layers = list(range(model.vision.n_layers - args.textspan_layers + 1, model.vision.n_layers + 1))
+    n_images = min(args.textspan_images, args.textspan_n)
+    start = time.perf_counter()
+    contributions = head_contributions(model, layers, n_images, args.batch, device)
+    print(f"  contributions of {n_images} synthetic images for layers {layers[0]}..{layers[-1]} in "
+          f"{time.perf_counter() - start:.1f} s" + (f"; each head's N = {args.textspan_n} rows drawn from a Gaussian "
+                                                   f"with its empirical mean and covariance (shrinkage {args.shrinkage})" if args.textspan_n > n_images else ""))
+    heads = sorted(contributions)
+    data = {key: resample(contributions[key], args.textspan_n, seed=i, shrinkage=args.shrinkage) for i, key in enumerate(heads)}
+    k, rank = args.texts_per_head, args.rank
+    cov_times, direct_times, same, max_var_error = {}, {}, 0, 0.0
+    for key in heads:
+        seconds, cov = clocked(lambda: textspan_covariance(data[key], texts, k, rank), device)
+        cov_times[key] = seconds.key(device)
+        if len(direct_times) < args.direct_heads:
+            seconds, direct = clocked(lambda: textspan_direct(data[key], texts, k, rank), device)
+            direct_times[key] = seconds.key(device)
+            same += int(direct.texts.tolist() == cov.texts.tolist())
+            scale = max(float(np.abs(direct.variance).max()), 1e-30)
+            max_var_error = max(max_var_error, float(np.abs(direct.variance - cov.variance).max()) / scale)
+    n_direct = len(direct_times)
+    cov_common = sum(cov_times[key] for key in direct_times) / n_direct
+    direct_mean = sum(direct_times.values()) / n_direct
+    ok = same == n_direct and max_var_error <= 1e-5
+    print(f"  N = {args.textspan_n}, M = {len(pool)}, D = {texts.shape[1]}, K = {k}, rank = {rank}, "
+          f"{len(heads)} heads (layers {layers[0]}..{layers[-1]})")
+    unit = "s wall" if device.type == "cuda" else "s CPU"
+    print(f"    covariance form: {sum(cov_times.values()):.2f} {unit} for all {len(heads)} heads "
+          f"({sum(cov_times.values()) / len(heads):.3f} {unit} per head)")
+    print(f"    direct form on {n_direct} heads: {direct_mean:.2f} {unit} per head; covariance form on the same heads "
+          f"{cov_common:.3f} {unit} per head -> speed ratio {direct_mean / cov_common:.1f}x (goal >= 20x)")
+    print(f"    same texts on {same} of {n_direct} heads; max relative explained-variance difference "
+          f"{max_var_error:.1e} ({'ok' if ok else 'FAIL'})")
+    if n_direct < len(heads):
+        print(f"    projected direct form for all {len(heads)} heads: {direct_mean * len(heads) / 60:.1f} min ({unit[2:]})")
+    return ok
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=8, help="batch size of sections 1 and 2")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+    ap.add_argument("--models", nargs="+", default=["ViT-B-32", "ViT-B-16"])
+    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--sections", nargs="+", default=["reference", "overhead", "textspan"],
+                    choices=["reference", "overhead", "textspan"])
+    ap.add_argument("--pool", type=Path, default=DEFAULT_POOL, help="description pool (one per line)")
+    ap.add_argument("--texts", choices=["model", "random"], default="model",
+                    help="embed the pool with the model's text tower, or draw random unit directions (same M, D)")
+    ap.add_argument("--textspan-n", type=int, default=10_000, help="N, images per head")
+    ap.add_argument("--textspan-images", type=int, default=10_000,
+                    help="images actually decomposed (rows beyond are resampled; see the docstring)")
+    ap.add_argument("--shrinkage", type=float, default=0.1, help="covariance shrinkage of resampled rows")
+    ap.add_argument("--textspan-layers", type=int, default=4)
+    ap.add_argument("--texts-per-head", type=int, default=20)
+    ap.add_argument("--rank", type=int, default=80)
+    ap.add_argument("--direct-heads", type=int, default=1_000, help="heads on which the direct form also runs")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    release_freed_memory()
+    device = torch.device(args.device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, repeats {args.repeats} "
+          f"(median), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; ratios from "
+          f"{'wall' if device.type == 'cuda' else 'process CPU'} seconds")
+    ok = True
+    models = {name: model_of(name, device) for name in args.models
+              if {"reference", "overhead"} & set(args.sections)}
+    if "reference" in args.sections:
+        print("1. decomposition vs reference (B, T, T, H, D) algorithm")
+        for name, model in models.items():
+            ok &= bench_reference(model, name, args.batch, args, device)
+    if "overhead" in args.sections:
+        print("2. decomposition overhead vs a plain image forward")
+        for name, model in models.items():
+            bench_overhead(model, name, args.batch, args, device)
+    models.clear()
+    if "textspan" in args.sections:
+        print("3. TEXTSPAN covariance vs direct form (ViT-B/32)")
+        ok &= bench_textspan(args, device)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
