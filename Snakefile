@@ -39,6 +39,7 @@ if "negation" in STUDIES:
     include: "rules/selectivity.smk"
     include: "rules/ablation.smk"
     include: "rules/cross_model.smk"
+    include: "rules/followups.smk"
 
 
 rule all:
