@@ -107,6 +107,31 @@ def test_set_patch_equals_a_hooked_forward(case):
         torch.testing.assert_close(patched.embeddings[layer], direct, atol=1e-5, rtol=0)
 
 
+def test_extension_sets_resume_from_their_base_run_exactly(case):
+    model, instances, _ = case
+    part = instances.iloc[[0, 2]]  # one token length, so one batch
+    clean, b, eot = clean_streams(model, part)
+    resid = clean.cache.stack("resid")
+    pool = torch.as_tensor(eot)
+    sets = torch.zeros(b, 3, int(eot.max()) + 1, dtype=torch.bool)
+    for row, (first, extras) in enumerate([(3, ([5], [4])), (4, ([6], [5, 6]))]):  # bases at different positions
+        sets[row, :, first] = True
+        sets[row, 1, extras[0]] = True
+        sets[row, 2, extras[1]] = True
+    independent = {p.index: p.embeddings for p in iter_resid_set_patches(model.text, resid[b:], resid[:b], sets, pool)}
+    resumed = {p.index: p.embeddings
+               for p in iter_resid_set_patches(model.text, resid[b:], resid[:b], sets, pool, base=[None, 0, 0])}
+    assert set(resumed) == {0, 1, 2}
+    for index, emb in independent.items():
+        torch.testing.assert_close(resumed[index], emb, atol=1e-5, rtol=0)
+    not_after = sets.clone()
+    not_after[0, 1, 2] = True  # position 2 lies before the base's position 3
+    with pytest.raises(ValueError, match="does not extend"):
+        list(iter_resid_set_patches(model.text, resid[b:], resid[:b], not_after, pool, base=[None, 0, 0]))
+    with pytest.raises(ValueError, match="base must give"):
+        list(iter_resid_set_patches(model.text, resid[b:], resid[:b], sets, pool, base=[None, 0, 1]))
+
+
 @pytest.mark.parametrize("site", ["attn_out", "mlp_out"])
 def test_block_output_patch_equals_a_hooked_forward(case, site):
     model, instances, _ = case

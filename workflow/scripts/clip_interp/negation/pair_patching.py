@@ -38,6 +38,8 @@ PAIR_SLOTS = ("negator", "subject_first", "subject_further", "full_stop", "EOT")
 PAIRS = tuple(combinations(PAIR_SLOTS, 2))
 PATCH_SETS = tuple((slot, "") for slot in PAIR_SLOTS) + PAIRS
 PATCH_LABELS = tuple(a if not b else f"{a}+{b}" for a, b in PATCH_SETS)
+# A pair's set extends its first slot's set: its run resumes from the single-slot run (interventions' ``base``).
+PATCH_BASE = [None if not b else PAIR_SLOTS.index(a) for a, b in PATCH_SETS]
 PAIR_LABELS = PATCH_LABELS[len(PAIR_SLOTS):]
 PAIR_PATCHING_COLUMNS = [
     "key", "negation", "layer", "patch", "first", "second", "n_tokens",
@@ -87,7 +89,7 @@ def _pair_chunk(model, neg, non, eot, slots, image_emb):
     holds_eot = masks[torch.arange(b, device=dev), :, eot_t]
     s_patch[:, n_layers] = torch.where(holds_eot, s_neg[:, None], s_non[:, None])
     s_patch[:, n_layers][~present] = float("nan")
-    for patched in iter_resid_set_patches(tower, resid[b:], resid[:b], masks, eot_t):
+    for patched in iter_resid_set_patches(tower, resid[b:], resid[:b], masks, eot_t, base=PATCH_BASE):
         rows, n_rows = patched.rows, len(patched.rows)
         emb = patched.embeddings.reshape(n_layers * n_rows, -1)
         s = model.similarity(image_emb[rows].repeat(n_layers, 1), emb).view(n_layers, n_rows)
@@ -128,7 +130,9 @@ def pair_patching_effects(model, instances: pd.DataFrame, image_embeddings: torc
     ``image_embeddings`` (N, E) the row-aligned image embeddings. Returns one row per instance
     × layer × non-empty patch set (:data:`PAIR_PATCHING_COLUMNS`). Batches of one token length
     are run once cleanly and every set resumes from the cached residual streams
-    (:func:`~clip_interp.interventions.iter_resid_set_patches`), as causal tracing does.
+    (:func:`~clip_interp.interventions.iter_resid_set_patches`), as causal tracing does; a pair
+    recomputes only the positions from its second slot on, the earlier ones coming from its
+    first slot's run.
     """
     neg, non, _, eot = _tracing_inputs(instances)
     slots = slot_positions(instances)
