@@ -188,6 +188,7 @@ def plot_window_ablation(summary: pd.DataFrame, model: str):
                 ax.errorbar(rows["first_layer"], rows["mean_iae"], yerr=rows["sem_iae"].fillna(0), marker="o", ms=3,
                             capsize=3, label=f"{size} blocks")
             ax.axhline(0, color="black", lw=0.6)
+            ax.set_xticks(sorted(part["first_layer"].unique()))
             ax.set_title(f"{COMPONENT_LABELS[component]}, negation in {side} (n={n})", fontsize=9)
             ax.set_xlabel("first ablated block of the window")
             if c == 0:

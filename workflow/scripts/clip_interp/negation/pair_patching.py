@@ -218,7 +218,9 @@ def plot_pair_patching(summary: pd.DataFrame, segment: str, model: str, variant:
     """Per negation side: the mean CTE of each pair of slots patched together, and its interaction ``CTE(A+B) − (CTE(A) + CTE(B))``.
 
     Layers on the y axis (0 = embeddings, at the bottom), pairs on the x axis; both panels on
-    a diverging scale fixed to [−1, 1] (values beyond saturate). ``segment`` picks the instances.
+    a diverging scale fixed to [−1, 1] (values beyond saturate). ``segment`` picks the instances;
+    n is the number of instances of the side and segment (pairs with ``subject_further`` have
+    fewer: the table's ``n`` per pair).
     """
     labels = [p.replace("+", "\n+ ").replace("subject_", "subj. ") for p in PAIR_LABELS]
     n_layers = int(summary["layer"].max())
@@ -236,8 +238,11 @@ def plot_pair_patching(summary: pd.DataFrame, segment: str, model: str, variant:
             ax.set_yticks(range(grid.shape[0]))
             ax.tick_params(axis="y", labelsize=7)
             ax.set_ylabel("layer (0 = embeddings)")
-            ax.set_title(f"negation in the {side}, {segment} (n ≤ {n}): {titles[value]}", fontsize=8)
+            ax.set_title(f"negation in the {side}, {segment} (n = {n}): {titles[value]}", fontsize=8)
             fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+            if n == 0:
+                ax.text(0.5, 0.5, "n = 0: no instances in this segment", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=10, color="0.4")
     fig.suptitle(f"{model}: pairs of generic positions patched together ({variant} variant); "
                  "interaction < 0: redundant, > 0: synergistic", fontsize=10)
     fig.tight_layout()

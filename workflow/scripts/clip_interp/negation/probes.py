@@ -14,7 +14,10 @@ whose groups are the instances, so an instance's two sentences are always on the
 of a split. The **shuffled-label control** repeats the same cross-validation with the labels
 of a random half of the instances swapped (each instance keeps one sentence of each label),
 which leaves no relation between features and labels: it sits near 0.5 whatever the
-features. Positions before the negator are identical in both sentences of a causal tower, so
+features (on few instances it can fall below 0.5 where the features separate the sentences
+perfectly: a fold's held-out instances then hold fewer swapped ones than its training set
+whenever the training set holds more, the known negative bias of cross-validating a
+label-free split). Positions before the negator are identical in both sentences of a causal tower, so
 their probes score exactly 0.5 too.
 """
 

@@ -138,6 +138,9 @@ def plot_site_tracing(summaries: dict[str, pd.DataFrame], segment: str, model: s
             image = _draw_heatmap(ax, grid, grid.size <= 120, rotate=True)
             ax.set_title(f"negation in the {side}, {segment} (n = {n})\n{SITE_LABELS[site]}", fontsize=8)
             ax.set_ylabel("layer / block (0 = embeddings)", fontsize=7)
+            if n == 0:
+                ax.text(0.5, 0.5, "n = 0: no instances in this segment", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=10, color="0.3")
     if image is not None:
         fig.colorbar(image, ax=axes, fraction=0.03, pad=0.01, label="CTE = d* / d", extend=extend)
     fig.suptitle(f"{model}: causal tracing of the MHA and MLP outputs beside the residual stream ({variant} variant)",
