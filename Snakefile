@@ -40,6 +40,7 @@ if "negation" in STUDIES:
     include: "rules/ablation.smk"
     include: "rules/cross_model.smk"
     include: "rules/reproduction.smk"
+    include: "rules/followups.smk"
 
 
 rule all:

@@ -164,6 +164,38 @@ def test_demo_produces_every_table_and_figure_of_the_study(demo_run):
     assert set(profiles.model) == {"toy-clip"}
 
 
+FOLLOWUP_TABLES = [
+    "pair_patching", "pair_patching_summary", "site_tracing", "site_tracing_summary", "probes", "ablation_windows",
+    "ablation_windows_summary", "image_covariates", "covariate_regression",
+]
+FOLLOWUP_FIGURES = ["pair_patching", "site_tracing", "probes", "ablation_windows", "covariates"]
+
+
+def test_demo_produces_every_follow_up(demo_run):
+    workdir, _ = demo_run
+    out = workdir / "results" / "negation" / "toy-clip"
+    tables = {name: pd.read_parquet(out / "followups" / f"{name}.parquet") for name in FOLLOWUP_TABLES}
+    for name, table in tables.items():
+        assert len(table) > 0, name
+    for name in FOLLOWUP_FIGURES:
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"followup_{name}.{ext}").stat().st_size > 1000, f"followup_{name}.{ext}"
+    ct = pd.read_parquet(out / "causal_tracing_generic.parquet")
+    pairs = tables["pair_patching"]
+    assert pairs.key.nunique() == ct.key.nunique()
+    single_eot = pairs[(pairs.patch == "EOT") & (pairs.layer == pairs.layer.max())]
+    assert np.allclose(single_eot.cte, 1.0, atol=1e-4)
+    assert set(tables["site_tracing_summary"].site) == {"resid", "attn_out", "mlp_out"}
+    probes = tables["probes"]
+    before = probes[probes.generic_position.astype(str).isin(["SOT", "There", "is/are"])]
+    assert np.allclose(before.accuracy, 0.5)
+    windows = tables["ablation_windows"]
+    assert set(windows.window_size) == {2, 3} and np.allclose(windows.iae, windows.d - windows.d_star)
+    regression = tables["covariate_regression"]
+    assert set(regression.model) == {"with_size", "without_size"}
+    assert tables["image_covariates"][["contrast", "brightness", "colourfulness"]].notna().all().all()
+
+
 def test_demo_causal_tracing_invariants(demo_run):
     workdir, _ = demo_run
     out = workdir / "results" / "negation" / "toy-clip"

@@ -13,7 +13,15 @@ from the measured per-instance times.
 
     python tools/benchmark_engine.py --instances 4 --threads 2
 
-Exits 1 when engine and reference disagree or an invariant fails.
+The follow-up tracing variants (pair patching of every pair of generic positions from the
+negator on, and the MHA/MLP output tracing) are timed against causal tracing on the same
+timing instances, the three alternating ``--followup-repeats`` times; ``--followups-only``
+runs only this part (no reference):
+
+    python tools/benchmark_engine.py --followups-only --threads 2
+
+Exits 1 when engine and reference disagree, an invariant fails, or pair patching costs more
+than ``--max-pair-ratio`` (3) times causal tracing.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from clip_interp.models import load_model
 from clip_interp.negation import engine as E
+from clip_interp.negation.pair_patching import pair_patching_effects
+from clip_interp.negation.site_tracing import site_tracing_effects
 
 PAIRS = [
     ("There are no people in the picture.", "There are some people in the picture."),
@@ -150,6 +160,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="compared instances (and the invariant checks) need |d| at least this")
     ap.add_argument("--clipseg-images", type=int, default=8, help="images for the CLIPSeg time per image")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
+    ap.add_argument("--followup-repeats", type=int, default=3, help="alternating runs of the follow-up timings")
+    ap.add_argument("--max-pair-ratio", type=float, default=3.0,
+                    help="pair patching may cost at most this many times causal tracing")
+    ap.add_argument("--followups-only", action="store_true",
+                    help="time only the follow-up tracing variants against causal tracing (no reference)")
     return ap.parse_args(argv)
 
 
@@ -448,6 +463,83 @@ def print_image_ablation(ia: ImageAblation, n_layers_vision: int) -> None:
           f"max |dIAE| {ia.errors['iae']:.2e} ({ia.rows} rows)")
 
 
+def with_generic_positions(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (sentences "There is/are no SUBJECT ... .") with the positions table's generic columns."""
+    out = frame.copy()
+    out["subject_first_pos"] = out["negator_pos"] + 1
+    out["full_stop_pos"] = out["eot_pos"] - 1
+    out["eot_pos_negated"] = out["eot_pos"]
+    out["generic_ok"] = True
+    out["equal_length"] = True
+    return out
+
+
+@dataclass
+class FollowupTiming:
+    """Wall and CPU time of causal tracing, pair patching and MHA/MLP tracing on the same instances, summed over repeats."""
+
+    causal_tracing: Timer
+    pair_patching: Timer
+    site_tracing: Timer
+    n_instances: int
+    repeats: int
+
+    def per_instance(self, timer: Timer) -> float:
+        return timer.wall / (self.n_instances * self.repeats)
+
+    @property
+    def pair_ratio(self) -> float:
+        return self.pair_patching.wall / self.causal_tracing.wall
+
+    @property
+    def site_ratio(self) -> float:
+        return self.site_tracing.wall / self.causal_tracing.wall
+
+
+def benchmark_followups(model, inst: Instances, args) -> FollowupTiming:
+    """Causal tracing, pair patching (every pair of generic positions from the negator on) and MHA/MLP tracing
+    on the timing instances, alternating ``--followup-repeats`` times; image embeddings computed once beforehand."""
+    print("\n== follow-up tracing variants vs causal tracing (text tower, same instances) ==")
+    frame = with_generic_positions(inst.timing)
+    image_emb = E.encode_images(model, inst.timing_pixels)
+    runs = {
+        "causal_tracing": lambda: E.causal_tracing_effects(model, frame, image_emb, batch_size=args.batch_size,
+                                                           progress=False),
+        "pair_patching": lambda: pair_patching_effects(model, frame, image_emb, batch_size=args.batch_size,
+                                                       progress=False),
+        "site_tracing": lambda: site_tracing_effects(model, frame, image_emb, batch_size=args.batch_size,
+                                                     progress=False),
+    }
+    pair_patching_effects(model, frame.iloc[:2], image_emb[:2], batch_size=args.batch_size, progress=False)
+    site_tracing_effects(model, frame.iloc[:2], image_emb[:2], batch_size=args.batch_size, progress=False)
+    timers = {name: Timer.zero() for name in runs}
+    for _ in range(args.followup_repeats):
+        for name, run in runs.items():
+            with Timer() as t:
+                run()
+            timers[name] += t
+    timing = FollowupTiming(timers["causal_tracing"], timers["pair_patching"], timers["site_tracing"], len(frame),
+                            args.followup_repeats)
+    lengths = frame["negated_ids"].map(len)
+    print(f"{len(frame)} instances (tokens {lengths.min()}-{lengths.max()}), {args.followup_repeats} alternating runs "
+          f"each, batches of {args.batch_size}")
+    for name, label in (("causal_tracing", "causal tracing (resid, 1 position)"),
+                        ("pair_patching", "pair patching (5 slots + 10 pairs)"),
+                        ("site_tracing", "MHA + MLP output tracing")):
+        timer = timers[name]
+        print(f"  {label:<36} {timer.wall:7.2f} s wall ({timer.cpu:7.2f} s CPU) = "
+              f"{timing.per_instance(timer):.3f} s/instance")
+    print(f"ratio:     pair patching / causal tracing = {timing.pair_ratio:.2f}x (goal <= {args.max_pair_ratio:g}x); "
+          f"MHA+MLP tracing / causal tracing = {timing.site_ratio:.2f}x")
+    return timing
+
+
+def followup_failures(timing: FollowupTiming, max_ratio: float) -> list[str]:
+    if timing.pair_ratio > max_ratio:
+        return [f"pair patching costs {timing.pair_ratio:.2f}x causal tracing (limit {max_ratio:g}x)"]
+    return []
+
+
 def time_text_cache(model, timing: pd.DataFrame) -> Timer:
     """Text forwards caching resid and attention patterns for both sentences of every timing instance, 64 a batch."""
     seqs = timing["negated_ids"].tolist() + timing["non_negated_ids"].tolist()
@@ -518,7 +610,7 @@ def report_failures(ct: CausalTracing, ia: ImageAblation, tokenizer_ok: bool, to
 
 
 def write_json(path: Path, args, device, loads, ct: CausalTracing, ia: ImageAblation, parts: dict,
-               reference_total: float, failures: list[str]) -> None:
+               reference_total: float, failures: list[str], followups: FollowupTiming) -> None:
     """The per-instance times, max errors, projected seconds and failures as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
@@ -529,6 +621,10 @@ def write_json(path: Path, args, device, loads, ct: CausalTracing, ia: ImageAbla
         "image_ablation": {"reference_s_per_image": ia.ref_per, "engine_s_per_image": ia.eng_per,
                            "engine_s_per_image_same": ia.eng_per_same, "max_abs_error": ia.errors},
         "projection_s": {**parts, "total": sum(parts.values()), "reference_total": reference_total},
+        "followups": {"causal_tracing_s_per_instance": followups.per_instance(followups.causal_tracing),
+                      "pair_patching_s_per_instance": followups.per_instance(followups.pair_patching),
+                      "site_tracing_s_per_instance": followups.per_instance(followups.site_tracing),
+                      "pair_ratio": followups.pair_ratio, "site_ratio": followups.site_ratio},
         "failures": failures,
     }, indent=2) + "\n")
 
@@ -542,17 +638,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     model, load_before = load_benchmark_model(args)
     inst = choose_instances(model, args)
-    tokenizer_ok = check_reference_tokenizer(inst.compared)
     warm_up(model, inst, args)
+    if args.followups_only:
+        failures = followup_failures(benchmark_followups(model, inst, args), args.max_pair_ratio)
+        report_load(load_before)
+        print("\nRESULT: " + ("FAIL\n  " + "\n  ".join(failures) if failures else
+                              f"PASS (pair patching within {args.max_pair_ratio:g}x causal tracing)"))
+        return 1 if failures else 0
+    tokenizer_ok = check_reference_tokenizer(inst.compared)
     ct = benchmark_causal_tracing(model, inst, args)
     ia = benchmark_image_ablation(model, inst, args)
+    followups = benchmark_followups(model, inst, args)
     parts = project_study_time(model, inst, ct, ia, args)
     reference_total = reference_study_time(ct, ia)
     print_projection(parts, reference_total, args.threads, model.device)
     load_after = report_load(load_before)
-    failures = report_failures(ct, ia, tokenizer_ok, args.tol)
+    failures = report_failures(ct, ia, tokenizer_ok, args.tol) + followup_failures(followups, args.max_pair_ratio)
     if args.json:
-        write_json(args.json, args, model.device, (load_before, load_after), ct, ia, parts, reference_total, failures)
+        write_json(args.json, args, model.device, (load_before, load_after), ct, ia, parts, reference_total, failures,
+                   followups)
     print_result(failures, args.tol)
     return 1 if failures else 0
 

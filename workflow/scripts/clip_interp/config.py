@@ -100,7 +100,26 @@ def config_problems(config: Mapping, schema: Mapping | str | Path) -> list[str]:
         for line in _describe(error):
             if line not in lines:
                 lines.append(line)
-    return lines
+    return lines or followup_problems(config)
+
+
+def followup_problems(config: Mapping) -> list[str]:
+    """Problems of ``negation.followups`` that the schema cannot express (schema defaults assumed where unset).
+
+    The MHA/MLP tracing is drawn beside the residual-stream tracing of the same instances, so
+    ``negation.followups.variant`` must equal ``negation.causal_tracing.variant``.
+    """
+    negation = config.get("negation")
+    if not isinstance(negation, Mapping):
+        return []
+    followups = negation.get("followups") or {}
+    tracing = negation.get("causal_tracing") or {}
+    variant, traced = followups.get("variant", "rephrased"), tracing.get("variant", "rephrased")
+    if variant != traced:
+        return [f"`negation.followups.variant` is {_show(variant)} but `negation.causal_tracing.variant` is "
+                f"{_show(traced)}; the MHA/MLP tracing is drawn beside the residual-stream tracing of the same "
+                "instances, so set both to the same variant"]
+    return []
 
 
 def check_config(config: Mapping, schema: Mapping | str | Path, source: str | None = None) -> None:

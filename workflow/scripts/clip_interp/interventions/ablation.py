@@ -78,3 +78,68 @@ def replace_block_outputs(tower, resid: torch.Tensor, resid_mid: torch.Tensor, v
     if not parts:
         raise ValueError(f"no layer of 1..{n_layers} among {sorted(wanted)}")
     return tower.to_joint_space(torch.cat(parts)), order
+
+
+def _window_hook(values: torch.Tensor, active: torch.Tensor, n_groups: int, pool: torch.Tensor):
+    """A hook replacing a site's value by ``values`` (B, T, D) in the row groups ``active`` (bool, n_groups)."""
+    def hook(x: torch.Tensor, key) -> torch.Tensor:
+        b = values.shape[0]
+        new = values
+        if x.shape[1] == 1 and values.shape[1] != 1:
+            new = values[torch.arange(b, device=values.device), pool].unsqueeze(1)
+        x = x.clone().view(n_groups, b, *x.shape[1:])
+        x[active] = new.to(x.dtype)
+        return x.view(n_groups * b, *x.shape[2:])
+
+    return hook
+
+
+def check_windows(windows: Sequence[tuple[int, int]], n_layers: int) -> list[tuple[int, int]]:
+    """``windows`` as (first, last) block pairs, checked to lie in 1..``n_layers`` with first <= last."""
+    out = [(int(a), int(b)) for a, b in windows]
+    bad = [w for w in out if not 1 <= w[0] <= w[1] <= n_layers]
+    if bad or not out:
+        raise ValueError(f"layer windows must be (first, last) with 1 <= first <= last <= {n_layers}, got {bad or out}")
+    return out
+
+
+@torch.inference_mode()
+def replace_block_output_windows(tower, resid: torch.Tensor, values: torch.Tensor, site: str,
+                                 windows: Sequence[tuple[int, int]], pool_index: torch.Tensor | None = None
+                                 ) -> torch.Tensor:
+    """Embeddings (W, B, E) with ``site``'s output of every block ``first..last`` of each window replaced at once.
+
+    ``resid`` (B, L+1, T, D) is the clean residual stream, ``values`` (B, L, T, D) the
+    replacement outputs of each block, ``windows`` W (first, last) block ranges (1..L) and
+    ``pool_index`` (B,) the pooled positions (default 0, the class token). A window starts
+    from the cached ``resid[first-1]``; block ``m`` runs once on every window started at or
+    before it, replacing the output in those windows that contain ``m``, and the last block
+    only at the pooled position. A window of one block equals :func:`replace_block_outputs`.
+    """
+    if site not in REPLACEABLE_SITES:
+        raise ValueError(f"replaceable sites are {REPLACEABLE_SITES}, got {site!r}")
+    n_layers = tower.n_layers
+    windows = check_windows(windows, n_layers)
+    b = resid.shape[0]
+    if tuple(values.shape[:2]) != (b, n_layers) or values.shape[2:] != resid.shape[2:]:
+        raise ValueError(f"replacement values have shape {tuple(values.shape)}, expected ({b}, {n_layers}, "
+                         f"{', '.join(str(s) for s in resid.shape[2:])})")
+    pool = torch.zeros(b, dtype=torch.long, device=resid.device) if pool_index is None else pool_index.to(resid.device)
+    x, groups = None, []
+    for m in range(1, n_layers + 1):
+        starting = [w for w, (first, _) in enumerate(windows) if first == m]
+        if starting:
+            new = resid[:, m - 1].repeat(len(starting), 1, 1)
+            x = new if x is None else torch.cat([x, new])
+            groups += starting
+        if x is None:
+            continue
+        active = torch.tensor([windows[w][0] <= m <= windows[w][1] for w in groups], device=resid.device)
+        hooks = {(site, m): _window_hook(values[:, m - 1], active, len(groups), pool)}
+        last = m == n_layers
+        out = tower.run(start_layer=m - 1, start_resid=x, hooks=hooks, pool_index=pool.repeat(len(groups)),
+                        stop_layer=None if last else m, pooled_query_only=True)
+        x = out.embedding if last else out.resid_final
+    by_group = x.view(len(groups), b, -1)
+    order = torch.as_tensor([groups.index(w) for w in range(len(windows))], device=x.device)
+    return by_group[order]

@@ -127,6 +127,23 @@ def _tracing_mask(negator: np.ndarray, eot: np.ndarray, t: int, device) -> torch
     return torch.as_tensor((positions >= negator[:, None]) & (positions <= eot[:, None]), device=device)
 
 
+def clean_pair_run(model, neg, non, eot: np.ndarray, cache):
+    """One clean text forward of a batch's negated sentences (rows 0..B-1) and non-negated ones (B..2B-1), caching ``cache``."""
+    dev = model.device
+    ids = model.tokenizer.pad(neg + non, int(eot.max()) + 1).to(dev)
+    eot_t = torch.as_tensor(eot, device=dev)
+    return model.text.run(ids, cache=cache, pool_index=torch.cat([eot_t, eot_t]))
+
+
+def tracing_effect(s_caption, s_foil, s_patched, in_caption):
+    """``d*`` and ``CTE = d* / d``: ``d* = S* - S(f)`` with the negation in the caption, ``S(c) - S*`` in the foil."""
+    d = s_caption - s_foil
+    d_star = np.where(in_caption, s_patched - s_foil, s_caption - s_patched)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cte = d_star / d + 0.0
+    return d_star, cte
+
+
 def _trace_chunk(model, neg, non, negator, eot, image_emb):
     """S(negated), S(non-negated) (B,) and the patched similarities S* (B, L+1, T) of one batch of instances.
 
@@ -138,9 +155,8 @@ def _trace_chunk(model, neg, non, negator, eot, image_emb):
     n_layers, dev = tower.n_layers, model.device
     b = len(neg)
     t = int(eot.max()) + 1
-    ids = model.tokenizer.pad(neg + non, t).to(dev)
     eot_t = torch.as_tensor(eot, device=dev)
-    clean = tower.run(ids, cache=["resid"], pool_index=torch.cat([eot_t, eot_t]))
+    clean = clean_pair_run(model, neg, non, eot, ["resid"])
     resid = clean.cache.stack("resid")
     s_neg = model.similarity(image_emb, clean.embedding[:b])
     s_non = model.similarity(image_emb, clean.embedding[b:])
@@ -171,9 +187,7 @@ def _tracing_frame(instances, s_neg, s_non, s_patch_rows, n_layers) -> pd.DataFr
     position = np.concatenate([np.tile(np.arange(t), n_layers + 1) for t in lengths])
     s_c, s_f, cap = rep(s_cap), rep(s_foil), rep(in_caption)
     d = s_c - s_f
-    d_star = np.where(cap, s_patched - s_f, s_c - s_patched)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cte = d_star / d + 0.0
+    d_star, cte = tracing_effect(s_c, s_f, s_patched, cap)
     return pd.DataFrame({
         "key": rep(instances["key"].to_numpy()), "negation": rep(instances["negation"].to_numpy()),
         "layer": layer.astype(np.int16), "position": position.astype(np.int16),
