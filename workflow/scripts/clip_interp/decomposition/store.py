@@ -72,7 +72,7 @@ def write_decomposition(model, image_paths: Sequence[str | Path], keys: Sequence
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         write_header(f, keys, model_id=model_id, model=model, tower=model.vision, metadata=meta)
         if labels is not None:
-            f.create_dataset("label", data=np.asarray(labels, dtype=np.int64))
+            f.create_dataset("label", data=np.asarray(labels, dtype=np.int64), track_times=False)
         writer = RowWriter(f, n, dtype)
         for sl in row_slices(n, batch_size):
             pixels = load(list(image_paths[sl]), list(keys[sl])).to(model.device)
@@ -110,9 +110,10 @@ def gather_shards(parts: Sequence[str | Path], path) -> None:
             for k, v in first.attrs.items():
                 out.attrs[k] = v
         out.attrs["shards"] = json.dumps([str(Path(p).resolve()) for p in parts])
-        out.create_dataset("keys", data=np.asarray(keys, dtype=object), dtype=h5py.string_dtype())
+        out.create_dataset("keys", data=np.asarray(keys, dtype=object), dtype=h5py.string_dtype(),
+                           track_times=False)
         if labels:
-            out.create_dataset("label", data=np.concatenate(labels))
+            out.create_dataset("label", data=np.concatenate(labels), track_times=False)
         for name in FIELDS:
             row_shape, dtype = shapes[name][0][0][1:], shapes[name][0][1]
             layout = h5py.VirtualLayout(shape=(n, *row_shape), dtype=dtype)
