@@ -348,6 +348,7 @@ def test_group_accuracies_by_hand():
     assert result["landbird_on_land"] == 1.0 and result["landbird_on_water"] == 0.5
     assert result["waterbird_on_water"] == 0.5 and result["waterbird_on_land"] == 0.0
     assert result["average"] == 4 / 8 and result["worst_group"] == 0.0
+    assert result["mean_group"] == (1.0 + 0.5 + 0.5 + 0.0) / 4
     assert result["n_waterbird_on_land"] == 2
     with pytest.raises(InputError):
         group_accuracies([0], [0, 1], [0, 1])

@@ -2,7 +2,9 @@
 
 Zero-shot classification into landbird (y = 0) and waterbird (y = 1); the four groups are
 (bird, place) with place 0 = land, 1 = water. Reported: each group's accuracy, the average
-accuracy over all images and the worst-group accuracy (the lowest of the four). The heads to
+accuracy over all images (``average``; on the test split it is weighted by the test split's group
+sizes), the unweighted mean of the four group accuracies (``mean_group``) and the worst-group
+accuracy (the lowest of the four). The heads to
 ablate come from a list, or are chosen automatically: the heads whose TEXTSPAN texts best match a
 set of place/background descriptions, scored as
 ``score(l, h) = sum_k share_k * max_p cos(t_k, p)`` over the head's K texts t_k (with their
@@ -28,7 +30,8 @@ PLACES = ("land", "water")
 
 
 def group_accuracies(predicted, y, place) -> dict[str, float]:
-    """Accuracy of each (bird, place) group, ``average`` over all images and ``worst_group``; also group sizes."""
+    """Accuracy of each (bird, place) group, ``average`` over all images, ``mean_group`` (the mean of the
+    group accuracies present) and ``worst_group``; also group sizes."""
     predicted, y, place = (np.asarray(a, dtype=np.int64) for a in (predicted, y, place))
     if not (len(predicted) == len(y) == len(place)):
         raise InputError(f"{len(predicted)} predictions for {len(y)} labels and {len(place)} places")
@@ -43,6 +46,7 @@ def group_accuracies(predicted, y, place) -> dict[str, float]:
             out[name] = accuracy
             accuracies.append(accuracy)
     out["average"] = float((predicted == y).mean()) if len(y) else float("nan")
+    out["mean_group"] = float(np.nanmean(accuracies)) if np.isfinite(accuracies).any() else float("nan")
     out["worst_group"] = float(np.nanmin(accuracies)) if np.isfinite(accuracies).any() else float("nan")
     return out
 
