@@ -62,9 +62,23 @@ def local_source_problems():
     return lines
 
 
+ANALYSES_WITH_VARIANT = ("preliminary", "causal_tracing", "selectivity", "image_ablation", "followups")
+
+
+def analysis_variant_problems():
+    """One line per analysis whose `negation.<analysis>.variant` is not among `negation.dataset.variants`."""
+    return [
+        f"`negation.{analysis}.variant` is {NEGATION[analysis]['variant']!r}, which is not among "
+        f"`negation.dataset.variants` {VARIANTS}; add it there or choose one of them"
+        for analysis in ANALYSES_WITH_VARIANT
+        if NEGATION[analysis]["variant"] not in VARIANTS
+    ]
+
+
 def check_negation_inputs():
-    """Local sources and layer numbers of the negation section, checked before anything runs."""
+    """Local sources, analysis variants and layer numbers of the negation section, checked before anything runs."""
     problems = local_source_problems()
+    problems += analysis_variant_problems()
     problems += text_layer_problems("negation.selectivity.layer", NEGATION["selectivity"]["layer"], config["models"])
     if problems:
         raise WorkflowError(str(ConfigError(problems, "the negation section of the config cannot run as given")))

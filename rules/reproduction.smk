@@ -36,6 +36,7 @@ rule reproduction_report:
     params:
         model=model_spec,
         benchmark=NEGATION["benchmark"],
+        published_name=os.path.relpath(PUBLISHED_VALUES, workflow.basedir),
     group:
         LIGHT_GROUP
     log:

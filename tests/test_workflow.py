@@ -436,7 +436,8 @@ def test_analysis_variant_missing_from_the_dataset_names_the_key(tmp_path):
     config = write_config(workdir, "demo.yaml", {"negation": {"dataset": {"min_caption_votes": 2, "variants": ["standard"]}}})
     proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
     assert proc.returncode != 0
-    assert "negation.causal_tracing.variant" in proc.stdout + proc.stderr
+    for analysis in ("preliminary", "causal_tracing", "selectivity", "image_ablation", "followups"):
+        assert f"negation.{analysis}.variant" in proc.stdout + proc.stderr, analysis
 
 
 def test_mask_subject_size_on_real_data_is_refused(tmp_path):

@@ -1,6 +1,7 @@
 """Rule script: the reproduction report, every published number of the negation study beside ours."""
 
 from clip_interp.io import write_parquet
+from clip_interp.sources import sha256_of
 from clip_interp.plotting import save_figure
 from clip_interp.negation.reproduction import (load_published, plot_reproduction, read_sources, reproduction_table,
                                                setup_differences)
@@ -23,7 +24,8 @@ def main(smk, log):
              len(table) - len(within))
     write_parquet(table, smk.output.table, {
         "model": model, "study_setup": not differences, "setup_differences": differences,
-        "published_values": smk.input.published,
+        "published_values": smk.params.published_name,
+        "published_values_sha256": sha256_of(smk.input.published),
         "statement": ("the study's set-up" if not differences else
                       "NOT the study's model and data: the numbers are not expected to match"),
     })

@@ -102,7 +102,8 @@ def _download(url: str, tmp: Path, name: str, say: Callable[[str], None]) -> Non
         ) from exc
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 hex digest of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
@@ -222,7 +223,7 @@ def fetch_source(spec: Mapping[str, Any] | str, dest: str | os.PathLike, *, name
                 say(f"copying {name} from {src}")
                 shutil.copyfile(src, tmp)
             _check_body(tmp, url, name, kind)
-            actual = _sha256(tmp)
+            actual = sha256_of(tmp)
             if expected is not None and actual != expected.strip().lower():
                 raise SourceError(
                     f"config key {name!r}: SHA-256 of {url} is {actual}, but the config expects "
@@ -257,7 +258,7 @@ def local_fingerprint(url: str) -> dict[str, Any] | None:
     if path.is_file():
         stat = path.stat()
         if stat.st_size <= HASHED_FINGERPRINT_BYTES:
-            return {"file": str(path), "sha256": _sha256(path)}
+            return {"file": str(path), "sha256": sha256_of(path)}
         return {"file": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if path.is_dir():
         digest = hashlib.sha256()
