@@ -33,6 +33,7 @@ the fast ones.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -121,6 +122,13 @@ def _tracing_inputs(instances: pd.DataFrame):
 # --------------------------------------------------------------------------- causal tracing
 
 
+def _aligned_image_embeddings(image_embeddings: torch.Tensor, n: int, device) -> torch.Tensor:
+    """The (N, E) image embeddings on ``device``, checked to be one per instance."""
+    if image_embeddings.shape[0] != n:
+        raise InputError(f"{image_embeddings.shape[0]} image embeddings for {n} instances")
+    return image_embeddings.to(device)
+
+
 def _tracing_mask(negator: np.ndarray, eot: np.ndarray, t: int, device) -> torch.Tensor:
     """(B, T): the positions traced per instance, from the negator to EOT (earlier ones cannot differ)."""
     positions = np.arange(t)[None, :]
@@ -133,6 +141,38 @@ def clean_pair_run(model, neg, non, eot: np.ndarray, cache):
     ids = model.tokenizer.pad(neg + non, int(eot.max()) + 1).to(dev)
     eot_t = torch.as_tensor(eot, device=dev)
     return model.text.run(ids, cache=cache, pool_index=torch.cat([eot_t, eot_t]))
+
+
+@dataclass
+class CleanPairBatch:
+    """A batch's clean forward (:func:`clean_pair_run`): the run, the EOT positions (B,), the padded
+    length T, and the similarities S(negated), S(non-negated) (B,) with the batch's images."""
+
+    run: object
+    eot: torch.Tensor
+    n_tokens: int
+    s_negated: torch.Tensor
+    s_non_negated: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return len(self.eot)
+
+
+def clean_pair_batch(model, neg, non, eot: np.ndarray, image_emb: torch.Tensor, cache) -> CleanPairBatch:
+    """:func:`clean_pair_run` of one batch and the similarities of both sentences with its images ``image_emb``."""
+    run = clean_pair_run(model, neg, non, eot, cache)
+    b = len(neg)
+    return CleanPairBatch(run, torch.as_tensor(eot, device=model.device), int(eot.max()) + 1,
+                          model.similarity(image_emb, run.embedding[:b]), model.similarity(image_emb, run.embedding[b:]))
+
+
+def patched_similarities(model, image_emb: torch.Tensor, patched) -> torch.Tensor:
+    """S* (n_patched_layers, n_rows): the similarity of each patched run's embedding (``patched.embeddings``,
+    (n_patched_layers, n_rows, E)) with the image of its row (``patched.rows``)."""
+    n_layers, n_rows = patched.embeddings.shape[:2]
+    emb = patched.embeddings.reshape(n_layers * n_rows, -1)
+    return model.similarity(image_emb[patched.rows].repeat(n_layers, 1), emb).view(n_layers, n_rows)
 
 
 def tracing_effect(s_caption, s_foil, s_patched, in_caption):
@@ -151,23 +191,16 @@ def _trace_chunk(model, neg, non, negator, eot, image_emb):
     (:func:`~clip_interp.interventions.iter_resid_patches`). Positions before the negator keep
     ``S* = S(non-negated)``; a patch of ``resid[L]`` at EOT gives the negated sentence's own embedding.
     """
-    tower = model.text
-    n_layers, dev = tower.n_layers, model.device
-    b = len(neg)
-    t = int(eot.max()) + 1
-    eot_t = torch.as_tensor(eot, device=dev)
-    clean = clean_pair_run(model, neg, non, eot, ["resid"])
-    resid = clean.cache.stack("resid")
-    s_neg = model.similarity(image_emb, clean.embedding[:b])
-    s_non = model.similarity(image_emb, clean.embedding[b:])
+    tower, dev = model.text, model.device
+    n_layers = tower.n_layers
+    clean = clean_pair_batch(model, neg, non, eot, image_emb, ["resid"])
+    b, t, eot_t, s_neg, s_non = clean.size, clean.n_tokens, clean.eot, clean.s_negated, clean.s_non_negated
+    resid = clean.run.cache.stack("resid")
     s_patch = s_non[:, None, None].expand(b, n_layers + 1, t).clone()
     s_patch[torch.arange(b, device=dev), n_layers, eot_t] = s_neg
     mask = _tracing_mask(negator, eot, t, dev)
     for patched in iter_resid_patches(tower, resid[b:], resid[:b], mask, eot_t):
-        rows, n_rows = patched.rows, len(patched.rows)
-        emb = patched.embeddings.reshape(n_layers * n_rows, -1)
-        s = model.similarity(image_emb[rows].repeat(n_layers, 1), emb).view(n_layers, n_rows)
-        s_patch[rows, :n_layers, patched.position] = s.T
+        s_patch[patched.rows, :n_layers, patched.position] = patched_similarities(model, image_emb, patched).T
     return s_neg, s_non, s_patch
 
 
@@ -221,9 +254,7 @@ def causal_tracing_effects(model, instances: pd.DataFrame, image_embeddings: tor
     """
     neg, non, negator, eot = _tracing_inputs(instances)
     n = len(neg)
-    image_embeddings = image_embeddings.to(model.device)
-    if image_embeddings.shape[0] != n:
-        raise InputError(f"{image_embeddings.shape[0]} image embeddings for {n} instances")
+    image_embeddings = _aligned_image_embeddings(image_embeddings, n, model.device)
     s_neg, s_non = np.zeros(n), np.zeros(n)
     s_patch: list[np.ndarray | None] = [None] * n
     for idx in tqdm(_length_batches(eot, batch_size), desc="causal tracing", disable=not progress):

@@ -29,7 +29,8 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..interventions import iter_resid_set_patches
 from ..plotting import annotated_heatmap, new_figure
-from .engine import _length_batches, _tracing_inputs, clean_pair_run, tracing_effect
+from .engine import (_aligned_image_embeddings, _length_batches, _tracing_inputs, clean_pair_batch,
+                     patched_similarities, tracing_effect)
 from .labels import NEGATION_SIDES
 from .positions import generic_position_map
 from .tracing import SUMMARY_SEGMENTS, _with_all_segment
@@ -74,15 +75,11 @@ def _set_masks(slots: list[dict[str, list[int]]], t: int, device) -> torch.Tenso
 
 def _pair_chunk(model, neg, non, eot, slots, image_emb):
     """S(negated), S(non-negated) (B,) and S* (B, L+1, S) of one batch; NaN where a set is empty."""
-    tower = model.text
-    n_layers, dev = tower.n_layers, model.device
-    b = len(neg)
-    t = int(eot.max()) + 1
-    eot_t = torch.as_tensor(eot, device=dev)
-    clean = clean_pair_run(model, neg, non, eot, ["resid"])
-    resid = clean.cache.stack("resid")
-    s_neg = model.similarity(image_emb, clean.embedding[:b])
-    s_non = model.similarity(image_emb, clean.embedding[b:])
+    tower, dev = model.text, model.device
+    n_layers = tower.n_layers
+    clean = clean_pair_batch(model, neg, non, eot, image_emb, ["resid"])
+    b, t, eot_t, s_neg, s_non = clean.size, clean.n_tokens, clean.eot, clean.s_negated, clean.s_non_negated
+    resid = clean.run.cache.stack("resid")
     masks = _set_masks(slots, t, dev)
     s_patch = torch.full((b, n_layers + 1, len(PATCH_SETS)), float("nan"), device=dev, dtype=s_non.dtype)
     present = masks.any(dim=2)
@@ -90,10 +87,7 @@ def _pair_chunk(model, neg, non, eot, slots, image_emb):
     s_patch[:, n_layers] = torch.where(holds_eot, s_neg[:, None], s_non[:, None])
     s_patch[:, n_layers][~present] = float("nan")
     for patched in iter_resid_set_patches(tower, resid[b:], resid[:b], masks, eot_t, base=PATCH_BASE):
-        rows, n_rows = patched.rows, len(patched.rows)
-        emb = patched.embeddings.reshape(n_layers * n_rows, -1)
-        s = model.similarity(image_emb[rows].repeat(n_layers, 1), emb).view(n_layers, n_rows)
-        s_patch[rows, :n_layers, patched.index] = s.T
+        s_patch[patched.rows, :n_layers, patched.index] = patched_similarities(model, image_emb, patched).T
     return s_neg, s_non, s_patch, masks.sum(dim=2)
 
 
@@ -137,9 +131,7 @@ def pair_patching_effects(model, instances: pd.DataFrame, image_embeddings: torc
     neg, non, _, eot = _tracing_inputs(instances)
     slots = slot_positions(instances)
     n = len(neg)
-    image_embeddings = image_embeddings.to(model.device)
-    if image_embeddings.shape[0] != n:
-        raise InputError(f"{image_embeddings.shape[0]} image embeddings for {n} instances")
+    image_embeddings = _aligned_image_embeddings(image_embeddings, n, model.device)
     n_layers = model.text.n_layers
     s_neg, s_non = np.zeros(n), np.zeros(n)
     s_patch = np.zeros((n, n_layers + 1, len(PATCH_SETS)))

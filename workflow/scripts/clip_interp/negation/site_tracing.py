@@ -27,8 +27,8 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..interventions import PATCHABLE_BLOCK_SITES, block_output_patch_values, iter_resid_patches
 from ..plotting import new_figure
-from .engine import (CAUSAL_TRACING_COLUMNS, _length_batches, _tracing_frame, _tracing_inputs, _tracing_mask,
-                     clean_pair_run)
+from .engine import (CAUSAL_TRACING_COLUMNS, _aligned_image_embeddings, _length_batches, _tracing_frame,
+                     _tracing_inputs, _tracing_mask, clean_pair_batch, patched_similarities)
 from .labels import NEGATION_SIDES
 from .tracing import COLOUR_LIMIT, _beyond_limit, _draw_heatmap, heatmap
 
@@ -48,28 +48,21 @@ def check_sites(sites: Iterable[str]) -> list[str]:
 
 def _site_chunk(model, neg, non, negator, eot, image_emb, sites):
     """S(negated), S(non-negated) (B,) and per site S* (B, L+1, T) of one batch (layer 0: no patch, S* = S(non-negated))."""
-    tower = model.text
-    n_layers, dev = tower.n_layers, model.device
-    b = len(neg)
-    t = int(eot.max()) + 1
-    eot_t = torch.as_tensor(eot, device=dev)
+    tower, dev = model.text, model.device
+    n_layers = tower.n_layers
+    clean = clean_pair_batch(model, neg, non, eot, image_emb, ["resid", "resid_mid", *sites])
+    b, t, eot_t, s_neg, s_non = clean.size, clean.n_tokens, clean.eot, clean.s_negated, clean.s_non_negated
     rows = torch.arange(b, device=dev)
-    clean = clean_pair_run(model, neg, non, eot, ["resid", "resid_mid", *sites])
-    resid, resid_mid = clean.cache.stack("resid"), clean.cache.stack("resid_mid")
-    s_neg = model.similarity(image_emb, clean.embedding[:b])
-    s_non = model.similarity(image_emb, clean.embedding[b:])
+    resid, resid_mid = clean.run.cache.stack("resid"), clean.run.cache.stack("resid_mid")
     receiver = {"resid": resid[b:], "resid_mid": resid_mid[b:]}
     mask = _tracing_mask(negator, eot, t, dev)
     out = {}
     for site in sites:
-        values = block_output_patch_values(tower, site, receiver, clean.cache.stack(site)[:b])
+        values = block_output_patch_values(tower, site, receiver, clean.run.cache.stack(site)[:b])
         s_patch = s_non[:, None, None].expand(b, n_layers + 1, t).clone()
         s_patch[rows, n_layers, eot_t] = model.similarity(image_emb, tower.to_joint_space(values[rows, n_layers, eot_t]))
         for patched in iter_resid_patches(tower, resid[b:], values, mask, eot_t, first_layer=1):
-            n_rows = len(patched.rows)
-            emb = patched.embeddings.reshape((n_layers - 1) * n_rows, -1)
-            s = model.similarity(image_emb[patched.rows].repeat(n_layers - 1, 1), emb).view(n_layers - 1, n_rows)
-            s_patch[patched.rows, 1:n_layers, patched.position] = s.T
+            s_patch[patched.rows, 1:n_layers, patched.position] = patched_similarities(model, image_emb, patched).T
         out[site] = s_patch
     return s_neg, s_non, out
 
@@ -86,9 +79,7 @@ def site_tracing_effects(model, instances: pd.DataFrame, image_embeddings: torch
     sites = check_sites(sites)
     neg, non, negator, eot = _tracing_inputs(instances)
     n = len(neg)
-    image_embeddings = image_embeddings.to(model.device)
-    if image_embeddings.shape[0] != n:
-        raise InputError(f"{image_embeddings.shape[0]} image embeddings for {n} instances")
+    image_embeddings = _aligned_image_embeddings(image_embeddings, n, model.device)
     s_neg, s_non = np.zeros(n), np.zeros(n)
     s_patch: dict[str, list] = {site: [None] * n for site in sites}
     for idx in tqdm(_length_batches(eot, batch_size), desc="MHA/MLP tracing", disable=not progress):
