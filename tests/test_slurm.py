@@ -32,9 +32,9 @@ PLUGIN_VERSION = "2.8.0"
 # The test cluster's names (tests/cluster/slurm_cluster.sh); the README's example values are the non-default ones.
 ACCOUNT, PARTITION, DEFAULT_PARTITION, DEFAULT_ACCOUNT = "myproject", "compute", "debug", "ci"
 MODEL_RULES = {"cache_text_activations", "cache_image_activations", "cache_cannot_activations", "causal_tracing",
-               "image_ablation"}
+               "image_ablation", "pair_patching", "site_tracing", "ablation_windows"}
 LIGHT_RULES = {"generate_synthetic_benchmark", "prepare_valse", "compute_scores", "causal_tracing_summary",
-               "image_ablation_summary", "cross_model_profiles"}
+               "image_ablation_summary", "cross_model_profiles", "image_covariates", "probes"}
 ALL_RULES = MODEL_RULES | LIGHT_RULES | {"train_toy_clip", "subject_size", "token_positions", "cannot_pairs",
                                         "negator_selectivity", "cannot_selectivity", "preliminary_analyses",
                                         "reproduction_report"}
