@@ -29,7 +29,8 @@ def main(smk, log):
                                      [Ablation.none(store.n_layers, store.n_heads), before])
     check = pd.DataFrame([
         {"condition": "no ablation", "accuracy": float(references["accuracy"].iloc[0])},
-        {"condition": f"attention layers 1..{layers[0] - 1} mean-ablated", "accuracy": float(references["accuracy"].iloc[1])},
+        {"condition": (f"attention layers 1..{layers[0] - 1} mean-ablated" if layers[0] > 1 else
+                       "nothing mean-ablated (TEXTSPAN covers every layer)"), "accuracy": float(references["accuracy"].iloc[1])},
         {"condition": f"and the heads of layers {layers[0]}..{layers[-1]} replaced by their TEXTSPAN reconstruction",
          "accuracy": reconstructed},
     ])

@@ -39,14 +39,14 @@ def head_cards(table: pd.DataFrame, paths, n_texts: int, title: str) -> None:
     """One card per head (rows: layers, columns: heads): its first ``n_texts`` TEXTSPAN texts with their shares."""
     layers = sorted(table["layer"].unique())
     heads = sorted(table["head"].unique())
-    fig, axes = new_figure(len(layers), len(heads), figsize=(2.6 * len(heads), 1.6 + 0.32 * n_texts * len(layers)),
+    fig, axes = new_figure(len(layers), len(heads), figsize=(3.2 * len(heads), (0.65 + 0.17 * n_texts) * len(layers)),
                            squeeze=False)
     for i, layer in enumerate(layers):
         for j, head in enumerate(heads):
             ax = axes[i][j]
             ax.set_xticks([]), ax.set_yticks([])
             rows = table[(table["layer"] == layer) & (table["head"] == head)].sort_values("rank").head(n_texts)
-            lines = [f"{r.rank}. {textwrap.shorten(str(r.text), 34)} ({100 * r.share:.1f}%)" for r in rows.itertuples()]
+            lines = [f"{r.rank}. {textwrap.shorten(str(r.text), 38)} ({100 * r.share:.1f}%)" for r in rows.itertuples()]
             ax.text(0.03, 0.95, "\n".join(lines), va="top", ha="left", fontsize=6.5, transform=ax.transAxes)
             ax.set_title(f"L{layer} H{head}", fontsize=8)
     fig.suptitle(title, fontsize=9)
@@ -115,6 +115,7 @@ def neighbour_grids(table: pd.DataFrame, images: Mapping[int, np.ndarray], paths
             ax.imshow(images[int(row["row"])])
             ax.set_xlabel(f"{row['score']:.3f}", fontsize=6)
             if j == 0:
-                ax.set_ylabel(f"L{layer} H{head}\n{textwrap.shorten(str(query), 24)}", fontsize=6)
+                label = "\n".join(textwrap.wrap(str(query), 22)[:3])
+                ax.set_ylabel(f"L{layer} H{head}\n{label}", fontsize=6)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, paths)
