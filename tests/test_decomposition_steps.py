@@ -203,3 +203,20 @@ def test_config_decomposition_section(tmp_path):
     assert "decomposition.spurious.templates[0]" in problems
     assert "decomposition.neighbours.heads" in problems
     assert "`decomposition.dtype` is 'float64'" in problems
+
+
+def test_gathered_store_moves_with_its_shards_and_is_byte_stable(stores, tmp_path):
+    import shutil
+    import time
+
+    gathered, _, _ = stores
+    folder = gathered.path.parent
+    moved = shutil.copytree(folder, tmp_path / "elsewhere")
+    copy = DecompositionStore(moved / "gathered.h5")
+    assert copy.keys == gathered.keys and str(folder) not in (moved / "gathered.h5").read_bytes().decode("latin-1")
+    for (_, a), (_, b) in zip(copy.batches(32), gathered.batches(32)):
+        assert torch.equal(a["heads"], b["heads"])
+    time.sleep(1.1)
+    parts = sorted(moved.glob("shard_*.h5"))
+    gather_shards(parts, moved / "again.h5")
+    assert (moved / "again.h5").read_bytes() == (moved / "gathered.h5").read_bytes()
