@@ -13,7 +13,8 @@ import yaml
 from clip_interp.config import config_problems
 from clip_interp.decomposition import steps
 from clip_interp.decomposition.classifier import ablation_accuracies, predict, zero_shot_classifier
-from clip_interp.decomposition.data import ImageNetSegmentation, read_description_pool, read_waterbirds
+from clip_interp.decomposition.data import (ImageNetSegmentation, extract_waterbirds, read_description_pool,
+                                            read_waterbirds, waterbirds_root)
 from clip_interp.decomposition.spurious import select_heads_by_descriptions, select_heads_from_table
 from clip_interp.decomposition.store import (DecompositionStore, gather_shards, n_shards, shard_rows,
                                              write_decomposition)
@@ -170,14 +171,14 @@ def test_waterbirds_tarball_is_extracted_and_a_bad_archive_named(tmp_path, sets)
     archive = tmp_path / "waterbirds.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(sets[0] / "waterbirds", arcname="waterbird_complete95_forest2water2")
-    root = steps.extract_waterbirds(archive, tmp_path / "extracted")
+    root = extract_waterbirds(archive, tmp_path / "extracted")
     assert root == tmp_path / "extracted" / "waterbird_complete95_forest2water2"
-    assert steps.waterbirds_root(tmp_path / "extracted") == root
+    assert waterbirds_root(tmp_path / "extracted") == root
     table, excluded = steps.waterbirds_list(root, "test")
     assert len(table) == 8 and excluded == [] and set(table.columns) == {"key", "path", "label", "place"}
     (tmp_path / "bad.tar.gz").write_text("not a tarball")
     with pytest.raises(InputError, match="bad.tar.gz is not a readable tar archive"):
-        steps.extract_waterbirds(tmp_path / "bad.tar.gz", tmp_path / "extracted2")
+        extract_waterbirds(tmp_path / "bad.tar.gz", tmp_path / "extracted2")
     assert not (tmp_path / "extracted2").exists()
 
 
@@ -220,3 +221,20 @@ def test_gathered_store_moves_with_its_shards_and_is_byte_stable(stores, tmp_pat
     parts = sorted(moved.glob("shard_*.h5"))
     gather_shards(parts, moved / "again.h5")
     assert (moved / "again.h5").read_bytes() == (moved / "gathered.h5").read_bytes()
+
+
+def test_every_pool_description_has_one_kind():
+    from clip_interp.synthetic_decomposition import description_kind
+
+    kinds = [description_kind(text) for text in description_pool()]
+    counts = {kind: kinds.count(kind) for kind in set(kinds)}
+    assert counts == {"colour": 10, "shape": 6, "position": 5, "size": 4, "background": 8, "general": 32}
+
+
+def test_the_waterbirds_extraction_runs_without_torch():
+    """extract_waterbirds runs in the data environment (envs/data.yaml has no torch)."""
+    import subprocess
+    import sys
+
+    code = "import sys; import clip_interp.decomposition.data; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

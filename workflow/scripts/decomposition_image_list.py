@@ -1,7 +1,8 @@
 """Rule script: the list of an image set of the decomposition study (key, path, label[, place]); unreadable
 images are left out, counted and recorded in the table's metadata."""
 
-from clip_interp.decomposition.steps import classification_list, waterbirds_list, waterbirds_root
+from clip_interp.decomposition.data import waterbirds_root
+from clip_interp.decomposition.steps import classification_list, waterbirds_list
 from clip_interp.io import write_parquet
 from clip_interp.workflow import run_rule
 

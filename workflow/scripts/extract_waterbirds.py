@@ -1,6 +1,6 @@
 """Rule script: extract the Waterbirds tarball into a folder (written under a temporary name, then renamed)."""
 
-from clip_interp.decomposition.steps import extract_waterbirds
+from clip_interp.decomposition.data import extract_waterbirds
 from clip_interp.workflow import run_rule
 
 

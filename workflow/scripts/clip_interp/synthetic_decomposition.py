@@ -238,3 +238,20 @@ def append_train_records(train_jsonl, records: list[dict]) -> None:
     existing = path.read_text() if path.exists() else ""
     with atomic_path(path) as tmp:
         tmp.write_text(existing + "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def description_kind(text: str) -> str:
+    """What a description of :func:`description_pool` names: ``colour``, ``shape``, ``position``, ``size``,
+    ``background`` or ``general`` (the planted-structure check groups TEXTSPAN texts by it)."""
+    if text in BACKGROUND_DESCRIPTIONS:
+        return "background"
+    words = text.rstrip(".").lower().split()
+    if any(word in COLOURS for word in words):
+        return "colour"
+    if any(word in SHAPES or word in SHAPES.values() for word in words):
+        return "shape"
+    if text.startswith("An object in the"):
+        return "position"
+    if any(word in SIZES for word in words):
+        return "size"
+    return "general"
