@@ -238,3 +238,18 @@ def test_the_waterbirds_extraction_runs_without_torch():
 
     code = "import sys; import clip_interp.decomposition.data; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_planted_structure_checks_on_hand_made_tables():
+    from clip_interp.synthetic_decomposition import planted_structure_checks
+
+    textspan = pd.DataFrame({"layer": [3, 3, 3, 3], "head": [0, 0, 1, 1], "rank": [1, 2, 1, 2],
+                             "text": ["Something red.", "A photo of a dog.", "There is a circle.", "Something blue."],
+                             "share": [0.5, 0.1, 0.2, 0.3]})
+    segmentation = pd.DataFrame({"method": ["decomposition", "last_layer_attention"], "miou": [0.6, 0.4]})
+    waterbirds = pd.DataFrame({"condition": ["baseline", "ablated"], "worst_group": [0.5, 0.5]})
+    checks = planted_structure_checks(textspan, segmentation, waterbirds).set_index("check")["holds"].tolist()
+    assert checks == [False, True, False]  # both heads mostly colour (head 1: colour 0.3 > shape 0.2)
+    textspan.loc[3, "share"] = 0.1
+    waterbirds.loc[1, "worst_group"] = 0.6
+    assert planted_structure_checks(textspan, segmentation, waterbirds)["holds"].tolist() == [True, True, True]
