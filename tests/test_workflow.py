@@ -561,10 +561,16 @@ def test_default_config_dry_run_lists_every_decomposition_output(tmp_path, share
         assert f"results/decomposition/openai-ViT-B-32/figures/{figure}.png" in listed, figure
 
 
-def test_imagenet_from_a_url_is_refused_at_start(tmp_path):
+@pytest.mark.parametrize("override, message", [
+    ({"sources": {"classification_images": {"url": "https://example.org/imagenet/val.tar"}}},
+     "`decomposition.sources.classification_images.url` is 'https://example.org/imagenet/val.tar'; the classification"),
+    ({"sources": {"segmentation": {"url": "/nonexistent/gtsegs_ijcv.mat"}}},
+     "`decomposition.sources.segmentation.url` is '/nonexistent/gtsegs_ijcv.mat', which does not exist"),
+    ({"textspan": {"texts_per_head": 30, "rank": 20}}, "`decomposition.textspan.texts_per_head` (30) exceeds"),
+])
+def test_decomposition_inputs_are_checked_at_start(tmp_path, override, message):
     workdir = copy_workflow(tmp_path / "wf")
-    config = write_config(workdir, "demo.yaml", {"decomposition": {"sources": {
-        "classification_images": {"url": "https://example.org/imagenet/val.tar"}}}})
+    config = write_config(workdir, "demo.yaml", {"decomposition": override})
     proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
     assert proc.returncode != 0
-    assert "decomposition.sources.classification_images.url" in proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
