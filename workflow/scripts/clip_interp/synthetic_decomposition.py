@@ -13,7 +13,9 @@ objects on the toy CLIP's 8-pixel patch grid):
   array whose [0, 0] element is the (W, H) mask).
 * **Waterbirds-like split**: the class is the shape (0 = circle, the "landbird"; 1 = triangle, the
   "waterbird"), the place the background texture (0 = "land": brown and green horizontal bands;
-  1 = "water": blue with lighter diagonal waves). The training images (``images/wb_train_*.png``,
+  1 = "water": blue with lighter diagonal waves); the object is small (a cell of 8 or 16 pixels, one
+  or four patches), so that its shape is hard to see and the background is a tempting shortcut, as
+  the birds of Waterbirds are small against their backgrounds. The training images (``images/wb_train_*.png``,
   whose pairs are added to ``train.jsonl`` so that the toy CLIP is trained on them) have the
   background matching the class with probability ``spurious_correlation``; their captions never
   name the background. The test images (``waterbirds/``, with a Waterbirds ``metadata.csv``,
@@ -154,7 +156,7 @@ def _classification_set(out: Path, n: int, image_size: int, seed: int) -> dict[s
 def _waterbird_image(rng: np.random.Generator, image_size: int, y: int, place: int) -> tuple[np.ndarray, str]:
     canvas = textured_background(rng, image_size, place)
     colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-    _draw_object(rng, canvas, colour, WATERBIRD_SHAPES[y], low=16, high=32)
+    _draw_object(rng, canvas, colour, WATERBIRD_SHAPES[y], low=8, high=16)
     return _finish(rng, canvas), colour
 
 
