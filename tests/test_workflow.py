@@ -416,9 +416,9 @@ def test_report_holds_every_figure_with_its_caption(demo_run):
     with zipfile.ZipFile(report) as z:
         names = z.namelist()
         text = "".join(z.read(n).decode("utf-8", "replace") for n in names if n.endswith((".html", ".js", ".json")))
-    for figure in ["fig3_score_distribution", *STUDY_FIGURES, "fig_cross_model_layers"]:
+    for figure in ["fig3_score_distribution", *STUDY_FIGURES, "fig_cross_model_layers", *DECOMPOSITION_FIGURES]:
         assert any(name.endswith(f"{figure}.png") for name in names), figure
-    for phrase in ("causal tracing effect", "single-colour", "CANNOT"):
+    for phrase in ("causal tracing effect", "single-colour", "CANNOT", "TEXTSPAN", "worst group"):
         assert phrase.lower() in text.lower(), phrase
 
 

@@ -2,13 +2,13 @@
 
 import itertools
 
-import numpy as np
 import torch
 from PIL import Image
 
 from clip_interp.decomposition.data import ImageNetSegmentation
 from clip_interp.decomposition.figures import segmentation_examples
-from clip_interp.decomposition.segmentation import evaluate_segmentation, method_scores, preprocess_mask, scores_to_maps
+from clip_interp.decomposition.segmentation import (display_image, evaluate_segmentation, method_scores, preprocess_mask,
+                                                    scores_to_maps)
 from clip_interp.decomposition.steps import load_tensor
 from clip_interp.io import write_parquet
 from clip_interp.models import load_model
@@ -19,7 +19,7 @@ def example_maps(model, items, classifier, methods, convention):
     """Preprocessed images (H, W, 3) in [0, 1], their masks, and each method's soft maps."""
     size = model.image_size
     pixels = torch.stack([model.preprocess(Image.fromarray(image)) for image, _ in items]).to(model.device)
-    shown = [np.asarray(Image.fromarray(image).resize((size, size))) / 255.0 for image, _ in items]
+    shown = [display_image(image, size) for image, _ in items]
     masks = [preprocess_mask(mask, size).astype(float) for _, mask in items]
     maps = {m: list(scores_to_maps(method_scores(m, model.vision, pixels, classifier, convention=convention),
                                    model.vision.grid_size, (size, size)).cpu().numpy()) for m in methods}
