@@ -9,14 +9,11 @@ check holds; exits 0 whatever the outcome (the README reports what holds).
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-
-from clip_interp.synthetic_decomposition import head_kinds, planted_structure_checks  # noqa: E402
+from clip_interp.synthetic_decomposition import head_kinds, planted_structure_checks
 
 
 def main(argv=None) -> int:
