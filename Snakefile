@@ -43,6 +43,13 @@ if "negation" in STUDIES:
     include: "rules/followups.smk"
 
 
+# The decomposition study: sharded decomposition, then its analyses.
+if "decomposition" in STUDIES:
+
+    include: "rules/decomposition_common.smk"
+    include: "rules/decomposition.smk"
+
+
 rule all:
     input:
         all_targets(),

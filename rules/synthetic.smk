@@ -1,4 +1,21 @@
-# The offline demo: a synthetic existence benchmark and a toy CLIP trained on it.
+# The offline demo: a synthetic existence benchmark and a toy CLIP trained on it. With the decomposition
+# study, also its synthetic sets; the Waterbirds-like training pairs join train.jsonl (one toy CLIP for both).
+
+SYNTHETIC_DECOMPOSITION = "results/synthetic/decomposition"
+SYNTHETIC_DECOMPOSITION_OUTPUTS = (
+    dict(
+        classification=directory(f"{SYNTHETIC_DECOMPOSITION}/classification"),
+        classification_labels=f"{SYNTHETIC_DECOMPOSITION}/classification_labels.txt",
+        class_names=f"{SYNTHETIC_DECOMPOSITION}/class_names.txt",
+        templates=f"{SYNTHETIC_DECOMPOSITION}/templates.txt",
+        segmentation=f"{SYNTHETIC_DECOMPOSITION}/segmentation.mat",
+        waterbirds=directory(f"{SYNTHETIC_DECOMPOSITION}/waterbirds"),
+        descriptions=f"{SYNTHETIC_DECOMPOSITION}/descriptions.txt",
+        place_descriptions=f"{SYNTHETIC_DECOMPOSITION}/place_descriptions.txt",
+    )
+    if "decomposition" in STUDIES
+    else {}
+)
 
 
 rule generate_synthetic_benchmark:
@@ -7,8 +24,10 @@ rule generate_synthetic_benchmark:
         images=directory("results/synthetic/images"),
         masks=directory("results/synthetic/masks"),
         train="results/synthetic/train.jsonl",
+        **SYNTHETIC_DECOMPOSITION_OUTPUTS,
     params:
         synthetic=config["demo"]["synthetic"],
+        decomposition=bool(SYNTHETIC_DECOMPOSITION_OUTPUTS),
     log:
         rule_log("generate_synthetic_benchmark"),
     benchmark:

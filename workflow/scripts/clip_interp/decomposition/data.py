@@ -14,7 +14,8 @@ silently.
   array, transposed here to (H, W, 3); a ground truth to a reference array whose [0, 0] element
   dereferences to a (W, H) mask, transposed to (H, W).
 - Waterbirds ``metadata.csv``: ``img_filename``, ``y`` (0 landbird, 1 waterbird), ``split``
-  (0/1/2 = train/val/test) and ``place`` (0 land, 1 water).
+  (0/1/2 = train/val/test) and ``place`` (0 land, 1 water); the tarball is extracted by
+  :func:`extract_waterbirds` (this module imports no torch, so the data environment runs it).
 - Description pools: one description per line (``text_descriptions/*.txt``).
 """
 
@@ -245,3 +246,44 @@ def read_description_pool(path) -> DescriptionPool:
     if not texts:
         raise InputError(f"description pool {path} has no descriptions; give a file with one description per line")
     return DescriptionPool(path, texts, len(lines) - len(texts), len(texts) - len(set(texts)))
+
+
+def extract_waterbirds(archive, out_dir) -> Path:
+    """Extract the Waterbirds tarball into ``out_dir`` (via a temporary folder renamed when complete) and return
+    the folder that holds ``metadata.csv``. Members that would land outside ``out_dir`` are refused."""
+    import os
+    import shutil
+    import tarfile
+    import tempfile
+
+    archive, out = Path(archive), Path(out_dir)
+    if not archive.is_file():
+        raise InputError(f"Waterbirds archive {archive} does not exist; fix `decomposition.sources.waterbirds`")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise InputError(f"{archive} is not a readable tar archive ({exc}); give "
+                             "waterbird_complete95_forest2water2.tar.gz or its extracted folder") from exc
+        found = sorted(tmp.rglob("metadata.csv"))
+        if not found:
+            raise InputError(f"{archive} holds no metadata.csv; it is not the Waterbirds dataset")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / found[0].parent.relative_to(tmp)
+
+
+def waterbirds_root(folder) -> Path:
+    """The folder holding ``metadata.csv``: ``folder`` itself or its one sub-folder that has it."""
+    folder = Path(folder)
+    if (folder / "metadata.csv").is_file():
+        return folder
+    found = sorted(folder.glob("*/metadata.csv"))
+    return found[0].parent if len(found) == 1 else folder

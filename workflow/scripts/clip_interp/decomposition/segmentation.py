@@ -92,6 +92,20 @@ def binarise(maps: torch.Tensor) -> torch.Tensor:
     return maps > maps.mean(dim=(1, 2), keepdim=True)
 
 
+def _resize_and_crop(image, size: int, resample):
+    """A PIL image with its shorter side resized to ``size`` (the longer side truncated as torchvision's
+    ``Resize`` does), then centre-cropped to ``size`` x ``size`` (offsets rounded as ``CenterCrop``'s)."""
+    width, height = image.size
+    if width <= height:
+        new_size = (size, int(size * height / width))
+    else:
+        new_size = (int(size * width / height), size)
+    resized = image.resize(new_size, resample)
+    left = int(round((resized.size[0] - size) / 2.0))
+    top = int(round((resized.size[1] - size) / 2.0))
+    return resized.crop((left, top, left + size, top + size))
+
+
 def preprocess_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """A ground-truth mask (H, W) through CLIP's image geometry: shorter side resized to ``size``
     (nearest neighbour; the longer side truncated as torchvision's ``Resize`` does), then a centre
@@ -99,15 +113,15 @@ def preprocess_mask(mask: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
     image = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
-    width, height = image.size
-    if width <= height:
-        new_size = (size, int(size * height / width))
-    else:
-        new_size = (int(size * width / height), size)
-    resized = image.resize(new_size, Image.NEAREST)
-    left = int(round((resized.size[0] - size) / 2.0))
-    top = int(round((resized.size[1] - size) / 2.0))
-    return np.asarray(resized.crop((left, top, left + size, top + size))) > 127
+    return np.asarray(_resize_and_crop(image, size, Image.NEAREST)) > 127
+
+
+def display_image(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB image (H, W, 3) uint8 through the same geometry as :func:`preprocess_mask` (bicubic), as floats
+    in [0, 1]: what the maps and masks of an example figure lie on."""
+    from PIL import Image
+
+    return np.asarray(_resize_and_crop(Image.fromarray(image), size, Image.BICUBIC)) / 255.0
 
 
 @dataclass

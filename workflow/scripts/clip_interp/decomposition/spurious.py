@@ -77,15 +77,24 @@ def select_heads_by_descriptions(spans: dict[tuple[int, int], TextSpan], pool_em
     ``descriptions`` (P, E) those of the place/background set. Returns ``layer, head, score`` by
     decreasing score.
     """
-    if not spans:
+    rows = [{"layer": layer, "head": head, "rank": k + 1, "text_index": int(j), "share": float(span.share[k])}
+            for (layer, head), span in spans.items() for k, j in enumerate(span.texts)]
+    return select_heads_from_table(pd.DataFrame(rows), pool_embeddings, descriptions, n_heads)
+
+
+def select_heads_from_table(textspan: pd.DataFrame, pool_embeddings: torch.Tensor, descriptions: torch.Tensor,
+                            n_heads: int) -> pd.DataFrame:
+    """:func:`select_heads_by_descriptions` from a TEXTSPAN table (``layer, head, text_index, share`` rows)."""
+    if textspan.empty:
         raise InputError("no TEXTSPAN results to select heads from")
-    if n_heads < 1 or n_heads > len(spans):
-        raise InputError(f"cannot select {n_heads} heads out of {len(spans)} with TEXTSPAN results")
+    groups = textspan.groupby(["layer", "head"], sort=True)
+    if n_heads < 1 or n_heads > groups.ngroups:
+        raise InputError(f"cannot select {n_heads} heads out of {groups.ngroups} with TEXTSPAN results")
     pool = F.normalize(pool_embeddings.float(), dim=-1)
     places = F.normalize(descriptions.float(), dim=-1)
     rows = []
-    for (layer, head), span in spans.items():
-        match = (pool[torch.as_tensor(span.texts)] @ places.T).amax(dim=1).numpy()
-        rows.append({"layer": layer, "head": head, "score": float((span.share * match).sum())})
+    for (layer, head), group in groups:
+        match = (pool[torch.tensor(group["text_index"].to_numpy(np.int64))] @ places.T).amax(dim=1).numpy()
+        rows.append({"layer": int(layer), "head": int(head), "score": float((group["share"].to_numpy() * match).sum())})
     table = pd.DataFrame(rows).sort_values(["score", "layer", "head"], ascending=[False, True, True])
     return table.head(n_heads).reset_index(drop=True)

@@ -8,14 +8,17 @@ are given; attributes name the model, the convention and the shard. Images are d
 ``batch_size`` at a time and written at once, so memory is bounded by the batch size. Files are
 written atomically: an interrupted shard leaves nothing and re-runs alone.
 
-:func:`gather_shards` joins the parts as an HDF5 file of virtual datasets (no copy; the parts must
-stay where they are, their absolute paths are recorded);
+:func:`gather_shards` joins the parts as an HDF5 file of virtual datasets (no copy; the parts are
+recorded by their paths relative to the gathered file's folder, which HDF5 resolves from that folder,
+so the gathered file and its parts may move together, and the same run in another folder writes the
+same bytes);
 :class:`DecompositionStore` reads a shard or a gathered file in batches.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -105,23 +108,38 @@ def gather_shards(parts: Sequence[str | Path], path) -> None:
     if labels and len(labels) != len(parts):
         raise InputError("some decomposition shards have labels and others do not; re-run them with one image set")
     n = len(keys)
+    folder = Path(path).resolve().parent
+    relative = [os.path.relpath(Path(part).resolve(), folder) for part in parts]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
         with h5py.File(parts[0], "r") as first:
             for k, v in first.attrs.items():
                 out.attrs[k] = v
-        out.attrs["shards"] = json.dumps([str(Path(p).resolve()) for p in parts])
+        out.attrs["shards"] = json.dumps(relative)
         out.create_dataset("keys", data=np.asarray(keys, dtype=object), dtype=h5py.string_dtype(),
                            track_times=False)
         if labels:
             out.create_dataset("label", data=np.concatenate(labels), track_times=False)
         for name in FIELDS:
-            row_shape, dtype = shapes[name][0][0][1:], shapes[name][0][1]
-            layout = h5py.VirtualLayout(shape=(n, *row_shape), dtype=dtype)
-            start = 0
-            for part, (shape, _) in zip(parts, shapes[name]):
-                layout[start:start + shape[0]] = h5py.VirtualSource(str(Path(part).resolve()), name, shape=shape)
-                start += shape[0]
-            out.create_virtual_dataset(name, layout)
+            _virtual_dataset(out, name, relative, [shape for shape, _ in shapes[name]], shapes[name][0][1])
+
+
+def _virtual_dataset(out: h5py.File, name: str, parts: Sequence[str], part_shapes: Sequence[tuple], dtype) -> None:
+    """Dataset ``name`` of ``out`` as the row-wise concatenation of dataset ``name`` of each part file,
+    created without a timestamp (the same parts give the same bytes)."""
+    from h5py import h5d, h5p, h5s, h5t
+
+    row_shape = tuple(part_shapes[0][1:])
+    n = sum(shape[0] for shape in part_shapes)
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    dcpl.set_obj_track_times(False)
+    space = h5s.create_simple((n, *row_shape))
+    start = 0
+    for part, shape in zip(parts, part_shapes):
+        selection = h5s.create_simple((n, *row_shape))
+        selection.select_hyperslab((start,) + (0,) * len(row_shape), (shape[0], *row_shape))
+        dcpl.set_virtual(selection, part.encode(), name.encode(), h5s.create_simple(tuple(shape)))
+        start += shape[0]
+    h5d.create(out.id, name.encode(), h5t.py_create(np.dtype(dtype), logical=1), space, dcpl=dcpl)
 
 
 class DecompositionStore:

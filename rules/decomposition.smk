@@ -1,0 +1,350 @@
+# The decomposition study (Gandelsman et al., ICLR 2024): sharded per-image terms of the image embedding,
+# then mean-ablation, TEXTSPAN, zero-shot segmentation, Waterbirds and per-head neighbours.
+
+DECOMPOSITION_FIGURES = {
+    "zero_shot": "accuracy_vs_ablated_layers",
+    "textspan": "head_cards",
+    "segmentation": "segmentation_examples",
+    "waterbirds": "waterbirds_groups",
+    "neighbours": "neighbour_grids",
+}
+
+STUDY_TARGETS["decomposition"] += expand(
+    "results/decomposition/{model}/{name}",
+    model=MODELS,
+    name=[
+        "zero_shot_ablation.parquet",
+        "textspan.parquet",
+        "textspan_reconstruction.parquet",
+        "segmentation.parquet",
+        "waterbirds.parquet",
+        "waterbirds_heads.parquet",
+        "neighbours.parquet",
+    ]
+    + [f"figures/{f}.{ext}" for f in DECOMPOSITION_FIGURES.values() for ext in ("png", "pdf")],
+)
+
+
+wildcard_constraints:
+    imageset="|".join(IMAGE_SETS),
+    shard=r"\d+",
+
+# The fetches need the internet, which compute nodes often lack: they run where Snakemake runs.
+localrules:
+    fetch_decomposition_source,
+    extract_waterbirds,
+
+
+DECOMPOSITION_KINDS = {
+    "segmentation": "binary",
+    "waterbirds": "binary",
+    "descriptions": "binary",
+    "place_descriptions": "binary",
+    "class_names": "binary",
+    "templates": "binary",
+    "classification_labels": "binary",
+}
+
+
+rule fetch_decomposition_source:
+    output:
+        "results/raw/decomposition/{name}",
+    wildcard_constraints:
+        name="|".join(DECOMPOSITION_KINDS),
+    params:
+        source=lambda wildcards: DECOMPOSITION_SOURCES[wildcards.name],
+        name=lambda wildcards: f"decomposition.sources.{wildcards.name}",
+        kind=lambda wildcards: DECOMPOSITION_KINDS[wildcards.name],
+        json_shape=None,
+    log:
+        rule_log("fetch_decomposition_source", "{name}"),
+    benchmark:
+        rule_benchmark("fetch_decomposition_source", "{name}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/fetch_source.py"
+
+
+rule extract_waterbirds:
+    input:
+        archive=decomposition_source("waterbirds"),
+    output:
+        directory("results/raw/decomposition/waterbirds_extracted"),
+    params:
+        fingerprint=decomposition_fingerprint("waterbirds"),
+    log:
+        rule_log("extract_waterbirds"),
+    benchmark:
+        rule_benchmark("extract_waterbirds")
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/extract_waterbirds.py"
+
+
+checkpoint decomposition_image_list:
+    input:
+        unpack(image_list_inputs),
+    output:
+        table="results/decomposition/datasets/{imageset}.parquet",
+    params:
+        split=DECOMPOSITION["spurious"]["split"],
+        fingerprint=lambda wildcards: (
+            decomposition_fingerprint("waterbirds")(wildcards)
+            if wildcards.imageset == "waterbirds"
+            else decomposition_fingerprint("classification_images")(wildcards)
+        ),
+    log:
+        rule_log("decomposition_image_list", "{imageset}"),
+    benchmark:
+        rule_benchmark("decomposition_image_list", "{imageset}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+    group:
+        PREPARATION_GROUP
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_image_list.py"
+
+
+rule decompose_shard:
+    input:
+        table="results/decomposition/datasets/{imageset}.parquet",
+        model=model_files,
+    output:
+        "results/decomposition/{model}/store/{imageset}/shard_{shard}.h5",
+    params:
+        model=model_spec,
+        shard_size=DECOMPOSITION["shard_size"],
+        convention=DECOMPOSITION["convention"],
+        dtype=DECOMPOSITION["dtype"],
+        device=DEVICE,
+        batch_size=IMAGE_BATCH_SIZE,
+    log:
+        rule_log("decompose_shard", "{model}", "{imageset}", "{shard}"),
+    benchmark:
+        rule_benchmark("decompose_shard", "{model}", "{imageset}", "{shard}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+        # ViT-B/16 on 2 CPU cores: about 0.6 s per image (README, decomposition benchmark); x3, plus start-up.
+        runtime=lambda wildcards, attempt: attempt * (10 + int(DECOMPOSITION["shard_size"] * 1.8 // 60) + 1),
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decompose_shard.py"
+
+
+rule gather_decomposition:
+    input:
+        parts=shard_parts,
+    output:
+        "results/decomposition/{model}/store/{imageset}.h5",
+    log:
+        rule_log("gather_decomposition", "{model}", "{imageset}"),
+    benchmark:
+        rule_benchmark("gather_decomposition", "{model}", "{imageset}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/gather_decomposition.py"
+
+
+rule decomposition_text:
+    input:
+        unpack(text_inputs),
+    output:
+        classification=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
+        waterbirds=f"{DECOMPOSITION_OUT}/text/classifier_waterbirds.npy",
+        descriptions=f"{DECOMPOSITION_OUT}/text/descriptions.npy",
+        place_descriptions=f"{DECOMPOSITION_OUT}/text/place_descriptions.npy",
+    params:
+        model=model_spec,
+        waterbirds_classes=DECOMPOSITION["spurious"]["class_names"],
+        waterbirds_templates=DECOMPOSITION["spurious"]["templates"],
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
+    log:
+        rule_log("decomposition_text", "{model}"),
+    benchmark:
+        rule_benchmark("decomposition_text", "{model}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_text.py"
+
+
+rule zero_shot_ablation:
+    input:
+        store=f"{DECOMPOSITION_OUT}/store/classification.h5",
+        classifier=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
+    output:
+        table=f"{DECOMPOSITION_OUT}/zero_shot_ablation.parquet",
+        png=report(
+            f"{DECOMPOSITION_OUT}/figures/accuracy_vs_ablated_layers.png",
+            caption="../report/decomposition_accuracy_vs_ablated_layers.rst",
+            category="Decomposition",
+            subcategory="{model}",
+        ),
+        pdf=f"{DECOMPOSITION_OUT}/figures/accuracy_vs_ablated_layers.pdf",
+    params:
+        mlps=DECOMPOSITION["ablation"]["mlps"],
+    log:
+        rule_log("zero_shot_ablation", "{model}"),
+    benchmark:
+        rule_benchmark("zero_shot_ablation", "{model}")
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/zero_shot_ablation.py"
+
+
+rule textspan:
+    input:
+        store=f"{DECOMPOSITION_OUT}/store/classification.h5",
+        classifier=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
+        texts=f"{DECOMPOSITION_OUT}/text/descriptions.npy",
+        pool=decomposition_source("descriptions"),
+    output:
+        table=f"{DECOMPOSITION_OUT}/textspan.parquet",
+        reconstruction=f"{DECOMPOSITION_OUT}/textspan_reconstruction.parquet",
+        png=report(
+            f"{DECOMPOSITION_OUT}/figures/head_cards.png",
+            caption="../report/decomposition_head_cards.rst",
+            category="Decomposition",
+            subcategory="{model}",
+        ),
+        pdf=f"{DECOMPOSITION_OUT}/figures/head_cards.pdf",
+    params:
+        textspan=DECOMPOSITION["textspan"],
+    log:
+        rule_log("textspan", "{model}"),
+    benchmark:
+        rule_benchmark("textspan", "{model}")
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_textspan.py"
+
+
+rule decomposition_segmentation:
+    input:
+        mat=decomposition_source("segmentation"),
+        classifier=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
+        model=model_files,
+    output:
+        table=f"{DECOMPOSITION_OUT}/segmentation.parquet",
+        png=report(
+            f"{DECOMPOSITION_OUT}/figures/segmentation_examples.png",
+            caption="../report/decomposition_segmentation_examples.rst",
+            category="Decomposition",
+            subcategory="{model}",
+        ),
+        pdf=f"{DECOMPOSITION_OUT}/figures/segmentation_examples.pdf",
+    params:
+        model=model_spec,
+        segmentation=DECOMPOSITION["segmentation"],
+        convention=DECOMPOSITION["convention"],
+        device=DEVICE,
+        batch_size=IMAGE_BATCH_SIZE,
+        fingerprint=decomposition_fingerprint("segmentation"),
+    log:
+        rule_log("decomposition_segmentation", "{model}"),
+    benchmark:
+        rule_benchmark("decomposition_segmentation", "{model}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_segmentation.py"
+
+
+rule waterbirds:
+    input:
+        store=f"{DECOMPOSITION_OUT}/store/waterbirds.h5",
+        table="results/decomposition/datasets/waterbirds.parquet",
+        classifier=f"{DECOMPOSITION_OUT}/text/classifier_waterbirds.npy",
+        textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
+        texts=f"{DECOMPOSITION_OUT}/text/descriptions.npy",
+        places=f"{DECOMPOSITION_OUT}/text/place_descriptions.npy",
+    output:
+        table=f"{DECOMPOSITION_OUT}/waterbirds.parquet",
+        heads=f"{DECOMPOSITION_OUT}/waterbirds_heads.parquet",
+        png=report(
+            f"{DECOMPOSITION_OUT}/figures/waterbirds_groups.png",
+            caption="../report/decomposition_waterbirds_groups.rst",
+            category="Decomposition",
+            subcategory="{model}",
+        ),
+        pdf=f"{DECOMPOSITION_OUT}/figures/waterbirds_groups.pdf",
+    params:
+        heads=DECOMPOSITION["spurious"]["heads"],
+        n_heads=DECOMPOSITION["spurious"]["n_heads"],
+        class_names=DECOMPOSITION["spurious"]["class_names"],
+    log:
+        rule_log("waterbirds", "{model}"),
+    benchmark:
+        rule_benchmark("waterbirds", "{model}")
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_waterbirds.py"
+
+
+rule head_neighbours:
+    input:
+        store=f"{DECOMPOSITION_OUT}/store/classification.h5",
+        table="results/decomposition/datasets/classification.parquet",
+        textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
+        model=model_files,
+    output:
+        table=f"{DECOMPOSITION_OUT}/neighbours.parquet",
+        png=report(
+            f"{DECOMPOSITION_OUT}/figures/neighbour_grids.png",
+            caption="../report/decomposition_neighbour_grids.rst",
+            category="Decomposition",
+            subcategory="{model}",
+        ),
+        pdf=f"{DECOMPOSITION_OUT}/figures/neighbour_grids.pdf",
+    params:
+        model=model_spec,
+        neighbours=DECOMPOSITION["neighbours"],
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
+    log:
+        rule_log("head_neighbours", "{model}"),
+    benchmark:
+        rule_benchmark("head_neighbours", "{model}")
+    threads: 1
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_neighbours.py"
