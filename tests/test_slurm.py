@@ -32,12 +32,14 @@ PLUGIN_VERSION = "2.8.0"
 # The test cluster's names (tests/cluster/slurm_cluster.sh); the README's example values are the non-default ones.
 ACCOUNT, PARTITION, DEFAULT_PARTITION, DEFAULT_ACCOUNT = "myproject", "compute", "debug", "ci"
 MODEL_RULES = {"cache_text_activations", "cache_image_activations", "cache_cannot_activations", "causal_tracing",
-               "image_ablation", "pair_patching", "site_tracing", "ablation_windows"}
+               "image_ablation", "pair_patching", "site_tracing", "ablation_windows",
+               "decompose_shard", "decomposition_text", "decomposition_segmentation", "head_neighbours"}
 LIGHT_RULES = {"generate_synthetic_benchmark", "prepare_valse", "compute_scores", "causal_tracing_summary",
-               "image_ablation_summary", "cross_model_profiles", "image_covariates", "probes"}
+               "image_ablation_summary", "cross_model_profiles", "image_covariates", "probes",
+               "gather_decomposition", "zero_shot_ablation", "textspan", "waterbirds"}
 ALL_RULES = MODEL_RULES | LIGHT_RULES | {"train_toy_clip", "subject_size", "token_positions", "cannot_pairs",
                                         "negator_selectivity", "cannot_selectivity", "preliminary_analyses",
-                                        "reproduction_report"}
+                                        "reproduction_report", "extract_waterbirds", "decomposition_image_list"}
 
 # The code block of the README's section "Running on a cluster", comments removed, in order.
 README_COMMANDS = [
@@ -265,9 +267,18 @@ def test_readme_commands_run_the_demo_on_slurm_with_the_local_tables(slurm, loca
         assert "gres/gpu" not in job["ReqTRES"], job
         assert "fetch" not in job["Comment"], "the fetch rules are local rules and run on the login node"
     assert MODEL_RULES <= {job_rule(job) for job in jobs}
+    assert_one_job_per_shard(workdir, jobs)
     # each job's SLURM log is named in the output; the plugin deletes those of successful jobs
     assert f"(log: {workdir}/.snakemake/slurm_logs/rule_causal_tracing/" in out
     assert not list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+
+
+def assert_one_job_per_shard(workdir: Path, jobs: list[dict]):
+    """Every shard of every decomposed image set ran as its own SLURM job."""
+    shards = sorted((workdir / "results").glob("decomposition/*/store/*/shard_*.h5"))
+    shard_jobs = [job for job in jobs if job_rule(job) == "decompose_shard"]
+    assert len(shards) >= 4 and len(shard_jobs) == len(shards), (shards, shard_jobs)
+    assert len({job["Comment"] for job in shard_jobs}) == len(shards), shard_jobs
 
 
 def _running_model_job(workdir: Path) -> str | None:
