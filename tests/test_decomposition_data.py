@@ -146,6 +146,28 @@ def test_imagenet_flat_folder_with_labels_file(tmp_path):
         read_imagenet_val(tmp_path / "val", labels)
 
 
+
+def test_imagenet_labels_by_wordnet_id_and_kaggle_csv(tmp_path):
+    """A WordNet id's class index is its rank among all ids of the file; Kaggle's CSV matches file stems."""
+    for name in ("ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000003.JPEG"):
+        _image(tmp_path / "val" / name)
+    labels = tmp_path / "val.txt"
+    labels.write_text("ILSVRC2012_val_00000001.JPEG n04000000\nILSVRC2012_val_00000002.JPEG n01000000\n"
+                      "ILSVRC2012_val_00000003.JPEG n02000000\n")
+    assert read_imagenet_val(tmp_path / "val", labels, n_classes=3).labels == [2, 0, 1]
+    with pytest.raises(InputError, match="names 3 WordNet ids, not 1000"):
+        read_imagenet_val(tmp_path / "val", labels)
+    kaggle = tmp_path / "LOC_val_solution.csv"
+    kaggle.write_text("ImageId,PredictionString\nILSVRC2012_val_00000003,n02000000 1 2 30 40 n02000000 5 6 7 8\n"
+                      "ILSVRC2012_val_00000001,n04000000 1 1 9 9\nILSVRC2012_val_00000002,n01000000 0 0 4 4\n")
+    assert read_imagenet_val(tmp_path / "val", kaggle, n_classes=3).labels == [2, 0, 1]
+    labels.write_text("490\n361\n171\n")
+    with pytest.raises(InputError, match="ILSVRC2012_validation_ground_truth.txt"):
+        read_imagenet_val(tmp_path / "val", labels)
+    labels.write_text("ILSVRC2012_val_00000001.JPEG tench\n")
+    with pytest.raises(InputError, match="neither a class index nor a WordNet id"):
+        read_imagenet_val(tmp_path / "val", labels)
+
 # --------------------------------------------------------------------------- ImageNet-segmentation
 
 

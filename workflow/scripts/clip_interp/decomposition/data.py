@@ -6,8 +6,11 @@ silently.
 
 - ImageNet validation (local only): either the class-folder layout (one folder per class, named by
   WordNet id; the sorted order of the folder names is the class index) or a flat folder plus a
-  labels file with one ``<file name> <class index>`` pair per line (0-based indices in the sorted
-  WordNet-id order, as open_clip's class names are).
+  labels file with one ``<file name> <class index>`` or ``<file name> <WordNet id>`` pair per line
+  (0-based indices in the sorted WordNet-id order, as open_clip's class names are; a file by WordNet id
+  names all 1000 ids), or Kaggle's ``LOC_val_solution.csv``. The devkit's
+  ``ILSVRC2012_validation_ground_truth.txt`` (class numbers without file names, in another order) is
+  refused with a message saying how to convert it.
 - Any folder of images: an unlabelled set (TEXTSPAN, neighbours).
 - ImageNet-segmentation ``gtsegs_ijcv.mat`` (MATLAB v7.3, i.e. HDF5): ``/value/img`` and
   ``/value/gt`` are (N, 1) arrays of object references; an image dereferences to a (3, W, H) uint8
@@ -21,6 +24,7 @@ silently.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -121,30 +125,69 @@ def read_imagenet_val(folder, labels_file=None, *, n_classes: int = 1000) -> Ima
     return _keep_readable(root, files, labels)
 
 
+WORDNET_ID = re.compile(r"n\d{8}")
+
+
+def _labels_file_pairs(labels_file: Path) -> list[tuple[int, str, str]]:
+    """(line number, image name, class token) of each non-empty line of a labels file: ``<file name> <class>``
+    lines, or Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``, whose first token is the class)."""
+    lines = labels_file.read_text().splitlines()
+    csv_layout = bool(lines) and lines[0].replace(" ", "").lower() == "imageid,predictionstring"
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or (csv_layout and number == 1):
+            continue
+        fields = line.replace(",", " ", 1).split() if csv_layout else line.split()
+        if len(fields) == 1 and fields[0].isdigit():
+            raise InputError(f"{labels_file} line {number}: {line!r} is a class number without a file name, as in "
+                             "the devkit's ILSVRC2012_validation_ground_truth.txt, whose numbering is not the sorted "
+                             "WordNet-id order; give '<file name> <class index>' or '<file name> <WordNet id>' lines "
+                             "(or Kaggle's LOC_val_solution.csv)")
+        if len(fields) < 2 or (not csv_layout and len(fields) != 2):
+            raise InputError(f"{labels_file} line {number}: {line!r} is not '<file name> <class index or WordNet id>'")
+        pairs.append((number, fields[0], fields[1]))
+    return pairs
+
+
+def _class_indices(pairs, labels_file: Path, n_classes: int) -> dict[str, int]:
+    """Image name -> 0-based class index in the sorted WordNet-id order. A labels file by WordNet id must name
+    all ``n_classes`` ids, because a WordNet id's index is its rank among all of them."""
+    wordnet_ids = sorted({token for _, _, token in pairs if WORDNET_ID.fullmatch(token)})
+    if wordnet_ids and len(wordnet_ids) != n_classes:
+        raise InputError(f"{labels_file} names {len(wordnet_ids)} WordNet ids, not {n_classes}: a WordNet id's class "
+                         "index is its rank among all of them, so give the labels of the whole validation set, or "
+                         "'<file name> <class index>' lines for a subset")
+    rank = {wnid: index for index, wnid in enumerate(wordnet_ids)}
+    labels: dict[str, int] = {}
+    for number, name, token in pairs:
+        if token in rank:
+            labels[name] = rank[token]
+            continue
+        if not token.lstrip("-").isdigit():
+            raise InputError(f"{labels_file} line {number}: class {token!r} is neither a class index nor a WordNet id")
+        index = int(token)
+        if not 0 <= index < n_classes:
+            raise InputError(f"{labels_file} line {number}: class index {index} is outside 0..{n_classes - 1}")
+        labels[name] = index
+    return labels
+
+
 def _imagenet_flat(root: Path, labels_file: Path, n_classes: int) -> ImageSet:
     if not labels_file.is_file():
         raise InputError(f"ImageNet labels file {labels_file} does not exist; give a file of '<file name> <class index>' lines")
-    labels: dict[str, int] = {}
-    for number, line in enumerate(labels_file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
-            raise InputError(f"{labels_file} line {number}: {line!r} is not '<file name> <class index>'")
-        index = int(fields[1])
-        if not 0 <= index < n_classes:
-            raise InputError(f"{labels_file} line {number}: class index {index} is outside 0..{n_classes - 1}")
-        labels[fields[0]] = index
+    labels = _class_indices(_labels_file_pairs(labels_file), labels_file, n_classes)
     files = _image_files(root, recursive=False)
-    unlabelled = [p.name for p in files if p.name not in labels]
+    by_stem = all(Path(name).suffix == "" for name in labels)
+    names = {p: (p.stem if by_stem else p.name) for p in files}
+    unlabelled = [p.name for p in files if names[p] not in labels]
     if unlabelled:
         raise InputError(f"{len(unlabelled)} images of {root} have no line in {labels_file}, e.g. {unlabelled[:3]}; "
                          "complete the labels file or remove the images")
-    missing = sorted(set(labels) - {p.name for p in files})
+    missing = sorted(set(labels) - set(names.values()))
     if missing:
         raise InputError(f"{len(missing)} files listed in {labels_file} are not in {root}, e.g. {missing[:3]}; "
                          "point the config at the complete folder or trim the labels file")
-    return _keep_readable(root, files, [labels[p.name] for p in files])
+    return _keep_readable(root, files, [labels[names[p]] for p in files])
 
 
 class ImageNetSegmentation:
