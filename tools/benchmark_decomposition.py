@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from clip_interp.decomposition.components import decompose
 from clip_interp.decomposition.data import read_description_pool
@@ -56,25 +55,10 @@ from clip_interp.decomposition.table import TERMS
 from clip_interp.decomposition.textspan import textspan_covariance, textspan_direct
 from clip_interp.encoding import encode_texts
 from clip_interp.models import load_model
+from synthetic_images import synthetic_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_POOL = REPO.parent / "shared" / "data" / "text_descriptions" / "image_descriptions_general.txt"
-
-
-def synthetic_pixels(n: int, size: int, seed: int) -> torch.Tensor:
-    """Normalised synthetic images: a smooth tinted background with a few coloured rectangles."""
-    g = torch.Generator().manual_seed(seed)
-    images = []
-    for _ in range(n):
-        low = torch.rand(1, 3, 7, 7, generator=g)
-        img = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[0]
-        for _ in range(int(torch.randint(1, 5, (1,), generator=g))):
-            h, w = (int(v) for v in torch.randint(size // 8, size // 2, (2,), generator=g))
-            y, x = (int(v) for v in torch.randint(0, size - max(h, w), (2,), generator=g))
-            img[:, y:y + h, x:x + w] = torch.rand(3, 1, 1, generator=g)
-        images.append(img.clamp(0, 1))
-    mean, std = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    return (torch.stack(images) - mean) / std
 
 
 def release_freed_memory() -> None:

@@ -26,6 +26,7 @@ from ..plotting import new_figure
 from ..store import SelectedRows, decode_keys, match_rows, require_datasets
 from .ablation import COMPONENT_LABELS, check_components
 from .caches import caption_foil_embeddings
+from .engine import score_columns
 from .labels import COMPONENTS, NEGATION_SIDES
 
 WINDOW_DATASETS = ("keys", "real/resid", "single_colour/attn_out", "single_colour/mlp_out")
@@ -94,23 +95,16 @@ def window_ablation_effects_from_activations(model, real_resid, single_attn_out,
 
 
 def _window_frame(keys, negation, components, windows, s_cap, s_foil, s_cap_star, s_foil_star) -> pd.DataFrame:
+    """The long window-ablation table; starred arrays are (N, len(components), len(windows))."""
     n, n_c, n_w = s_cap_star.shape
-    per = n_c * n_w
     first = np.asarray([w[0] for w in windows])
     last = np.asarray([w[1] for w in windows])
-    s_c, s_f = np.repeat(s_cap, per), np.repeat(s_foil, per)
-    d = s_c - s_f
-    d_star = (s_cap_star - s_foil_star).reshape(-1)
     return pd.DataFrame({
-        "key": np.repeat(np.asarray(keys, dtype=object), per),
-        "negation": np.repeat(np.asarray(negation, dtype=object), per),
+        **score_columns(keys, negation, s_cap, s_foil, s_cap_star, s_foil_star),
         "component": np.tile(np.repeat(np.asarray(components, dtype=object), n_w), n),
         "window_size": np.tile(last - first + 1, n * n_c).astype(np.int16),
         "first_layer": np.tile(first, n * n_c).astype(np.int16),
         "last_layer": np.tile(last, n * n_c).astype(np.int16),
-        "S_caption": s_c, "S_foil": s_f, "d": d,
-        "S_caption_patched": s_cap_star.reshape(-1), "S_foil_patched": s_foil_star.reshape(-1),
-        "d_star": d_star, "iae": d - d_star,
     }, columns=WINDOW_ABLATION_COLUMNS)
 
 

@@ -272,21 +272,30 @@ def causal_tracing_effects(model, instances: pd.DataFrame, image_embeddings: tor
 # --------------------------------------------------------------------------- image ablation
 
 
-def _ablation_frame(keys, negation, layers, components, s_cap, s_foil, s_cap_star, s_foil_star) -> pd.DataFrame:
-    """The long ablation table; starred arrays are (N, len(layers), len(components))."""
-    n, n_l, n_c = s_cap_star.shape
-    per = n_l * n_c
+def score_columns(keys, negation, s_cap, s_foil, s_cap_star, s_foil_star) -> dict:
+    """The columns every ablation table shares, one row per (instance, intervention): the instance's key and
+    negation side, its clean scores S_caption, S_foil and d = S_caption - S_foil, the patched scores, d_star
+    and the indirect ablation effect iae = d - d_star. Starred arrays are (N, ...) in row-major order."""
+    per = s_cap_star[0].size
     s_c, s_f = np.repeat(s_cap, per), np.repeat(s_foil, per)
     d = s_c - s_f
     d_star = (s_cap_star - s_foil_star).reshape(-1)
-    return pd.DataFrame({
+    return {
         "key": np.repeat(np.asarray(keys, dtype=object), per),
         "negation": np.repeat(np.asarray(negation, dtype=object), per),
-        "layer": np.tile(np.repeat(np.asarray(layers), n_c), n).astype(np.int16),
-        "component": np.tile(np.asarray(components, dtype=object), n * n_l),
         "S_caption": s_c, "S_foil": s_f, "d": d,
         "S_caption_patched": s_cap_star.reshape(-1), "S_foil_patched": s_foil_star.reshape(-1),
         "d_star": d_star, "iae": d - d_star,
+    }
+
+
+def _ablation_frame(keys, negation, layers, components, s_cap, s_foil, s_cap_star, s_foil_star) -> pd.DataFrame:
+    """The long ablation table; starred arrays are (N, len(layers), len(components))."""
+    n, n_l, n_c = s_cap_star.shape
+    return pd.DataFrame({
+        **score_columns(keys, negation, s_cap, s_foil, s_cap_star, s_foil_star),
+        "layer": np.tile(np.repeat(np.asarray(layers), n_c), n).astype(np.int16),
+        "component": np.tile(np.asarray(components, dtype=object), n * n_l),
     }, columns=IMAGE_ABLATION_COLUMNS)
 
 
