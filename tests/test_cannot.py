@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from clip_interp.negation.cannot import build_cannot_v11_from_parts, load_cannot, select_no_some_pairs
+from clip_interp.negation.cannot import (build_cannot_v11_from_parts, load_cannot, require_pairs_left,
+                                        select_no_some_pairs)
 from clip_interp.errors import InputError, SourceError
 
 PAIR_COLUMNS = ["source_index", "negated", "non_negated", "negator_pos", "eot_pos", "n_tokens"]
@@ -125,6 +126,15 @@ def test_readings_of_the_no_determiner(tok, nlp):
 def test_select_requires_columns(tok, nlp):
     with pytest.raises(InputError, match="hypothesis"):
         select_no_some_pairs(pd.DataFrame({"sentence": ["x"]}), tok, nlp)
+
+
+def test_no_pair_left_is_an_error_that_names_the_file_and_the_counts(tok, nlp):
+    table = pd.DataFrame({"premise": ["A dog runs."], "hypothesis": ["The dog is not running."], "label": [1]})
+    pairs, report = select_no_some_pairs(table, tok, nlp)
+    assert pairs.empty
+    with pytest.raises(InputError, match=r"no \"no\"/\"some\" pair of cannot.tsv is left for model m .*noun_chunk"):
+        require_pairs_left(pairs, report, "cannot.tsv", "m")
+    require_pairs_left(pd.DataFrame({"x": [1]}), report, "cannot.tsv", "m")
 
 
 def test_select_on_real_stand_in(shared_data, tok, nlp):

@@ -1,8 +1,7 @@
 """Rule script: CANNOT negated sentences with a determiner "no" (noun-chunk or subject-only reading) and
 their "some" counterparts; every filter step's count in the log, the table's metadata and the report."""
 
-from clip_interp.errors import InputError
-from clip_interp.negation.cannot import load_cannot, select_no_some_pairs
+from clip_interp.negation.cannot import load_cannot, require_pairs_left, select_no_some_pairs
 from clip_interp.io import write_json, write_parquet
 from clip_interp.models import load_tokenizer
 from clip_interp.nlp import load_spacy
@@ -16,11 +15,7 @@ def main(smk, log):
     log.info("reading %r (negation.selectivity.cannot_reading); rows left after each filter step:", report["reading"])
     for step in report["steps"]:
         log.info("  %-32s %d", step, report[step])
-    if pairs.empty:
-        counts = ", ".join(f"{step}: {report[step]}" for step in report["steps"])
-        raise InputError(f"no \"no\"/\"some\" pair of {smk.input.tsv} is left for model {smk.wildcards.model} "
-                         f"under the reading {report['reading']!r} (rows left after each step: {counts}); check that "
-                         "the file is the CANNOT dataset, or choose negation.selectivity.cannot_reading: noun_chunk")
+    require_pairs_left(pairs, report, smk.input.tsv, smk.wildcards.model)
     write_parquet(pairs, smk.output.table, {"model": smk.wildcards.model, "spacy_model": smk.params.spacy_model,
                                             "filter_report": report})
     write_json(report, smk.output.report)

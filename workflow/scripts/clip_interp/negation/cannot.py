@@ -204,3 +204,14 @@ def select_no_some_pairs(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp, batch_
     report = {"reading": reading, **steps, "misaligned_negator": counts["misaligned"],
               "duplicates_removed": after_aligned - len(pairs), "pairs": len(pairs), "steps": list(steps)}
     return pairs, report
+
+
+def require_pairs_left(pairs: pd.DataFrame, report: dict, source, model: str) -> None:
+    """Fail when the filters of :func:`select_no_some_pairs` left no pair, naming the file, the reading and the
+    rows left after each step, since an empty table would make every selectivity score undefined."""
+    if not pairs.empty:
+        return
+    counts = ", ".join(f"{step}: {report[step]}" for step in report["steps"])
+    raise InputError(f"no \"no\"/\"some\" pair of {source} is left for model {model} under the reading "
+                     f"{report['reading']!r} (rows left after each step: {counts}); check that the file is the "
+                     "CANNOT dataset, or choose negation.selectivity.cannot_reading: noun_chunk")
