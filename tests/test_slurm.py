@@ -235,11 +235,12 @@ def test_config_overlay_reaches_the_model_rules_resources(tmp_path):
     config = workdir / "config"
     proc = snakemake(workdir, "-n", "--configfile", str(config / "config.yaml"), str(config / "cluster.example.yaml"))
     resources = resources_by_rule(proc.stdout + proc.stderr)
-    assert MODEL_RULES <= set(resources), sorted(resources)
-    for rule in MODEL_RULES:
+    planned = MODEL_RULES - {"decompose_shard"}  # its jobs exist once the checkpoint has listed the images
+    assert planned <= set(resources), sorted(resources)
+    for rule in planned:
         assert all("gpu=1" in line and "mem_mb=12000" in line for line in resources[rule]), (rule, resources[rule])
     for rule in LIGHT_RULES:
-        assert all("gpu=" not in line for line in resources[rule]), (rule, resources[rule])
+        assert all("gpu=" not in line for line in resources.get(rule, [])), (rule, resources.get(rule))
     plain = resources_by_rule(snakemake(workdir, "-n").stdout)
     assert all("gpu=0" in line and "mem_mb=4000," in line for line in plain["causal_tracing"])
     # the README's variant for the demo
