@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .components import decompose
+from ..contributions import decompose, scores_to_maps  # noqa: F401
 
 METHODS = ("decomposition", "last_layer_attention", "attention_rollout")
 
@@ -74,17 +74,6 @@ def attention_rollout_scores(tower, pixels: torch.Tensor) -> torch.Tensor:
 
     tower.run(pixels, hooks={("pattern", layer): on_pattern for layer in range(1, tower.n_layers + 1)})
     return state["rollout"][:, 0, 1:]
-
-
-def scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Patch scores (B, P) as soft maps (B, H, W) in [0, 1]: bilinear upsampling, then per-image min-max."""
-    rows, cols = grid
-    if scores.shape[1] != rows * cols:
-        raise InputError(f"{scores.shape[1]} patch scores do not fill a {rows}x{cols} patch grid")
-    maps = F.interpolate(scores.float().view(-1, 1, rows, cols), size=size, mode="bilinear", align_corners=False)[:, 0]
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    span = maps.amax(dim=(1, 2), keepdim=True) - low
-    return torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), torch.zeros_like(maps))
 
 
 def binarise(maps: torch.Tensor) -> torch.Tensor:
