@@ -2,7 +2,8 @@
 # It reads the decomposition study's outputs (stores, image lists, TEXTSPAN tables), so it needs that study.
 
 from clip_interp.config import ConfigError
-from clip_interp.sources import is_remote, local_path
+from clip_interp.heads.published import PAPER_SCORES
+from clip_interp.sources import is_remote, local_fingerprint, local_path
 
 HEADS = config["heads"]
 HEADS_SOURCES = HEADS["sources"]
@@ -17,6 +18,24 @@ def heads_source(name):
     if is_remote(url):
         return f"results/raw/heads/{name}"
     return os.path.normpath(str(local_path(url)))
+
+
+def published_model(model):
+    """Whether CLIP-InterpreT published labels of this model entry (an open_clip model of the six, with weights)."""
+    spec = config["models"][model]
+    if spec.get("backend") != "open_clip" or spec.get("random_init"):
+        return False
+    return (spec.get("name"), spec.get("pretrained")) in PAPER_SCORES
+
+
+def heads_published_input(wildcards):
+    """The published labels, for a model they cover (the agreement is computed there only; elsewhere NaN)."""
+    return {"published": heads_source("published_labels")} if published_model(wildcards.model) else {}
+
+
+def heads_published_fingerprint(wildcards):
+    url = HEADS_SOURCES["published_labels"]["url"]
+    return local_fingerprint(url) if published_model(wildcards.model) and not is_remote(url) else None
 
 
 def heads_label_tables(wildcards):
@@ -82,7 +101,12 @@ def heads_problems():
     files = [("heads.taxonomy", HEADS["taxonomy"])]
     if "llm" in HEADS["labellers"]:
         files.append(("heads.llm.examples", HEADS["llm"]["examples"]))
-    files += [(f"heads.sources.{name}.url", spec["url"]) for name, spec in HEADS_SOURCES.items() if not is_remote(spec["url"])]
+    if any(published_model(model) for model in MODELS):
+        files += [
+            (f"heads.sources.{name}.url", spec["url"])
+            for name, spec in HEADS_SOURCES.items()
+            if not is_remote(spec["url"])
+        ]
     for key, path in files:
         if not local_path(path).exists():
             lines.append(f"`{key}` is {path!r}, which does not exist; fix the path or put the file there")
