@@ -5,7 +5,8 @@ of the right shape ((N, 4 layers, H, E) float32, N = 10,000 by default) with ran
 measures the search, not the workflow. Every analysis runs the query image (or text) through the real model.
 Times count from after the model is loaded: the first call of each analysis (its text embedding, and for the
 property search the summed contributions of the property's heads, are then computed and cached) and the median
-of the repeated calls after it. Run:
+of the repeated calls after it, as wall-clock and as process CPU seconds (CPU seconds over the threads, which
+other jobs on a shared machine do not inflate; with 1 thread they bound the wall time of an idle core). Run:
 
     python3 tools/benchmark_explorer.py [--model ViT-B-32] [--images 10000] [--threads 2] [--repeats 5]
 """
@@ -13,6 +14,7 @@ of the repeated calls after it. Run:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -47,17 +49,16 @@ def synthetic_index(model, n_images: int, n_layers: int, seed: int) -> HeadIndex
                      manifest={"convention": "per_component"}, _model=model)
 
 
-def timed(call, repeats: int) -> tuple[float, float]:
-    """Seconds of the first call, and the median of ``repeats`` further calls."""
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed(call, repeats: int) -> tuple[float, float, float, float]:
+    """Wall and process-CPU seconds of the first call, and the medians of ``repeats`` further calls."""
+    def once():
+        wall, cpu = time.perf_counter(), time.process_time()
         call()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    first_wall, first_cpu = once()
+    walls, cpus = zip(*(once() for _ in range(repeats)))
+    return first_wall, first_cpu, statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
@@ -85,11 +86,11 @@ def main() -> None:
     print(f"{args.model} (random init), index of {args.images:,} images x {args.layers} layers x {index.n_heads} heads "
           f"x {index.contributions.shape[-1]} (float32, {index.contributions.nbytes / 2**30:.2f} GiB), "
           f"{args.threads} threads, k = {args.k}")
-    print(f"{'analysis':28s} {'first call (s)':>15s} {'median of ' + str(args.repeats) + ' (s)':>16s}")
+    print(f"load average at start: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{'analysis':28s} {'first: wall s':>14s} {'cpu s':>7s} {'median: wall s':>15s} {'cpu s':>7s}")
     for name, call in calls.items():
-        first, median = timed(call, args.repeats)
-        print(f"{name:28s} {first:15.3f} {median:16.3f}")
-
+        first_wall, first_cpu, wall, cpu = timed(call, args.repeats)
+        print(f"{name:28s} {first_wall:14.3f} {first_cpu:7.3f} {wall:15.3f} {cpu:7.3f}")
 
 if __name__ == "__main__":
     main()
