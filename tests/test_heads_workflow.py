@@ -116,7 +116,7 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
      "`decomposition.textspan.n_layers` (1) is smaller than `heads.n_layers` (2)"),
     ({"heads": {"taxonomy": "resources/heads/nope.yaml"}}, "`heads.taxonomy` is 'resources/heads/nope.yaml', which does not exist"),
     ({"heads": {"association": {"min_matches": 6}}}, "`heads.association.min_matches` (6) exceeds"),
-    ({"heads": {"labellers": ["llm"]}}, "heads.labellers"),
+    ({"heads": {"labellers": ["llm"]}}, '`heads.labellers` is ["llm"]; it must contain an item matching {"const": "taxonomy"}'),
 ])
 def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     workdir = copy_workflow(tmp_path / "wf")
