@@ -190,9 +190,10 @@ def test_malformed_completion_is_an_error(chat_server, tmp_path):
 
 def test_corrupt_cache_file(tmp_path):
     cache = tmp_path / "c.json"
-    cache.write_text("{not json")
-    with pytest.raises(LabellerError, match=r"c.json is not a cache file of this version; delete it"):
-        AnswerCache(cache)
+    for text in ("{not json", '{"version": 99, "entries": {}}', '{"version": 1, "entries": {"k": {"x": 1}}}'):
+        cache.write_text(text)
+        with pytest.raises(LabellerError, match=r"c.json is not a cache file of this version; delete it"):
+            AnswerCache(cache)
 
 
 @pytest.mark.parametrize("answer, expected", [

@@ -175,6 +175,9 @@ def test_published_reader_errors(tmp_path):
     blank = write(tmp_path / "blank.tsv", "model\tpretrained\tlayer\thead\tlabel\nViT-B-32\topenai\t8\t0\t\n")
     with pytest.raises(InputError, match="column 'label' is empty on line 2"):
         published.read_head_labels(blank)
+    short = write(tmp_path / "short.tsv", "model\tpretrained\tlayer\thead\tlabel\nViT-B-32\topenai\t8\t0\n")
+    with pytest.raises(InputError, match="column 'label' is empty on line 2"):
+        published.read_head_labels(short)
     with pytest.raises(InputError, match="does not exist"):
         published.read_head_labels(tmp_path / "absent.tsv")
     assert math.isclose(published.PAPER_SCORES[("ViT-L-14", "openai")]["entanglement"], 0.359)

@@ -240,11 +240,14 @@ class AnswerCache:
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text())
-                assert data["version"] == CACHE_VERSION and isinstance(data["entries"], dict)
-                self.entries = data["entries"]
-            except (ValueError, KeyError, TypeError, AssertionError):
+            except ValueError:
+                data = None
+            entries = data.get("entries") if isinstance(data, dict) and data.get("version") == CACHE_VERSION else None
+            if not isinstance(entries, dict) or not all(isinstance(e, dict) and isinstance(e.get("answer"), str)
+                                                        for e in entries.values()):
                 raise LabellerError(f"LLM answer cache {self.path} is not a cache file of this version; "
-                                    "delete it (its answers will be asked again)") from None
+                                    "delete it (its answers will be asked again)")
+            self.entries = entries
 
     @staticmethod
     def key(model: str, messages: list[dict]) -> str:
