@@ -15,7 +15,7 @@ The endpoint (:class:`ChatEndpoint`) is read from the environment by :meth:`Chat
 - ``CLIP_INTERP_LLM_API_KEY`` (optional): sent as ``Authorization: Bearer <key>``; local servers need none;
 - ``CLIP_INTERP_LLM_TIMEOUT`` (optional, seconds, default 60) and ``CLIP_INTERP_LLM_RETRIES`` (optional,
   default 3): the timeout of one request, and how often a failed request (connection refused, timeout,
-  HTTP 408/429/5xx) is retried, after ``backoff * 2**k`` seconds (1, 2, 4, ...). Other HTTP errors
+  HTTP 408, 429, 500, 502, 503, 504) is retried, after ``backoff * 2**k`` seconds (1, 2, 4, ...). Other HTTP errors
   (e.g. 401, 404) fail at once.
 
 Answers are cached in a JSON file keyed by the SHA-256 of (model, messages): a re-run with the same model,
