@@ -12,42 +12,17 @@ planted property and the kinds of its texts, then the share of heads with a plan
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 import pandas as pd
 
-from clip_interp.synthetic_decomposition import description_kind
-
-PROPERTY_OF_KIND = {"colour": "colours", "shape": "shapes", "position": "positions", "size": "sizes",
-                    "background": "backgrounds"}
-
-
-def planted_property(texts) -> str | None:
-    """The demo taxonomy's property named by most of ``texts`` (general texts ignored; ties: the earlier)."""
-    kinds = [PROPERTY_OF_KIND[k] for k in map(description_kind, texts) if k in PROPERTY_OF_KIND]
-    if not kinds:
-        return None
-    counts = Counter(kinds)
-    best = max(counts.values())
-    return next(k for k in kinds if counts[k] == best)
-
-
-def planted_check(labels: pd.DataFrame) -> pd.DataFrame:
-    """Per head: ``layer, head, label, planted, matches, kinds``."""
-    rows = []
-    for row in labels.itertuples():
-        planted = planted_property(list(row.texts))
-        rows.append({"layer": row.layer, "head": row.head, "label": row.label, "planted": planted,
-                     "matches": planted is not None and planted == row.label,
-                     "kinds": ", ".join(description_kind(t) for t in row.texts)})
-    return pd.DataFrame(rows)
+from clip_interp.synthetic_decomposition import planted_label_check
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("labels", help="a label table of the demo (labels_taxonomy.parquet)")
     args = parser.parse_args()
-    table = planted_check(pd.read_parquet(args.labels))
+    table = planted_label_check(pd.read_parquet(args.labels))
     print(table.to_string(index=False))
     judged = table[table["planted"].notna()]
     print(f"\n{int(judged['matches'].sum())} of {len(judged)} heads with a planted property carry it as their label "
