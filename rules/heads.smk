@@ -155,8 +155,8 @@ for heads_analysis in HEADS_ANALYSES:
             rule_benchmark(f"heads_{heads_analysis}", "{model}")
         threads: config["threads"]
         resources:
-            # the model, and the index: images x analysed layers x heads x joint width, float32
-            **MODEL_RESOURCES,
+            mem_mb=heads_index_mem_mb,
+            gpu=config["cluster_resources"]["gpu"],
         conda:
             "../envs/model.yaml"
         script:

@@ -72,6 +72,22 @@ def heads_index_inputs(wildcards):
     }
 
 
+def heads_index_mem_mb(wildcards, input):
+    """Memory of an analysis job (MB): the model's, plus the index it holds (images x analysed layers x heads x
+    joint width, float32, and the norms) twice over for the per-head copies; read from the store's shape. A store
+    not yet written raises the FileNotFoundError by which Snakemake defers the resource until it exists."""
+    import errno
+
+    import h5py
+
+    if not os.path.exists(input.store):
+        raise FileNotFoundError(errno.ENOENT, "decomposition store not written yet", input.store)
+    with h5py.File(input.store, "r") as f:
+        n_images, n_layers, n_heads, width = f["heads"].shape
+    index_bytes = n_images * min(HEADS["n_layers"], n_layers) * n_heads * (width + 1) * 4
+    return config["cluster_resources"]["model_mem_mb"] + int(2 * index_bytes / 1e6) + 1
+
+
 def heads_problems():
     """One line per setting of the heads section (or of the sections it depends on) that cannot work."""
     lines = []
