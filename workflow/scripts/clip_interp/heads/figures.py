@@ -109,8 +109,9 @@ def scores_per_model(table: pd.DataFrame, paths, title: str) -> None:
         values = table[ours].to_numpy(dtype=float)
         ax.bar(x - 0.2 if paper else x, np.nan_to_num(values), width=0.4, label="this workflow", color="tab:blue")
         for xi, value in zip(x, values):
-            if not np.isfinite(value):
-                ax.text(xi - (0.2 if paper else 0), 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+            shown = f"{value:.3f}" if np.isfinite(value) else "n/a"
+            ax.text(xi - (0.2 if paper else 0), (value if np.isfinite(value) else 0) + 0.01, shown, ha="center",
+                    va="bottom", fontsize=6, rotation=90)
         if paper:
             published = table[paper].to_numpy(dtype=float)
             ax.bar(x + 0.2, np.nan_to_num(published), width=0.4, label="paper", color="none", edgecolor="tab:orange",
