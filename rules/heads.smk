@@ -27,7 +27,7 @@ rule fetch_heads_source:
     output:
         "results/raw/heads/{name}",
     wildcard_constraints:
-        name="published_labels|property_heads",
+        name="published_labels",
     params:
         source=lambda wildcards: HEADS_SOURCES[wildcards.name],
         name=lambda wildcards: f"heads.sources.{wildcards.name}",

@@ -99,8 +99,7 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
     imagenet.mkdir()
     published = shared_data / "clip_interpret"
     overrides = {"decomposition": {"sources": {"classification_images": {"url": str(imagenet)}}},
-                 "heads": {"sources": {"published_labels": {"url": str(published / "head_labels.tsv")},
-                                       "property_heads": {"url": str(published / "property_heads.tsv")}}}}
+                 "heads": {"sources": {"published_labels": {"url": str(published / "head_labels.tsv")}}}}
     config = write_config(workdir, "six_models.yaml", overrides)
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
     for rule in ("heads_labels", "heads_scores", "heads_explorer_manifest", *[f"heads_{a}" for a in ANALYSES]):
