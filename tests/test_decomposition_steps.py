@@ -193,7 +193,7 @@ def test_an_unreadable_waterbirds_image_is_counted_and_skipped(tmp_path, sets):
 
 def test_config_decomposition_section(tmp_path):
     demo = load("demo.yaml")
-    assert demo["studies"] == ["negation", "decomposition"] and config_problems(demo, SCHEMA) == []
+    assert demo["studies"] == ["negation", "decomposition", "heads"] and config_problems(demo, SCHEMA) == []
     missing = {k: v for k, v in demo.items() if k != "decomposition"}
     assert any("`decomposition` is missing" in line for line in config_problems(missing, SCHEMA))
     bad = yaml.safe_load(yaml.safe_dump(demo))

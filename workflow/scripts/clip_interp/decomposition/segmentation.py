@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .components import decompose
+from ..contributions import decompose, scores_to_maps  # noqa: F401
+from ..images import centre_view as _resize_and_crop
 
 METHODS = ("decomposition", "last_layer_attention", "attention_rollout")
 
@@ -76,34 +77,9 @@ def attention_rollout_scores(tower, pixels: torch.Tensor) -> torch.Tensor:
     return state["rollout"][:, 0, 1:]
 
 
-def scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Patch scores (B, P) as soft maps (B, H, W) in [0, 1]: bilinear upsampling, then per-image min-max."""
-    rows, cols = grid
-    if scores.shape[1] != rows * cols:
-        raise InputError(f"{scores.shape[1]} patch scores do not fill a {rows}x{cols} patch grid")
-    maps = F.interpolate(scores.float().view(-1, 1, rows, cols), size=size, mode="bilinear", align_corners=False)[:, 0]
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    span = maps.amax(dim=(1, 2), keepdim=True) - low
-    return torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), torch.zeros_like(maps))
-
-
 def binarise(maps: torch.Tensor) -> torch.Tensor:
     """Foreground where the soft map is above its own mean, (B, H, W) booleans."""
     return maps > maps.mean(dim=(1, 2), keepdim=True)
-
-
-def _resize_and_crop(image, size: int, resample):
-    """A PIL image with its shorter side resized to ``size`` (the longer side truncated as torchvision's
-    ``Resize`` does), then centre-cropped to ``size`` x ``size`` (offsets rounded as ``CenterCrop``'s)."""
-    width, height = image.size
-    if width <= height:
-        new_size = (size, int(size * height / width))
-    else:
-        new_size = (int(size * width / height), size)
-    resized = image.resize(new_size, resample)
-    left = int(round((resized.size[0] - size) / 2.0))
-    top = int(round((resized.size[1] - size) / 2.0))
-    return resized.crop((left, top, left + size, top + size))
 
 
 def preprocess_mask(mask: np.ndarray, size: int) -> np.ndarray:

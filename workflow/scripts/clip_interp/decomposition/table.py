@@ -16,10 +16,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 
 from ..batching import row_slices
-from .components import Decomposition
-
-TERMS = ("embedding_term", "heads", "attn_bias", "mlps", "ln_bias")
-FIELDS = ("embedding", *TERMS)
+from ..contributions import FIELDS, TERMS, Decomposition  # noqa: F401
 
 
 class ComponentTable:

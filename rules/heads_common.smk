@@ -1,0 +1,138 @@
+# The head-properties study's settings (config section `heads`) and helpers shared by its rule files.
+# It reads the decomposition study's outputs (stores, image lists, TEXTSPAN tables), so it needs that study.
+
+from clip_interp.config import ConfigError
+from clip_interp.heads.published import PAPER_SCORES
+from clip_interp.sources import is_remote, local_fingerprint, local_path
+
+HEADS = config["heads"]
+HEADS_SOURCES = HEADS["sources"]
+HEADS_OUT = "results/heads/{model}"
+HEADS_ANALYSES = ["property_neighbours", "topic_maps", "contrastive_maps", "image_neighbours", "text_neighbours"]
+HEADS_CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers"]
+
+
+def heads_source(name):
+    """The local path of source `heads.sources.<name>`, or where its fetch rule puts a download."""
+    url = HEADS_SOURCES[name]["url"]
+    if is_remote(url):
+        return f"results/raw/heads/{name}"
+    return os.path.normpath(str(local_path(url)))
+
+
+def published_model(model):
+    """Whether CLIP-InterpreT published labels of this model entry (an open_clip model of the six, with weights)."""
+    spec = config["models"][model]
+    if spec.get("backend") != "open_clip" or spec.get("random_init"):
+        return False
+    return (spec.get("name"), spec.get("pretrained")) in PAPER_SCORES
+
+
+def heads_published_input(wildcards):
+    """The published labels, for a model they cover (the agreement is computed there only; elsewhere NaN)."""
+    return {"published": heads_source("published_labels")} if published_model(wildcards.model) else {}
+
+
+def heads_published_fingerprint(wildcards):
+    url = HEADS_SOURCES["published_labels"]["url"]
+    return local_fingerprint(url) if published_model(wildcards.model) and not is_remote(url) else None
+
+
+def heads_label_tables(wildcards):
+    """The label tables of a model, one per configured labeller."""
+    return {
+        f"labels_{labeller}": f"results/heads/{wildcards.model}/labels_{labeller}.parquet"
+        for labeller in HEADS["labellers"]
+    }
+
+
+def heads_labeller_inputs(wildcards):
+    """What a labeller reads: the model's TEXTSPAN table, the taxonomy, the model files (and the LLM's examples)."""
+    inputs = {
+        "textspan": f"results/decomposition/{wildcards.model}/textspan.parquet",
+        "taxonomy": HEADS["taxonomy"],
+        "model": model_files(wildcards),
+    }
+    if wildcards.labeller == "llm":
+        inputs["examples"] = HEADS["llm"]["examples"]
+    return inputs
+
+
+def heads_index_inputs(wildcards):
+    """Everything the explorer's index of a model names: its manifest and the files the manifest points at."""
+    image_set = HEADS["image_set"]
+    return {
+        "manifest": f"results/heads/{wildcards.model}/explorer.json",
+        "store": f"results/decomposition/{wildcards.model}/store/{image_set}.h5",
+        "images": f"results/decomposition/datasets/{image_set}.parquet",
+        "textspan": f"results/decomposition/{wildcards.model}/textspan.parquet",
+        "scores": f"results/heads/{wildcards.model}/scores.parquet",
+        **heads_label_tables(wildcards),
+        "model": model_files(wildcards),
+    }
+
+
+def heads_index_mem_mb(wildcards, input):
+    """Memory of an analysis job (MB): the model's, plus the index it holds (images x analysed layers x heads x
+    joint width, float32, and the norms) twice over for the per-head copies; read from the store's shape. A store
+    not yet written raises the FileNotFoundError by which Snakemake defers the resource until it exists."""
+    import errno
+
+    import h5py
+
+    if not os.path.exists(input.store):
+        raise FileNotFoundError(errno.ENOENT, "decomposition store not written yet", input.store)
+    with h5py.File(input.store, "r") as f:
+        n_images, n_layers, n_heads, width = f["heads"].shape
+    index_bytes = n_images * min(HEADS["n_layers"], n_layers) * n_heads * (width + 1) * 4
+    return config["cluster_resources"]["model_mem_mb"] + int(2 * index_bytes / 1e6) + 1
+
+
+def heads_problems():
+    """One line per setting of the heads section (or of the sections it depends on) that cannot work."""
+    lines = []
+    if "decomposition" not in STUDIES:
+        return [
+            "`studies` lists heads but not decomposition; the heads study reads the decomposition study's stores "
+            "and TEXTSPAN tables: add decomposition to `studies`"
+        ]
+    textspan = config["decomposition"]["textspan"]
+    if textspan["n_layers"] < HEADS["n_layers"]:
+        lines.append(
+            f"`decomposition.textspan.n_layers` ({textspan['n_layers']}) is smaller than `heads.n_layers` "
+            f"({HEADS['n_layers']}): TEXTSPAN must cover the last min({HEADS['n_layers']}, L) layers that the heads "
+            f"study labels; raise `decomposition.textspan.n_layers` to {HEADS['n_layers']}"
+        )
+    for key, value in (("heads.n_texts", HEADS["n_texts"]), ("heads.association.n_texts", HEADS["association"]["n_texts"])):
+        if value > textspan["texts_per_head"]:
+            lines.append(
+                f"`{key}` ({value}) exceeds `decomposition.textspan.texts_per_head` ({textspan['texts_per_head']}), "
+                "the TEXTSPAN texts there are per head; lower it or raise texts_per_head"
+            )
+    if HEADS["association"]["min_matches"] > HEADS["association"]["n_texts"]:
+        lines.append(
+            f"`heads.association.min_matches` ({HEADS['association']['min_matches']}) exceeds "
+            f"`heads.association.n_texts` ({HEADS['association']['n_texts']}); no head could be associated"
+        )
+    files = [("heads.taxonomy", HEADS["taxonomy"])]
+    if "llm" in HEADS["labellers"]:
+        files.append(("heads.llm.examples", HEADS["llm"]["examples"]))
+    if any(published_model(model) for model in MODELS):
+        files += [
+            (f"heads.sources.{name}.url", spec["url"])
+            for name, spec in HEADS_SOURCES.items()
+            if not is_remote(spec["url"])
+        ]
+    for key, path in files:
+        if not local_path(path).exists():
+            lines.append(f"`{key}` is {path!r}, which does not exist; fix the path or put the file there")
+    return lines
+
+
+def check_heads_inputs():
+    problems = heads_problems()
+    if problems:
+        raise WorkflowError(str(ConfigError(problems, "the heads section of the config cannot run as given")))
+
+
+check_heads_inputs()
