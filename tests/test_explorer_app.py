@@ -162,7 +162,7 @@ def test_the_page_turns_errors_into_a_status_line_and_clears_the_outputs():
     def broken(x):
         raise RuntimeError("boom")
 
-    assert explorer_app._guarded(lambda x: (x, x + 1), 2)(1) == (1, 2, explorer_app.STATUS_OK)
+    assert explorer_app._guarded(lambda x: (x, x + 1, "done"), 2)(1) == (1, 2, "done")
     with pytest.warns(UserWarning, match="value 7 is bad"):  # gr.Warning outside a page is a Python warning
         assert explorer_app._guarded(bad_input, 2)(7) == (None, None, "⚠ value 7 is bad")
     with pytest.warns(UserWarning, match="internal error"):

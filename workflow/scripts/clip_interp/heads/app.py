@@ -403,7 +403,7 @@ def _call(analysis: Callable, *args):
 def _image_neighbours(index, table: pd.DataFrame, summary: str) -> Neighbours:
     """A neighbour table with its gallery: the thumbnail of each row's image, captioned with rank and score."""
     gallery = [(thumbnail(row.path), f"#{row.rank} · {row.score:.3f} · {row.image}") for row in table.itertuples()]
-    shown = table[["rank", "image", "score", "row"]].reset_index(drop=True)
+    shown = table[["rank", "image", "score", "row"]].round({"score": 4}).reset_index(drop=True)
     return Neighbours(shown, gallery, summary)
 
 
@@ -412,8 +412,8 @@ def _image_neighbours(index, table: pd.DataFrame, summary: str) -> Neighbours:
 
 
 def _guarded(handler: Callable, n_outputs: int) -> Callable:
-    """``handler`` whose outputs end with the status text; on an error every other output is cleared and the status
-    (and a warning toast) says what went wrong."""
+    """``handler``, which returns its ``n_outputs`` outputs and then a status line, made safe for the page: on an
+    error every output is cleared and the status line (and a warning toast) says what went wrong."""
     import gradio as gr
 
     @functools.wraps(handler)
@@ -426,7 +426,7 @@ def _guarded(handler: Callable, n_outputs: int) -> Callable:
             LOG.exception("explorer handler %s failed", handler.__name__)
             message = f"internal error ({type(exc).__name__}: {exc}); see the server log"
         else:
-            return (*outputs, STATUS_OK) if n_outputs > 1 else (outputs, STATUS_OK)
+            return outputs
         gr.Warning(message)
         return (*([None] * n_outputs), f"⚠ {message}")
 
@@ -494,40 +494,42 @@ def build_app(explorer: Explorer):
             cards_shown = o.head_cards.assign(texts=[" | ".join(t) for t in o.head_cards["texts"]])
             return (o.summary, gr.update(choices=o.head_choices, value=o.head_choices[0][1] if o.head_choices else None),
                     gr.update(choices=o.properties, value=o.properties[0] if o.properties else None),
-                    gr.update(choices=o.image_choices, value=None), o.scores, cards_shown)
+                    gr.update(choices=o.image_choices, value=None), o.scores, cards_shown, f"Model {name} loaded.")
 
         def use_upload(path):
             image = explorer.upload(path)
-            return image, image
+            return None, image, image, f"Query: uploaded {Path(path).name} ({image.width}x{image.height})."
 
         def use_pick(name, choice):
             if not choice:
-                return gr.update(), gr.update()
+                return gr.update(), gr.update(), STATUS_OK
             image = explorer.image_from_set(name, choice)
-            return image, image
+            return image, image, f"Query: image {choice} of the image set."
 
         def run_property(name, image, p, n):
             r = explorer.property_neighbours(name, image, p, n)
-            return r.gallery, r.table
+            return r.gallery, r.table, f"(a) {r.summary}."
 
         def run_topic(name, image, text, choice, scope):
-            return explorer.topic_map(name, image, text, choice, scope)
+            picture, caption = explorer.topic_map(name, image, text, choice, scope)
+            return picture, caption, f"(b) map of {caption}."
 
         def run_contrast(name, image, a, b, choice, scope):
-            return explorer.contrastive_maps(name, image, a, b, choice, scope)
+            pair = explorer.contrastive_maps(name, image, a, b, choice, scope)
+            return pair, f"(c) {pair[0][1]}, and the reverse."
 
         def run_image(name, image, choice, n):
             r = explorer.image_neighbours(name, image, choice, n)
-            return r.gallery, r.table
+            return r.gallery, r.table, f"(d) {r.summary}."
 
         def run_text(name, text, choice, n):
             r = explorer.text_neighbours(name, text, choice, n)
-            return r.gallery, r.table
+            return r.gallery, r.table, f"(e) {r.summary}."
 
         model_outputs = [summary, head, prop, pick, scores, cards]
         model.change(_guarded(choose_model, 6), model, [*model_outputs, status])
         app.load(_guarded(choose_model, 6), model, [*model_outputs, status])
-        upload.upload(_guarded(use_upload, 2), upload, [query, query_view, status])
+        upload.upload(_guarded(use_upload, 3), upload, [upload, query, query_view, status])
         pick.input(_guarded(use_pick, 2), [model, pick], [query, query_view, status])
         head.change(_guarded(functools.partial(_card_or_blank, explorer), 1), [model, head], [card, status])
         run_a.click(_guarded(run_property, 2), [model, query, prop, k], [gallery_a, table_a, status])
@@ -538,8 +540,8 @@ def build_app(explorer: Explorer):
     return app
 
 
-def _card_or_blank(explorer: Explorer, model: str, choice: str) -> str:
-    return explorer.head_card(model, choice) if choice else ""
+def _card_or_blank(explorer: Explorer, model: str, choice: str) -> tuple[str, str]:
+    return (explorer.head_card(model, choice), f"Head {choice} chosen.") if choice else ("", STATUS_OK)
 
 
 def serve(results_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None,

@@ -1,0 +1,231 @@
+"""The explorer in a real browser: `clip-interp explore` on a results folder, driven through Debian's Chromium with
+Playwright. Uploads an image, runs each of the five analyses, checks what the page shows, uploads a non-image and a
+too-large file, checks the messages and that the server still answers, and saves a screenshot per step in the test's
+temporary folder.
+
+Chromium: ``$CLIP_INTERP_CHROMIUM`` or ``/usr/bin/chromium`` (Debian's package; Playwright's own browser download is
+not used). Without Playwright or a browser the test skips with the reason; with ``CLIP_INTERP_REQUIRE_BROWSER=1`` (set
+by ``.ci/run``) that skip is a failure.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from heads_results import write_results
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("CLIP_INTERP_CHROMIUM", "/usr/bin/chromium")
+REQUIRE_BROWSER = os.environ.get("CLIP_INTERP_REQUIRE_BROWSER", "") not in ("", "0")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MAX_UPLOAD_MB = 1
+K = 8
+SLOW = 60_000  # ms for a step that may load the model
+
+
+def _unavailable(reason: str):
+    if REQUIRE_BROWSER:
+        pytest.fail(f"{reason}; CLIP_INTERP_REQUIRE_BROWSER is set, so this is an error")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError as exc:
+        _unavailable(f"Playwright for Python is not installed ({exc}); pip install playwright")
+    if not Path(CHROMIUM).is_file():
+        _unavailable(f"no Chromium at {CHROMIUM}; apt-get install chromium (or set CLIP_INTERP_CHROMIUM)")
+    with sync_playwright() as playwright:
+        try:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        except Error as exc:
+            _unavailable(f"Chromium at {CHROMIUM} cannot be launched: {str(exc).splitlines()[0]}")
+        yield chromium
+        chromium.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_clip, tmp_path_factory):
+    """``clip-interp explore`` on a toy results folder, in a subprocess; its URL and log file."""
+    root = tmp_path_factory.mktemp("explorer_browser")
+    results = write_results(root, tiny_clip)
+    port = _free_port()
+    log = root / "server.log"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(root / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "clip_interp.heads.cli", "explore", "--results", str(results),
+                                    "--port", str(port), "--max-upload-mb", str(MAX_UPLOAD_MB)],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_answering(url, process, log)
+        yield url, log, root
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_until_answering(url: str, process, log: Path, timeout: float = 180) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if process.poll() is not None:
+            pytest.fail(f"the explorer exited with status {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the explorer did not answer at {url} within {timeout} s:\n{log.read_text()}")
+
+
+def _answers(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status == 200
+
+
+def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
+    from playwright.sync_api import expect
+
+    url, log, root = server
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    status = page.locator("#status textarea")
+
+    def shoot(name: str) -> None:
+        page.screenshot(path=shots / f"{name}.png", full_page=True)
+
+    def thumbnails(gallery: str):
+        return page.locator(f"#{gallery} .thumbnail-item")
+
+    def expect_gallery(gallery: str, n: int, first: str | None = None) -> None:
+        expect(thumbnails(gallery)).to_have_count(n)
+        expect(page.locator(f"#{gallery} .thumbnail-item img")).to_have_count(n)
+        if first is not None:
+            expect(thumbnails(gallery).first).to_contain_text(first)
+
+    def table_rows(table: str) -> int:  # the grid counts its header row; its body is virtualised
+        return int(page.locator(f"#{table} [role=grid]").get_attribute("aria-rowcount")) - 1
+
+    page.goto(url)
+    expect(status).to_have_value(re.compile(r"^Head \d+:0 chosen\.$"), timeout=SLOW)
+    expect(page.locator("#head input")).to_have_value(re.compile(r"^L\d+ H0 · colours \(67%\)$"))
+    expect(page.locator("#card")).to_contain_text(re.compile(r"L\d+ H0: colours"))
+    expect(page.locator("#summary")).to_contain_text("12 images in the index")
+
+    page.locator("#upload input[type=file]").set_input_files(root / "images" / "red_circle_white.png")
+    expect(status).to_have_value("Query: uploaded red_circle_white.png (64x64).", timeout=SLOW)
+    expect(page.locator("#query img")).to_have_count(1)
+    shoot("0_query")
+
+    # (a) property neighbours: the query is an image of the set, so it comes first with cosine 1
+    page.get_by_role("tab", name="(a) Property neighbours").click()
+    page.locator("#run-property").click()
+    expect(status).to_have_value(re.compile(r"^\(a\) 8 nearest images by the heads labelled '\w+'\.$"), timeout=SLOW)
+    expect_gallery("gallery-property", K, "#1 · 1.000 · red_circle_white")
+    assert table_rows("table-property") == K
+    shoot("a_property_neighbours")
+
+    # (b) topic segmentation: one map drawn over the query
+    page.get_by_role("tab", name="(b) Topic segmentation").click()
+    page.locator("#topic-text textarea").fill("a red circle")
+    page.locator("#run-topic").click()
+    expect(status).to_have_value(re.compile(r"^\(b\) map of 'a red circle' on head L\d+ H0\.$"), timeout=SLOW)
+    expect(page.locator("#image-topic img")).to_have_count(1)
+    expect(page.locator("#caption-topic")).to_contain_text("'a red circle' on head")
+    shoot("b_topic_segmentation")
+
+    # (c) contrastive segmentation: two maps, each text minus the other, over all heads of the layer
+    page.get_by_role("tab", name="(c) Contrastive segmentation").click()
+    page.locator("#contrast-a textarea").fill("red")
+    page.locator("#contrast-b textarea").fill("blue")
+    page.locator("#contrast-scope").get_by_label("all heads of its layer").check()
+    page.locator("#run-contrast").click()
+    expect(status).to_have_value(re.compile(r"^\(c\) 'red' minus 'blue' \(all heads of layer \d+\)"), timeout=SLOW)
+    expect_gallery("gallery-contrast", 2, "'red' minus 'blue'")
+    expect(thumbnails("gallery-contrast").nth(1)).to_contain_text("'blue' minus 'red'")
+    shoot("c_contrastive_segmentation")
+
+    # (d) per-head image neighbours
+    page.get_by_role("tab", name="(d) Head image neighbours").click()
+    page.locator("#run-image").click()
+    expect(status).to_have_value(re.compile(r"^\(d\) 8 nearest images by head L\d+ H0\.$"), timeout=SLOW)
+    expect_gallery("gallery-image", K, "#1 · 1.000 · red_circle_white")
+    assert table_rows("table-image") == K
+    shoot("d_head_image_neighbours")
+
+    # (e) per-head text neighbours, with k set to 5
+    page.get_by_role("tab", name="(e) Head text neighbours").click()
+    k_box = page.locator("#k input[type=number]")
+    k_box.fill("5")
+    k_box.press("Enter")
+    page.locator("#text-text textarea").fill("a blue square")
+    page.locator("#run-text").click()
+    expect(status).to_have_value(re.compile(r"^\(e\) 5 nearest images to 'a blue square' by head L\d+ H0\.$"),
+                                 timeout=SLOW)
+    expect_gallery("gallery-text", 5, "#1 · ")
+    assert table_rows("table-text") == 5
+    shoot("e_head_text_neighbours")
+
+    # the head cards and scores
+    page.get_by_role("tab", name="Head cards and scores").click()
+    expect(page.locator("#scores")).to_contain_text("entanglement")
+    expect(page.locator("#cards")).to_contain_text("backgrounds")
+    shoot("f_head_cards_and_scores")
+
+    # a non-image upload: a message, the query cleared, and the server still answers
+    notes = tmp_path / "notes.txt"
+    notes.write_text("this is not an image")
+    page.locator("#upload input[type=file]").set_input_files(notes)
+    expect(status).to_have_value("⚠ notes.txt is not an image Pillow can read; upload a PNG, JPEG, WebP or other "
+                                 "image file", timeout=SLOW)
+    expect(page.locator("#query img")).to_have_count(0)
+    shoot("g_non_image_upload")
+    page.get_by_role("tab", name="(d) Head image neighbours").click()
+    page.locator("#run-image").click()
+    expect(status).to_have_value(re.compile("no query image"), timeout=SLOW)
+    expect(thumbnails("gallery-image")).to_have_count(0)
+
+    # a file above --max-upload-mb: refused, and the page keeps working with a good upload afterwards
+    large = tmp_path / "large.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8)).save(large)
+    assert large.stat().st_size > MAX_UPLOAD_MB * 2**20
+    page.locator("#upload input[type=file]").set_input_files(large)
+    refusal = page.locator("[data-testid=toast-text]", has_text="exceed the maximum allowed size of 1.0 Mb")
+    expect(refusal).to_contain_text('"large.png"', timeout=SLOW)  # Gradio refuses it before our handler runs
+    refusal.scroll_into_view_if_needed()
+    shoot("h_too_large_upload")
+    assert _answers(url)
+    page.locator("#upload input[type=file]").set_input_files(root / "images" / "blue_square_black.png")
+    expect(status).to_have_value("Query: uploaded blue_square_black.png (64x64).", timeout=SLOW)
+    page.locator("#run-image").click()
+    expect(status).to_have_value(re.compile(r"^\(d\) 5 nearest images"), timeout=SLOW)  # k is still 5
+    expect_gallery("gallery-image", 5, "#1 · 1.000 · blue_square_black")
+
+    assert "Traceback" not in log.read_text()
+    names = sorted(p.name for p in shots.glob("*.png"))
+    assert names == ["0_query.png", "a_property_neighbours.png", "b_topic_segmentation.png",
+                     "c_contrastive_segmentation.png", "d_head_image_neighbours.png", "e_head_text_neighbours.png",
+                     "f_head_cards_and_scores.png", "g_non_image_upload.png", "h_too_large_upload.png"]
+    print(f"screenshots in {shots}")
+    page.close()
