@@ -50,6 +50,13 @@ if "decomposition" in STUDIES:
     include: "rules/decomposition.smk"
 
 
+# The head-properties study: labels, scores, the explorer's index and analyses (needs the decomposition study).
+if "heads" in STUDIES:
+
+    include: "rules/heads_common.smk"
+    include: "rules/heads.smk"
+
+
 rule all:
     input:
         all_targets(),

@@ -23,7 +23,7 @@ from .errors import InputError
 
 # Studies the workflow knows; the schema's `studies` enum lists the same names. A new study adds
 # its name here and in the schema, a `<study>:` section to the schema, and its rule files.
-STUDIES = ("negation", "decomposition")
+STUDIES = ("negation", "decomposition", "heads")
 
 # Old top-level keys (flat layout) and where they moved.
 MOVED_TOP_LEVEL = {

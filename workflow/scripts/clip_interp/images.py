@@ -101,3 +101,17 @@ def load_images(paths: Sequence[str | Path], preprocess, keys: Sequence[str] | N
             "(re-run the image extraction rule, or fix the images source in the config)"
         )
     return read_images(paths, preprocess, keys, unreadable="stop").pixels
+
+
+def centre_view(image, size: int, resample):
+    """A PIL image with its shorter side resized to ``size`` (the longer side truncated as torchvision's
+    ``Resize`` does), then centre-cropped to ``size`` x ``size`` (offsets rounded as ``CenterCrop``'s)."""
+    width, height = image.size
+    if width <= height:
+        new_size = (size, int(size * height / width))
+    else:
+        new_size = (int(size * width / height), size)
+    resized = image.resize(new_size, resample)
+    left = int(round((resized.size[0] - size) / 2.0))
+    top = int(round((resized.size[1] - size) / 2.0))
+    return resized.crop((left, top, left + size, top + size))

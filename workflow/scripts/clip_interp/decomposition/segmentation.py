@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..contributions import decompose, scores_to_maps  # noqa: F401
+from ..images import centre_view as _resize_and_crop
 
 METHODS = ("decomposition", "last_layer_attention", "attention_rollout")
 
@@ -79,20 +80,6 @@ def attention_rollout_scores(tower, pixels: torch.Tensor) -> torch.Tensor:
 def binarise(maps: torch.Tensor) -> torch.Tensor:
     """Foreground where the soft map is above its own mean, (B, H, W) booleans."""
     return maps > maps.mean(dim=(1, 2), keepdim=True)
-
-
-def _resize_and_crop(image, size: int, resample):
-    """A PIL image with its shorter side resized to ``size`` (the longer side truncated as torchvision's
-    ``Resize`` does), then centre-cropped to ``size`` x ``size`` (offsets rounded as ``CenterCrop``'s)."""
-    width, height = image.size
-    if width <= height:
-        new_size = (size, int(size * height / width))
-    else:
-        new_size = (int(size * width / height), size)
-    resized = image.resize(new_size, resample)
-    left = int(round((resized.size[0] - size) / 2.0))
-    top = int(round((resized.size[1] - size) / 2.0))
-    return resized.crop((left, top, left + size, top + size))
 
 
 def preprocess_mask(mask: np.ndarray, size: int) -> np.ndarray:

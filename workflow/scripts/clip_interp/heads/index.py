@@ -137,7 +137,13 @@ class HeadIndex:
 
         ``loaded_model``: a model already loaded (tests); otherwise :meth:`model` loads the manifest's spec.
         """
-        path = manifest_path(results_dir, model)
+        return cls.from_manifest(manifest_path(results_dir, model), dtype=dtype, device=device,
+                                 loaded_model=loaded_model)
+
+    @classmethod
+    def from_manifest(cls, path, *, dtype: str = "float32", device: str = "cpu", loaded_model=None) -> "HeadIndex":
+        """The index that the manifest at ``path`` describes (see :meth:`open`)."""
+        path = Path(path)
         manifest = read_manifest(path)
         root = (path.parent / manifest["root"]).resolve()
         contributions, n_layers, n_heads = read_contributions(root / manifest["store"], manifest["layers"], dtype=dtype)

@@ -1,0 +1,208 @@
+# The head-properties study (Madasu et al., CLIP-InterpreT): property labels per head of the last layers,
+# interpretability scores, the explorer's index and five analyses per model, then the cross-model table.
+
+STUDY_TARGETS["heads"] += expand(
+    "results/heads/{model}/{name}",
+    model=MODELS,
+    name=[f"labels_{labeller}.parquet" for labeller in HEADS["labellers"]]
+    + ["scores.parquet", "explorer.json"]
+    + [f"analyses/{analysis}.parquet" for analysis in HEADS_ANALYSES]
+    + [f"figures/{analysis}.{ext}" for analysis in HEADS_ANALYSES for ext in ("png", "pdf")],
+) + [
+    "results/heads/cross_model_scores.parquet",
+    "results/heads/property_layers.parquet",
+] + [f"results/heads/figures/{figure}.{ext}" for figure in HEADS_CROSS_FIGURES for ext in ("png", "pdf")]
+
+
+wildcard_constraints:
+    labeller="taxonomy|llm",
+
+
+# The fetches need the internet, which compute nodes often lack: they run where Snakemake runs.
+localrules:
+    fetch_heads_source,
+
+
+rule fetch_heads_source:
+    output:
+        "results/raw/heads/{name}",
+    wildcard_constraints:
+        name="published_labels|property_heads",
+    params:
+        source=lambda wildcards: HEADS_SOURCES[wildcards.name],
+        name=lambda wildcards: f"heads.sources.{wildcards.name}",
+        kind="tsv",
+        json_shape=None,
+    log:
+        rule_log("fetch_heads_source", "{name}"),
+    benchmark:
+        rule_benchmark("fetch_heads_source", "{name}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/fetch_source.py"
+
+
+rule heads_labels:
+    input:
+        unpack(heads_labeller_inputs),
+    output:
+        f"{HEADS_OUT}/labels_{{labeller}}.parquet",
+    params:
+        model=model_spec,
+        n_layers=HEADS["n_layers"],
+        n_texts=HEADS["n_texts"],
+        cache=f"results/heads/llm_cache/{{model}}.json",
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
+    log:
+        rule_log("heads_labels", "{model}", "{labeller}"),
+    benchmark:
+        rule_benchmark("heads_labels", "{model}", "{labeller}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/heads_labels.py"
+
+
+rule heads_scores:
+    input:
+        unpack(heads_label_tables),
+        textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
+        taxonomy=HEADS["taxonomy"],
+        published=heads_source("published_labels"),
+        model=model_files,
+    output:
+        f"{HEADS_OUT}/scores.parquet",
+    params:
+        model=model_spec,
+        labellers=HEADS["labellers"],
+        association=HEADS["association"],
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
+    log:
+        rule_log("heads_scores", "{model}"),
+    benchmark:
+        rule_benchmark("heads_scores", "{model}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/heads_scores.py"
+
+
+rule heads_explorer_manifest:
+    input:
+        unpack(heads_label_tables),
+        store=f"{DECOMPOSITION_OUT}/store/{HEADS['image_set']}.h5",
+        images=f"results/decomposition/datasets/{HEADS['image_set']}.parquet",
+        textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
+        scores=f"{HEADS_OUT}/scores.parquet",
+    output:
+        f"{HEADS_OUT}/explorer.json",
+    params:
+        model=model_spec,
+        labellers=HEADS["labellers"],
+        image_set=HEADS["image_set"],
+    log:
+        rule_log("heads_explorer_manifest", "{model}"),
+    benchmark:
+        rule_benchmark("heads_explorer_manifest", "{model}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    group:
+        LIGHT_GROUP
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/heads_manifest.py"
+
+
+# The explorer's five analyses over the image set, one rule each (heads_property_neighbours, ...).
+for heads_analysis in HEADS_ANALYSES:
+
+    rule:
+        name:
+            f"heads_{heads_analysis}"
+        input:
+            unpack(heads_index_inputs),
+        output:
+            table=f"{HEADS_OUT}/analyses/{heads_analysis}.parquet",
+            png=report(
+                f"{HEADS_OUT}/figures/{heads_analysis}.png",
+                caption=f"../report/heads_{heads_analysis}.rst",
+                category="Head properties",
+                subcategory="{model}",
+            ),
+            pdf=f"{HEADS_OUT}/figures/{heads_analysis}.pdf",
+        params:
+            analysis=heads_analysis,
+            analyses=HEADS["analyses"],
+            device=DEVICE,
+        log:
+            rule_log(f"heads_{heads_analysis}", "{model}"),
+        benchmark:
+            rule_benchmark(f"heads_{heads_analysis}", "{model}")
+        threads: config["threads"]
+        resources:
+            # the model, and the index: images x analysed layers x heads x joint width, float32
+            **MODEL_RESOURCES,
+        conda:
+            "../envs/model.yaml"
+        script:
+            "../workflow/scripts/heads_analysis.py"
+
+
+rule heads_cross_model:
+    input:
+        scores=expand("results/heads/{model}/scores.parquet", model=MODELS),
+        labels=expand("results/heads/{model}/labels_taxonomy.parquet", model=MODELS),
+    output:
+        table="results/heads/cross_model_scores.parquet",
+        layers="results/heads/property_layers.parquet",
+        scores_png=report(
+            "results/heads/figures/scores_per_model.png",
+            caption="../report/heads_scores_per_model.rst",
+            category="Head properties",
+            subcategory="cross-model",
+        ),
+        scores_pdf="results/heads/figures/scores_per_model.pdf",
+        distribution_png=report(
+            "results/heads/figures/property_distribution.png",
+            caption="../report/heads_property_distribution.rst",
+            category="Head properties",
+            subcategory="cross-model",
+        ),
+        distribution_pdf="results/heads/figures/property_distribution.pdf",
+        layers_png=report(
+            "results/heads/figures/property_layers.png",
+            caption="../report/heads_property_layers.rst",
+            category="Head properties",
+            subcategory="cross-model",
+        ),
+        layers_pdf="results/heads/figures/property_layers.pdf",
+    params:
+        models=MODELS,
+        specs=[config["models"][m] for m in MODELS],
+    log:
+        rule_log("heads_cross_model"),
+    benchmark:
+        rule_benchmark("heads_cross_model")
+    threads: 1
+    resources:
+        mem_mb=2000,
+    group:
+        LIGHT_GROUP
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/heads_cross_model.py"
