@@ -544,6 +544,16 @@ def _card_or_blank(explorer: Explorer, model: str, choice: str) -> tuple[str, st
     return (explorer.head_card(model, choice), f"Head {choice} chosen.") if choice else ("", STATUS_OK)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def check_host(host: str, allow_network: bool) -> None:
+    """An ExplorerInputError for a non-loopback ``host`` unless ``allow_network``."""
+    if not allow_network and host not in LOOPBACK_HOSTS:
+        raise ExplorerInputError(f"host {host!r} would expose the explorer on the network; pass --allow-network to do "
+                                 "that on purpose (anyone who can reach it can upload files and see the images)")
+
+
 def serve(results_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_network: bool = False, block: bool = True):
     """Start the explorer on ``host:port`` (Gradio picks a free port from 7860 when ``port`` is None).
@@ -551,9 +561,7 @@ def serve(results_dir: str | Path, *, host: str = "127.0.0.1", port: int | None 
     A host other than a loopback address needs ``allow_network``: anyone who can reach it can run analyses, upload
     files and read the image set's images.
     """
-    if not allow_network and host not in ("127.0.0.1", "localhost", "::1"):
-        raise ExplorerInputError(f"host {host!r} would expose the explorer on the network; pass --allow-network to do "
-                                 "that on purpose (anyone who can reach it can upload files and see the images)")
+    check_host(host, allow_network)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     explorer = Explorer(results_dir, max_upload_mb=max_upload_mb)
     app = build_app(explorer)

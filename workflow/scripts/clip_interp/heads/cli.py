@@ -36,10 +36,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def explore(args: argparse.Namespace) -> None:
-    from .app import check_results_dir, serve
+    from .app import check_host, check_results_dir, serve
 
     if args.port is not None and not 0 < args.port < 65536:
         raise InputError(f"--port {args.port} is not a port number (1..65535)")
+    check_host(args.host, args.allow_network)
     models = check_results_dir(args.results)
     print(f"clip-interp explore: {len(models)} processed model(s) under {args.results}: {', '.join(models)}",
           flush=True)
