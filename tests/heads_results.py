@@ -1,7 +1,7 @@
 """A small results folder of the heads study, written by the tests that exercise the explorer.
 
 ``write_results(root, model)`` writes, under ``root``, an image set of coloured shapes, its decomposition store by the
-given model, an image table, a TEXTSPAN table, a label table, a score table and ``results/heads/{model}/explorer.json``
+given model, an image table, a TEXTSPAN table, two label tables (labellers ``taxonomy``, the default, and ``llm``), a score table and ``results/heads/{model}/explorer.json``
 (the manifest :class:`clip_interp.heads.index.HeadIndex` reads), in the layout the workflow uses.
 """
 
@@ -36,14 +36,14 @@ def image_set() -> list[tuple[str, Image.Image]]:
     return [(f"{c}_{s}_{b}", picture(c, s, b)) for c in COLOURS for s in SHAPES for b in BACKGROUNDS]
 
 
-def label_table(layers, n_heads: int) -> pd.DataFrame:
-    """A label table cycling through :data:`PROPERTIES` over the heads of ``layers``."""
+def label_table(layers, n_heads: int, labeller: str = "taxonomy", shift: int = 0) -> pd.DataFrame:
+    """A label table cycling through :data:`PROPERTIES` (from ``shift``) over the heads of ``layers``."""
     rows = []
     for i, (layer, head) in enumerate((layer, head) for layer in layers for head in range(n_heads)):
-        label = PROPERTIES[i % len(PROPERTIES)]
+        label = PROPERTIES[(i + shift) % len(PROPERTIES)]
         texts = [f"a {label} text {j} of L{layer} H{head}" for j in range(3)]
         rows.append({"layer": layer, "head": head, "label": label, "confidence": 2 / 3, "texts": texts,
-                     "labeller": "taxonomy"})
+                     "labeller": labeller})
     return pd.DataFrame(rows)
 
 
@@ -70,10 +70,11 @@ def write_results(root: Path, model, model_id: str = "toy") -> Path:
     pd.DataFrame({"key": keys, "path": [f"images/{p.name}" for p in paths], "label": 0}).to_parquet(root / "images.parquet")
     textspan_table(layers, n_heads).to_parquet(root / "textspan.parquet")
     label_table(layers, n_heads).to_parquet(root / "labels_taxonomy.parquet")
+    label_table(layers, n_heads, "llm", shift=1).to_parquet(root / "labels_llm.parquet")
     pd.DataFrame([{"model": model_id, "entanglement": 0.25, "association": 0.5}]).to_parquet(root / "scores.parquet")
     manifest = build_manifest(model=model_id, spec=model.spec, image_set="shapes", store="store.h5",
                               images="images.parquet", textspan="textspan.parquet",
-                              labels={"taxonomy": "labels_taxonomy.parquet"}, scores="scores.parquet", layers=layers,
+                              labels={"taxonomy": "labels_taxonomy.parquet", "llm": "labels_llm.parquet"}, scores="scores.parquet", layers=layers,
                               n_layers=n_layers, n_heads=n_heads, n_images=len(keys), convention="per_component")
     path = manifest_path(root / "results", model_id)
     path.parent.mkdir(parents=True, exist_ok=True)

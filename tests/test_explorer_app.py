@@ -46,6 +46,20 @@ def test_the_overview_lists_every_analysed_head_with_its_label(explorer, tiny_cl
     assert len(overview.head_cards) == 2 * n_heads and "12 images in the index" in overview.summary
 
 
+def test_another_labeller_relabels_the_menu_the_cards_and_the_property_groups(explorer, query, tiny_clip):
+    overview = explorer.overview("toy", "llm")
+    assert overview.labellers == ["llm", "taxonomy"] and overview.labeller == "llm"
+    n_layers = tiny_clip.vision.n_layers
+    assert overview.head_choices[0][0] == f"L{n_layers - 1} H0 · shapes (67%)"
+    assert explorer.head_card("toy", f"{n_layers - 1}:0", "llm").startswith(f"### L{n_layers - 1} H0: shapes\nLabeller `llm`")
+    assert explorer.head_card("toy", f"{n_layers - 1}:0").startswith(f"### L{n_layers - 1} H0: colours\nLabeller `taxonomy`")
+    by_llm = explorer.property_neighbours("toy", query, "shapes", 12, "llm")
+    by_taxonomy = explorer.property_neighbours("toy", query, "shapes", 12)
+    assert not np.allclose(by_llm.table.sort_values("row")["score"], by_taxonomy.table.sort_values("row")["score"])
+    with pytest.raises(ExplorerInputError, match="labeller 'gpt' has no labels for model 'toy'; its labellers: llm, taxonomy"):
+        explorer.overview("toy", "gpt")
+
+
 def test_a_head_card_shows_the_label_and_the_textspan_texts_in_rank_order(explorer, tiny_clip):
     layer = tiny_clip.vision.n_layers
     card = explorer.head_card("toy", f"{layer}:1")

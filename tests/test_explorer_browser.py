@@ -128,7 +128,7 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
         return int(page.locator(f"#{table} [role=grid]").get_attribute("aria-rowcount")) - 1
 
     page.goto(url)
-    expect(status).to_have_value(re.compile(r"^Head \d+:0 chosen\.$"), timeout=SLOW)
+    expect(status).to_have_value("Model toy loaded; labels by taxonomy.", timeout=SLOW)
     expect(page.locator("#head input")).to_have_value(re.compile(r"^L\d+ H0 · colours \(67%\)$"))
     expect(page.locator("#card")).to_contain_text(re.compile(r"L\d+ H0: colours"))
     expect(page.locator("#summary")).to_contain_text("12 images in the index")
@@ -192,6 +192,13 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
     expect(page.locator("#scores")).to_contain_text("entanglement")
     expect(page.locator("#cards")).to_contain_text("backgrounds")
     shoot("f_head_cards_and_scores")
+
+    # another labeller relabels the head menu and the card
+    page.locator("#labeller input").click()
+    page.get_by_role("option", name="llm").click()
+    expect(status).to_have_value("Model toy loaded; labels by llm.", timeout=SLOW)
+    expect(page.locator("#head input")).to_have_value(re.compile(r"^L\d+ H0 · shapes \(67%\)$"))
+    expect(page.locator("#card")).to_contain_text("Labeller llm")
 
     # a non-image upload: a message, the query cleared, and the server still answers
     notes = tmp_path / "notes.txt"

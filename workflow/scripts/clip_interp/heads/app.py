@@ -134,7 +134,8 @@ class ModelOverview:
     """What the page shows when a model is chosen."""
 
     head_choices: list[tuple[str, str]]  # (menu text with the head's label, value "layer:head")
-    layer_choices: list[int]
+    labellers: list[str]
+    labeller: str
     properties: list[str]
     image_choices: list[str]
     scores: pd.DataFrame
@@ -213,24 +214,36 @@ class Explorer:
         layer, head = self.head(model, choice)
         return (layer, head) if scope == MAP_SCOPES[0] else (layer, None)
 
-    def overview(self, model: str) -> ModelOverview:
-        """The head menu (each head with its label), properties, image set, scores and head cards of ``model``."""
+    def labeller(self, model: str, labeller: str | None) -> str:
+        """``labeller``, or the model's default labeller when None; one without a label table is an error."""
         index = self.index(model)
-        cards = head_cards(index)
+        if not labeller:
+            return index.default_labeller
+        if labeller not in index.labels:
+            raise ExplorerInputError(f"labeller {labeller!r} has no labels for model {model!r}; its labellers: "
+                                     f"{', '.join(sorted(index.labels))}")
+        return labeller
+
+    def overview(self, model: str, labeller: str | None = None) -> ModelOverview:
+        """The head menu (each head with its label by ``labeller``, default the model's), properties, image set,
+        scores and head cards of ``model``."""
+        index = self.index(model)
+        labeller = self.labeller(model, labeller)
+        cards = head_cards(index, labeller)
         choices = [(f"L{r.layer} H{r.head} · {r.label} ({r.confidence:.0%})", f"{r.layer}:{r.head}")
                    for r in cards.itertuples()]
         properties = sorted(cards["label"].unique()) if len(cards) else []
         image_choices = [f"{i}: {key}" for i, key in enumerate(index.images["key"])]
         summary = (f"**{model}** ({index.manifest.get('image_set', 'image set')}): {index.n} images in the index; "
                    f"layers {', '.join(map(str, index.layers))} (of 1..{index.n_layers}) × heads 0..{index.n_heads - 1} "
-                   f"analysed; labels by the `{index.default_labeller}` labeller, {len(properties)} properties.")
-        return ModelOverview(choices, list(index.layers), properties, image_choices, model_scores(index), cards,
-                             summary)
+                   f"analysed; labels by the `{labeller}` labeller, {len(properties)} properties.")
+        return ModelOverview(choices, sorted(index.labels), labeller, properties, image_choices, model_scores(index),
+                             cards, summary)
 
-    def head_card(self, model: str, choice: str) -> str:
+    def head_card(self, model: str, choice: str, labeller: str | None = None) -> str:
         """A Markdown card of one head: its label, the labeller's confidence and its top TEXTSPAN texts."""
         layer, head = self.head(model, choice)
-        cards = head_cards(self.index(model))
+        cards = head_cards(self.index(model), self.labeller(model, labeller))
         row = cards[(cards["layer"] == layer) & (cards["head"] == head)]
         if row.empty:
             return f"### L{layer} H{head}\nNo label: this head is not in the label table."
@@ -285,16 +298,17 @@ class Explorer:
 
     # -- the five analyses -------------------------------------------------------------------------------------
 
-    def property_neighbours(self, model: str, image, prop: str, k: int) -> Neighbours:
-        """(a) The images whose summed contribution of every head labelled ``prop`` is nearest (cosine) to the
-        query's."""
+    def property_neighbours(self, model: str, image, prop: str, k: int, labeller: str | None = None) -> Neighbours:
+        """(a) The images whose summed contribution of every head labelled ``prop`` (by ``labeller``) is nearest
+        (cosine) to the query's."""
         from . import analyses
 
         index = self.index(model)
         query = _require_image(image)
+        labeller = self.labeller(model, labeller)
         if not prop:
             raise ExplorerInputError("choose a property first")
-        table = _call(analyses.property_neighbours, index, query, prop, _check_k(k))
+        table = _call(analyses.property_neighbours, index, query, prop, _check_k(k), labeller)
         return _image_neighbours(index, table, f"{len(table)} nearest images by the heads labelled '{prop}'")
 
     def topic_map(self, model: str, image, text: str, choice: str, scope: str = MAP_SCOPES[0]):
@@ -343,9 +357,10 @@ class Explorer:
         return _image_neighbours(index, table, f"{len(table)} nearest images to '{text}' by {_head_name(layer, head)}")
 
 
-def head_cards(index) -> pd.DataFrame:
-    """The default labeller's label table (``layer, head, label, confidence, texts, labeller``) by layer and head."""
-    return index.label_table().sort_values(["layer", "head"], kind="stable").reset_index(drop=True)
+def head_cards(index, labeller: str | None = None) -> pd.DataFrame:
+    """A labeller's label table (``layer, head, label, confidence, texts, labeller``; default: the index's default
+    labeller) by layer and head."""
+    return index.label_table(labeller).sort_values(["layer", "head"], kind="stable").reset_index(drop=True)
 
 
 def model_scores(index) -> pd.DataFrame:
@@ -442,6 +457,7 @@ def build_app(explorer: Explorer):
         gr.Markdown("# CLIP head explorer\nChoose a model, give a query image, choose a head, run an analysis.")
         with gr.Row():
             model = gr.Dropdown(explorer.models, value=first, label="Model", elem_id="model")
+            labeller = gr.Dropdown([], label="Labeller", elem_id="labeller")
             status = gr.Textbox(STATUS_OK, label="Status", interactive=False, elem_id="status", scale=3)
         summary = gr.Markdown(elem_id="summary")
         with gr.Row():
@@ -489,12 +505,28 @@ def build_app(explorer: Explorer):
             cards = gr.Dataframe(label="Head cards (label and top TEXTSPAN texts)", interactive=False, wrap=True,
                                  elem_id="cards")
 
-        def choose_model(name):
-            o = explorer.overview(name)
+        def show(name, chosen_labeller=None, chosen_head=None):
+            o = explorer.overview(name, chosen_labeller)
+            values = [value for _, value in o.head_choices]
+            head_value = chosen_head if chosen_head in values else (values[0] if values else None)
+            card_text = explorer.head_card(name, head_value, o.labeller) if head_value else ""
             cards_shown = o.head_cards.assign(texts=[" | ".join(t) for t in o.head_cards["texts"]])
-            return (o.summary, gr.update(choices=o.head_choices, value=o.head_choices[0][1] if o.head_choices else None),
+            return (o.summary, gr.update(choices=o.labellers, value=o.labeller),
+                    gr.update(choices=o.head_choices, value=head_value), card_text,
                     gr.update(choices=o.properties, value=o.properties[0] if o.properties else None),
-                    gr.update(choices=o.image_choices, value=None), o.scores, cards_shown, f"Model {name} loaded.")
+                    gr.update(choices=o.image_choices, value=None), o.scores, cards_shown,
+                    f"Model {name} loaded; labels by {o.labeller}.")
+
+        def choose_model(name):
+            return show(name)
+
+        def choose_labeller(name, chosen_labeller, chosen_head):
+            return show(name, chosen_labeller, chosen_head)
+
+        def choose_head(name, chosen_labeller, choice):
+            if not choice:
+                return "", STATUS_OK
+            return explorer.head_card(name, choice, chosen_labeller), f"Head {choice} chosen."
 
         def use_upload(path):
             image = explorer.upload(path)
@@ -506,8 +538,8 @@ def build_app(explorer: Explorer):
             image = explorer.image_from_set(name, choice)
             return image, image, f"Query: image {choice} of the image set."
 
-        def run_property(name, image, p, n):
-            r = explorer.property_neighbours(name, image, p, n)
+        def run_property(name, chosen_labeller, image, p, n):
+            r = explorer.property_neighbours(name, image, p, n, chosen_labeller)
             return r.gallery, r.table, f"(a) {r.summary}."
 
         def run_topic(name, image, text, choice, scope):
@@ -526,22 +558,20 @@ def build_app(explorer: Explorer):
             r = explorer.text_neighbours(name, text, choice, n)
             return r.gallery, r.table, f"(e) {r.summary}."
 
-        model_outputs = [summary, head, prop, pick, scores, cards]
-        model.change(_guarded(choose_model, 6), model, [*model_outputs, status])
-        app.load(_guarded(choose_model, 6), model, [*model_outputs, status])
+        model_outputs = [summary, labeller, head, card, prop, pick, scores, cards]
+        model.input(_guarded(choose_model, 8), model, [*model_outputs, status])
+        app.load(_guarded(choose_model, 8), model, [*model_outputs, status])
+        labeller.input(_guarded(choose_labeller, 8), [model, labeller, head], [*model_outputs, status])
         upload.upload(_guarded(use_upload, 3), upload, [upload, query, query_view, status])
         pick.input(_guarded(use_pick, 2), [model, pick], [query, query_view, status])
-        head.change(_guarded(functools.partial(_card_or_blank, explorer), 1), [model, head], [card, status])
-        run_a.click(_guarded(run_property, 2), [model, query, prop, k], [gallery_a, table_a, status])
+        head.input(_guarded(choose_head, 1), [model, labeller, head], [card, status])
+        run_a.click(_guarded(run_property, 2), [model, labeller, query, prop, k], [gallery_a, table_a, status])
         run_b.click(_guarded(run_topic, 2), [model, query, text_b, head, scope_b], [image_b, caption_b, status])
         run_c.click(_guarded(run_contrast, 1), [model, query, text_ca, text_cb, head, scope_c], [gallery_c, status])
         run_d.click(_guarded(run_image, 2), [model, query, head, k], [gallery_d, table_d, status])
         run_e.click(_guarded(run_text, 2), [model, text_e, head, k], [gallery_e, table_e, status])
     return app
 
-
-def _card_or_blank(explorer: Explorer, model: str, choice: str) -> tuple[str, str]:
-    return (explorer.head_card(model, choice), f"Head {choice} chosen.") if choice else ("", STATUS_OK)
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
