@@ -1,6 +1,5 @@
 """The explorer's handlers, without a browser: outputs on a toy results folder, and every error path as a message."""
 
-import json
 import tomllib
 from pathlib import Path
 
@@ -120,6 +119,8 @@ def test_uploads_are_read_and_bad_ones_named(explorer, tmp_path):
         small_limit.upload(str(big))
     with pytest.raises(ExplorerInputError, match="upload an image"):
         explorer.upload(None)
+    with pytest.raises(ExplorerInputError, match="the upload gone.png did not arrive"):
+        explorer.upload(str(tmp_path / "gone.png"))
 
 
 @pytest.mark.parametrize("call, message", [

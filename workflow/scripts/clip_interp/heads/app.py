@@ -1,4 +1,4 @@
-"""The explorer: a Gradio app over the head-properties study's results, one tab of controls for every processed model.
+"""The explorer: a Gradio app over the head-properties study's results, serving every processed model.
 
 A model is *processed* when ``{results}/heads/{model}/explorer.json`` exists (the manifest the workflow writes).
 The app reads each model's :class:`~clip_interp.heads.index.HeadIndex` (per-head contributions of the image set,
@@ -263,6 +263,8 @@ class Explorer:
             raise ExplorerInputError("upload an image, or pick one from the image set")
         path = Path(path)
         name = path.name
+        if not path.is_file():
+            raise ExplorerInputError(f"the upload {name} did not arrive; upload it again")
         size_mb = path.stat().st_size / 2**20
         if size_mb > self.max_upload_mb:
             raise ExplorerInputError(f"{name} is {size_mb:.1f} MB, above the upload limit of {self.max_upload_mb:g} "
@@ -465,7 +467,8 @@ def build_app(explorer: Explorer):
                 upload = gr.File(label="Upload a query image", file_count="single", type="filepath",
                                  elem_id="upload")
                 pick = gr.Dropdown([], label="…or pick one from the image set", filterable=True, elem_id="pick")
-                query_view = gr.Image(label="Query image", type="pil", interactive=False, height=260,
+                query_view = gr.Image(label="Query image (its centre crop, as the model sees it)", type="pil",
+                                      interactive=False, height=260,
                                       elem_id="query")
             with gr.Column():
                 head = gr.Dropdown([], label="Head (with its label)", filterable=True, elem_id="head")
@@ -530,13 +533,13 @@ def build_app(explorer: Explorer):
 
         def use_upload(path):
             image = explorer.upload(path)
-            return None, image, image, f"Query: uploaded {Path(path).name} ({image.width}x{image.height})."
+            return None, image, centre_crop(image), f"Query: uploaded {Path(path).name} ({image.width}x{image.height})."
 
         def use_pick(name, choice):
             if not choice:
                 return gr.update(), gr.update(), STATUS_OK
             image = explorer.image_from_set(name, choice)
-            return image, image, f"Query: image {choice} of the image set."
+            return image, centre_crop(image), f"Query: image {choice} of the image set."
 
         def run_property(name, chosen_labeller, image, p, n):
             r = explorer.property_neighbours(name, image, p, n, chosen_labeller)
