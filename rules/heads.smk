@@ -74,9 +74,9 @@ rule heads_labels:
 rule heads_scores:
     input:
         unpack(heads_label_tables),
+        unpack(heads_published_input),
         textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
         taxonomy=HEADS["taxonomy"],
-        published=heads_source("published_labels"),
         model=model_files,
     output:
         f"{HEADS_OUT}/scores.parquet",
@@ -84,6 +84,7 @@ rule heads_scores:
         model=model_spec,
         labellers=HEADS["labellers"],
         association=HEADS["association"],
+        published_fingerprint=heads_published_fingerprint,
         device=DEVICE,
         batch_size=TEXT_BATCH_SIZE,
     log:
@@ -154,8 +155,8 @@ for heads_analysis in HEADS_ANALYSES:
             rule_benchmark(f"heads_{heads_analysis}", "{model}")
         threads: config["threads"]
         resources:
-            # the model, and the index: images x analysed layers x heads x joint width, float32
-            **MODEL_RESOURCES,
+            mem_mb=heads_index_mem_mb,
+            gpu=config["cluster_resources"]["gpu"],
         conda:
             "../envs/model.yaml"
         script:

@@ -2,7 +2,8 @@
 # It reads the decomposition study's outputs (stores, image lists, TEXTSPAN tables), so it needs that study.
 
 from clip_interp.config import ConfigError
-from clip_interp.sources import is_remote, local_path
+from clip_interp.heads.published import PAPER_SCORES
+from clip_interp.sources import is_remote, local_fingerprint, local_path
 
 HEADS = config["heads"]
 HEADS_SOURCES = HEADS["sources"]
@@ -17,6 +18,24 @@ def heads_source(name):
     if is_remote(url):
         return f"results/raw/heads/{name}"
     return os.path.normpath(str(local_path(url)))
+
+
+def published_model(model):
+    """Whether CLIP-InterpreT published labels of this model entry (an open_clip model of the six, with weights)."""
+    spec = config["models"][model]
+    if spec.get("backend") != "open_clip" or spec.get("random_init"):
+        return False
+    return (spec.get("name"), spec.get("pretrained")) in PAPER_SCORES
+
+
+def heads_published_input(wildcards):
+    """The published labels, for a model they cover (the agreement is computed there only; elsewhere NaN)."""
+    return {"published": heads_source("published_labels")} if published_model(wildcards.model) else {}
+
+
+def heads_published_fingerprint(wildcards):
+    url = HEADS_SOURCES["published_labels"]["url"]
+    return local_fingerprint(url) if published_model(wildcards.model) and not is_remote(url) else None
 
 
 def heads_label_tables(wildcards):
@@ -53,6 +72,22 @@ def heads_index_inputs(wildcards):
     }
 
 
+def heads_index_mem_mb(wildcards, input):
+    """Memory of an analysis job (MB): the model's, plus the index it holds (images x analysed layers x heads x
+    joint width, float32, and the norms) twice over for the per-head copies; read from the store's shape. A store
+    not yet written raises the FileNotFoundError by which Snakemake defers the resource until it exists."""
+    import errno
+
+    import h5py
+
+    if not os.path.exists(input.store):
+        raise FileNotFoundError(errno.ENOENT, "decomposition store not written yet", input.store)
+    with h5py.File(input.store, "r") as f:
+        n_images, n_layers, n_heads, width = f["heads"].shape
+    index_bytes = n_images * min(HEADS["n_layers"], n_layers) * n_heads * (width + 1) * 4
+    return config["cluster_resources"]["model_mem_mb"] + int(2 * index_bytes / 1e6) + 1
+
+
 def heads_problems():
     """One line per setting of the heads section (or of the sections it depends on) that cannot work."""
     lines = []
@@ -82,7 +117,12 @@ def heads_problems():
     files = [("heads.taxonomy", HEADS["taxonomy"])]
     if "llm" in HEADS["labellers"]:
         files.append(("heads.llm.examples", HEADS["llm"]["examples"]))
-    files += [(f"heads.sources.{name}.url", spec["url"]) for name, spec in HEADS_SOURCES.items() if not is_remote(spec["url"])]
+    if any(published_model(model) for model in MODELS):
+        files += [
+            (f"heads.sources.{name}.url", spec["url"])
+            for name, spec in HEADS_SOURCES.items()
+            if not is_remote(spec["url"])
+        ]
     for key, path in files:
         if not local_path(path).exists():
             lines.append(f"`{key}` is {path!r}, which does not exist; fix the path or put the file there")

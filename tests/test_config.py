@@ -117,7 +117,7 @@ def test_several_problems_are_listed_one_per_line_without_the_schema():
     config["negation"]["selectivity"]["layer"] = 0
     config["negation"]["sources"]["cannot"]["sha256"] = "abc"
     config["batch_size"]["image"] = "16"
-    config["studies"] = ["negation", "heads"]
+    config["studies"] = ["negation", "probing"]
     problems = config_problems(config, SCHEMA)
     assert len(problems) == 5, problems
     for key in ("`negation.segments.correct`", "`negation.selectivity.layer`", "`negation.sources.cannot.sha256`",
@@ -215,6 +215,7 @@ def test_dry_run_of_a_wrong_value_names_the_key(tmp_path):
 def test_studies_gate_the_requested_targets(tmp_path):
     config = load("demo.yaml")
     config["negation"]["sources"]["cannot"]["url"] = str(REPO / "resources" / "cannot_demo.tsv")  # run elsewhere
+    config["heads"]["taxonomy"] = str(REPO / "resources" / "heads" / "taxonomy_demo.yaml")
     proc = dry_run(tmp_path, config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "compute_scores" in proc.stdout and "results/negation/toy-clip/scores.parquet" in proc.stdout

@@ -148,3 +148,12 @@ def test_manifest_errors_name_the_file(tmp_path):
     path.write_text(json.dumps({"format": "clip_interp.heads.explorer/1", "model": "m"}))
     with pytest.raises(InputError, match="lacks"):
         read_manifest(path)
+
+
+def test_planted_property_is_the_most_named_kind():
+    from clip_interp.synthetic_decomposition import GENERAL_DESCRIPTIONS, planted_property
+
+    general = GENERAL_DESCRIPTIONS[0]
+    assert planted_property(["Some squares.", "There is a red thing.", general, "Something blue."]) == "colours"
+    assert planted_property([general, "Some squares.", "Something blue."]) == "shapes"  # a tie: the earlier text
+    assert planted_property([general]) is None

@@ -146,6 +146,9 @@ def test_published_scores_on_shared_data(shared_data, capsys):
     # mapping merges labels, so the mapped readings are never below the raw ones on the heads both keep
     assert (scores["mapped_n_labels"] <= scores["raw_n_labels"]).all()
     assert not scores["paper_entanglement"].isna().any()
+    b32 = scores.set_index(["model", "pretrained"]).loc[("ViT-B-32", "openai")]
+    assert b32["raw_n_labels"] == 29 and b32["raw_entanglement"] == pytest.approx((48 - 29) / 48)
+    assert b32["n_unmapped"] == 2 and b32["mapped_entanglement"] == pytest.approx((46 - 16) / 46)
     assert published.main([str(shared_data / "clip_interpret")]) == 0
     out = capsys.readouterr().out
     assert "raw_entanglement" in out and "map to no property" in out
@@ -172,6 +175,9 @@ def test_published_reader_errors(tmp_path):
     blank = write(tmp_path / "blank.tsv", "model\tpretrained\tlayer\thead\tlabel\nViT-B-32\topenai\t8\t0\t\n")
     with pytest.raises(InputError, match="column 'label' is empty on line 2"):
         published.read_head_labels(blank)
+    short = write(tmp_path / "short.tsv", "model\tpretrained\tlayer\thead\tlabel\nViT-B-32\topenai\t8\t0\n")
+    with pytest.raises(InputError, match="column 'label' is empty on line 2"):
+        published.read_head_labels(short)
     with pytest.raises(InputError, match="does not exist"):
         published.read_head_labels(tmp_path / "absent.tsv")
     assert math.isclose(published.PAPER_SCORES[("ViT-L-14", "openai")]["entanglement"], 0.359)

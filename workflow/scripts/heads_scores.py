@@ -12,7 +12,7 @@ def main(smk, log):
     labels = {name: pd.read_parquet(smk.input[f"labels_{name}"]) for name in smk.params.labellers}
     model = load_model(smk.params.model, smk.params.device)
     table = score_table(labels, model, smk.params.model, taxonomy_path=smk.input.taxonomy,
-                        published_path=smk.input.published, association=smk.params.association,
+                        published_path=smk.input.get("published"), association=smk.params.association,
                         batch_size=smk.params.batch_size)
     for row in table.itertuples():
         log.info("%s: entanglement %.3f, association %.3f, agreement %s (%d published heads matched)", row.labeller,

@@ -304,3 +304,35 @@ def planted_structure_checks(textspan, segmentation, waterbirds) -> "pd.DataFram
          "holds": bool(worst["ablated"] > worst["baseline"]),
          "evidence": f"worst group {worst['baseline']:.3f} -> {worst['ablated']:.3f}"},
     ])
+
+
+# The demo taxonomy's property (resources/heads/taxonomy_demo.yaml) of each kind of description.
+PROPERTY_OF_KIND = {"colour": "colours", "shape": "shapes", "position": "positions", "size": "sizes",
+                    "background": "backgrounds"}
+
+
+def planted_property(texts) -> str | None:
+    """The demo taxonomy's property that most of ``texts`` name (:func:`description_kind`; general texts left out;
+    ties to the kind of the earlier text); None when every text is general."""
+    from collections import Counter
+
+    kinds = [PROPERTY_OF_KIND[k] for k in map(description_kind, texts) if k in PROPERTY_OF_KIND]
+    if not kinds:
+        return None
+    counts = Counter(kinds)
+    return next(k for k in kinds if counts[k] == max(counts.values()))
+
+
+def planted_label_check(labels) -> "pd.DataFrame":
+    """Per head of a label table of the demo (``layer, head, label, texts``): ``planted``, the property its judged
+    texts name most (:func:`planted_property`), ``matches`` (label == planted) and the ``kinds`` of its texts."""
+    import pandas as pd
+
+    rows = []
+    for row in labels.itertuples():
+        texts = list(row.texts)
+        planted = planted_property(texts)
+        rows.append({"layer": int(row.layer), "head": int(row.head), "label": row.label, "planted": planted,
+                     "matches": planted is not None and planted == row.label,
+                     "kinds": ", ".join(description_kind(t) for t in texts)})
+    return pd.DataFrame(rows)

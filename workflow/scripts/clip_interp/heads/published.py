@@ -54,7 +54,7 @@ def _read_tsv(path, columns: tuple[str, ...]) -> pd.DataFrame:
                          f"it needs the tab-separated columns {list(columns)}")
     table = table[list(columns)]
     for column in columns:
-        blank = table[column].str.strip() == ""
+        blank = table[column].isna() | (table[column].str.strip() == "")
         if blank.any():
             raise InputError(f"published table {path}: column {column!r} is empty on line "
                              f"{int(blank.to_numpy().argmax()) + 2}")

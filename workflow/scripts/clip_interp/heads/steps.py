@@ -58,9 +58,11 @@ def model_identity(spec: Mapping) -> tuple[str | None, str | None]:
 
 
 def published_for_model(published: pd.DataFrame, spec: Mapping) -> pd.DataFrame:
-    """The published labels of the model of ``spec`` (none for a model the paper did not label)."""
+    """The published labels (``layer, head, label``; layers 1..L) of the model of ``spec``; none for a model the
+    paper did not label."""
     name, pretrained = model_identity(spec)
-    return published[(published["model"] == name) & (published["pretrained"] == pretrained)].reset_index(drop=True)
+    rows = published[(published["model"] == name) & (published["pretrained"] == pretrained)]
+    return rows[["layer", "head", "label"]].reset_index(drop=True)
 
 
 def summed_layer_counts(labels: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -260,13 +262,14 @@ def label_table(labeller: str, textspan: pd.DataFrame, model, *, taxonomy_path, 
     layers = analysed_layers(model.vision.n_layers, n_layers)
     heads = analysed_textspan(textspan, layers, str(textspan_path))
     taxonomy = load_taxonomy(taxonomy_path)
+    matcher = PropertyMatcher(text_encoder(model, batch_size), taxonomy)
     if labeller == "taxonomy":
-        return label_heads(heads, PropertyMatcher(text_encoder(model, batch_size), taxonomy), n_texts), layers
+        return label_heads(heads, matcher, n_texts), layers
     if labeller == "llm":
         from .llm import ChatEndpoint, label_heads_llm, load_examples
 
-        table = label_heads_llm(heads, ChatEndpoint.from_environment(), load_examples(examples_path), n_texts,
-                                cache_path, taxonomy)
+        table = label_heads_llm(heads, ChatEndpoint.from_environment(), load_examples(examples_path, taxonomy),
+                                n_texts, cache_path, taxonomy, matcher=matcher)
         return table, layers
     raise InputError(f"unknown labeller {labeller!r}; choose taxonomy or llm")
 
@@ -283,7 +286,8 @@ def score_table(labels: Mapping[str, pd.DataFrame], model, spec: Mapping, *, tax
 
     taxonomy = load_taxonomy(taxonomy_path)
     matcher = PropertyMatcher(text_encoder(model, batch_size), taxonomy)
-    published = published_for_model(read_head_labels(published_path), spec)
+    published = (published_for_model(read_head_labels(published_path), spec) if published_path
+                 else pd.DataFrame(columns=["layer", "head", "label"]))
     name, pretrained = model_identity(spec)
     paper = PAPER_SCORES.get((name, pretrained), {})
     rows = []
@@ -331,7 +335,7 @@ def run_analysis(analysis: str, index, settings: Mapping, figure_paths) -> tuple
         table = property_neighbour_table(index, rows, properties, k)
         metadata.update(properties=properties, skipped=[f"property {p!r} labels no head" for p in skipped])
         pictures = _pictures(index, [*rows, *table["row"]], size)
-        groups = [(f"{image}\n{prop} ({int(part['n_heads'].iloc[0])} heads)", pictures[row], part)
+        groups = [(f"{image}\n{prop} ({_heads_count(int(part['n_heads'].iloc[0]))})", pictures[row], part)
                   for (row, image, prop), part in table.groupby(["query_row", "query_image", "property"], sort=False)]
         figures.neighbour_grid(groups, pictures, figure_paths, title + "images nearest by the summed heads of a property")
     elif analysis == "image_neighbours":
@@ -402,3 +406,7 @@ def cross_model(models: Sequence[str], specs: Sequence[Mapping], scores: Sequenc
     figures.property_layers(layers, [output.layers_png, output.layers_pdf],
                             "Layers where each property labels heads (L<layer>×<heads>)")
     return table, layers
+
+
+def _heads_count(n: int) -> str:
+    return f"{n} head" if n == 1 else f"{n} heads"

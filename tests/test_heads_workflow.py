@@ -1,0 +1,130 @@
+"""The heads study through Snakemake: the reduced demo with heads on, the six-model dry run, start-up errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from test_workflow import SMALL_DEMO, copy_workflow, deep_merge, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+ANALYSES = ["property_neighbours", "topic_maps", "contrastive_maps", "image_neighbours", "text_neighbours"]
+CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers"]
+SIX_MODELS = ["laion2b-ViT-B-16", "openai-ViT-B-16", "datacomp-ViT-B-32", "openai-ViT-B-32", "laion2b-ViT-L-14",
+              "openai-ViT-L-14"]
+DEMO_PROPERTIES = {"colours", "shapes", "positions", "sizes", "backgrounds"}
+
+
+@pytest.fixture(scope="module")
+def heads_run(tmp_path_factory):
+    """The reduced demo with the decomposition and heads studies only."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("heads_demo"))
+    config = write_config(workdir, "demo.yaml", deep_merge(SMALL_DEMO, {"studies": ["decomposition", "heads"]}))
+    snakemake(workdir, "--configfile", str(config))
+    return workdir
+
+
+def test_demo_writes_every_heads_table_and_figure(heads_run):
+    results = heads_run / "results" / "heads"
+    model = results / "toy-clip"
+    for name in ["labels_taxonomy.parquet", "scores.parquet", "explorer.json",
+                 *[f"analyses/{a}.parquet" for a in ANALYSES], *[f"figures/{a}.{e}" for a in ANALYSES for e in ("png", "pdf")],
+                 "../cross_model_scores.parquet", "../property_layers.parquet",
+                 *[f"../figures/{f}.{e}" for f in CROSS_FIGURES for e in ("png", "pdf")]]:
+        path = model / name
+        assert path.is_file() and path.stat().st_size > 0, name
+
+
+def test_demo_labels_and_scores(heads_run):
+    model = heads_run / "results" / "heads" / "toy-clip"
+    labels = pd.read_parquet(model / "labels_taxonomy.parquet")
+    assert list(labels.columns) == ["layer", "head", "label", "confidence", "texts", "labeller"]
+    assert sorted(set(labels["layer"])) == [2, 3] and len(labels) == 2 * 4  # the toy's last 2 of 3 layers, 4 heads
+    assert set(labels["label"]) <= DEMO_PROPERTIES and (labels["labeller"] == "taxonomy").all()
+    scores = pd.read_parquet(model / "scores.parquet")
+    assert len(scores) == 1 and 0 <= scores["entanglement"].iloc[0] < 1 and 0 <= scores["association"].iloc[0] <= 1
+    assert scores["n_agreement_heads"].iloc[0] == 0 and np.isnan(scores["agreement"].iloc[0])  # no published labels
+    cross = pd.read_parquet(heads_run / "results" / "heads" / "cross_model_scores.parquet")
+    assert cross["model"].tolist() == ["toy-clip"]
+    layers = pd.read_parquet(heads_run / "results" / "heads" / "property_layers.parquet")
+    assert layers["n_heads"].sum() == len(labels)
+
+
+def test_demo_labels_judge_each_heads_textspan_texts_and_the_planted_check_runs(heads_run):
+    """Each label row carries its own head's top TEXTSPAN texts in rank order (a wrong head would show), and the
+    planted-structure check (README) gives every head a planted property from those texts."""
+    from clip_interp.synthetic_decomposition import planted_label_check
+
+    model = heads_run / "results"
+    labels = pd.read_parquet(model / "heads" / "toy-clip" / "labels_taxonomy.parquet")
+    textspan = pd.read_parquet(model / "decomposition" / "toy-clip" / "textspan.parquet")
+    n_texts = yaml.safe_load((heads_run / "config" / "demo.yaml").read_text())["heads"]["n_texts"]
+    for row in labels.itertuples():
+        own = textspan[(textspan["layer"] == row.layer) & (textspan["head"] == row.head)].sort_values("rank")
+        assert list(row.texts) == own["text"].head(n_texts).tolist(), (row.layer, row.head)
+    check = planted_label_check(labels)
+    assert len(check) == len(labels) and check["kinds"].str.count(",").eq(n_texts - 1).all()
+    assert check["planted"].isin(DEMO_PROPERTIES | {None}).all()
+
+
+def test_demo_explorer_index_and_analyses(heads_run):
+    from clip_interp.heads.index import HeadIndex
+
+    manifest = json.loads((heads_run / "results" / "heads" / "toy-clip" / "explorer.json").read_text())
+    assert manifest["root"] == "../../.." and manifest["layers"] == [2, 3] and manifest["image_set"] == "classification"
+    index = HeadIndex.open(heads_run / "results", "toy-clip")
+    assert index.contributions.shape[:3] == (SMALL_DEMO["demo"]["synthetic"]["decomposition"]["n_classification"], 2, 4)
+    analyses = heads_run / "results" / "heads" / "toy-clip" / "analyses"
+    k = yaml.safe_load((heads_run / "config" / "demo.yaml").read_text())["heads"]["analyses"]["k"]
+    for name in ("image_neighbours", "property_neighbours"):
+        table = pd.read_parquet(analyses / f"{name}.parquet")
+        firsts = table[table["rank"] == 1]
+        assert (firsts["row"] == firsts["query_row"]).all(), name  # an indexed image is its own nearest neighbour
+        assert np.allclose(firsts["score"], 1.0, atol=1e-4), name
+        assert (table.groupby([c for c in table.columns if c.startswith("query") or c in ("layer", "head", "property")])
+                .size() == k).all()
+    topic = pd.read_parquet(analyses / "topic_maps.parquet")
+    assert (topic["layer"] == -1).any() and topic["patch_scores"].map(len).eq(64).all()  # an 8x8 patch grid
+    contrast = pd.read_parquet(analyses / "contrastive_maps.parquet")
+    pairs = contrast.pivot_table(index=["query_row", "layer", "head"], columns="direction", values="max_score")
+    assert len(pairs) and set(pairs.columns) == {"a-b", "b-a"}
+
+
+def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_data):
+    workdir = copy_workflow(tmp_path / "wf")
+    imagenet = tmp_path / "imagenet_val"
+    imagenet.mkdir()
+    published = shared_data / "clip_interpret"
+    overrides = {"decomposition": {"sources": {"classification_images": {"url": str(imagenet)}}},
+                 "heads": {"sources": {"published_labels": {"url": str(published / "head_labels.tsv")},
+                                       "property_heads": {"url": str(published / "property_heads.tsv")}}}}
+    config = write_config(workdir, "six_models.yaml", overrides)
+    jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
+    for rule in ("heads_labels", "heads_scores", "heads_explorer_manifest", *[f"heads_{a}" for a in ANALYSES]):
+        assert jobs.get(rule) == 6, rule
+    assert jobs.get("heads_cross_model") == 1 and jobs.get("cross_model_profiles") == 1
+    listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout
+    for model in SIX_MODELS:
+        for name in ("labels_taxonomy.parquet", "scores.parquet", "explorer.json", "analyses/topic_maps.parquet",
+                     "figures/property_neighbours.png"):
+            assert f"results/heads/{model}/{name}" in listed, (model, name)
+        assert f"results/negation/{model}/" in listed and f"results/decomposition/{model}/textspan.parquet" in listed
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"studies": ["negation", "heads"]}, "`studies` lists heads but not decomposition"),
+    ({"decomposition": {"textspan": {"n_layers": 1}}},
+     "`decomposition.textspan.n_layers` (1) is smaller than `heads.n_layers` (2)"),
+    ({"heads": {"taxonomy": "resources/heads/nope.yaml"}}, "`heads.taxonomy` is 'resources/heads/nope.yaml', which does not exist"),
+    ({"heads": {"association": {"min_matches": 6}}}, "`heads.association.min_matches` (6) exceeds"),
+    ({"heads": {"labellers": ["llm"]}}, '`heads.labellers` is ["llm"]; it must contain an item matching {"const": "taxonomy"}'),
+])
+def test_heads_settings_are_checked_at_start(tmp_path, override, message):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir, "demo.yaml", override)
+    proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
