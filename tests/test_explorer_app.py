@@ -203,6 +203,7 @@ def test_the_server_binds_to_the_network_only_when_allowed(results):
     (["--results", "{tmp}"], "no processed model under {tmp}"),
     (["--results", "{results}", "--host", "0.0.0.0"], "--allow-network"),
     (["--results", "{results}", "--port", "70000"], "--port 70000 is not a port number"),
+    (["--results", "{results}", "--threads", "0"], "--threads 0 must be at least 1"),
 ])
 def test_the_command_names_bad_arguments_and_exits_2(argv, message, tmp_path, results, capsys):
     values = {"tmp": str(tmp_path), "results": str(results)}

@@ -29,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
     explore.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     explore.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                          help=f"largest accepted upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
+    explore.add_argument("--threads", type=int, default=1,
+                         help="torch threads for the query's forward (default 1: on a shared 2-core machine one "
+                              "thread answered fastest; see the README's latency table)")
     explore.add_argument("--allow-network", action="store_true",
                          help="allow a non-loopback --host: anyone who can reach it can use the app, upload files "
                               "and see the image set's images")
@@ -41,9 +44,14 @@ def explore(args: argparse.Namespace) -> None:
     if args.port is not None and not 0 < args.port < 65536:
         raise InputError(f"--port {args.port} is not a port number (1..65535)")
     check_host(args.host, args.allow_network)
+    if args.threads < 1:
+        raise InputError(f"--threads {args.threads} must be at least 1")
     models = check_results_dir(args.results)
     print(f"clip-interp explore: {len(models)} processed model(s) under {args.results}: {', '.join(models)}",
           flush=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
     serve(args.results, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
           allow_network=args.allow_network)
 
