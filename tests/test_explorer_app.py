@@ -86,6 +86,15 @@ def test_text_neighbours_rank_every_image_when_k_exceeds_the_set(explorer, tiny_
     assert "12 nearest images to 'a red circle'" in found.summary
 
 
+def test_an_image_file_gone_since_indexing_keeps_its_rank_and_is_counted(explorer, monkeypatch):
+    real = explorer_app.thumbnail
+    monkeypatch.setattr(explorer_app, "thumbnail", lambda path, *a: None if "red_" in Path(path).name else real(path, *a))
+    found = explorer.text_neighbours("toy", "a red circle", "3:2", 12)
+    unreadable = [caption for _, caption in found.gallery if caption.endswith(" (file unreadable)")]
+    assert len(found.gallery) == 12 and len(unreadable) == 4 and all("· red_" in c for c in unreadable)
+    assert found.summary.endswith("(4 of their files cannot be read; see the server log)")
+
+
 @pytest.mark.parametrize("scope", MAP_SCOPES)
 def test_maps_are_drawn_over_the_query_for_each_scope(explorer, query, tiny_clip, scope):
     picture, caption = explorer.topic_map("toy", query, "a red square", f"{tiny_clip.vision.n_layers}:1", scope)

@@ -104,7 +104,7 @@ def overlay(image, heat: np.ndarray, *, alpha: float = OVERLAY_ALPHA, size: int 
 
 
 def thumbnail(path: str | Path, size: int = THUMBNAIL_SIZE):
-    """The centre crop of the image file at ``path`` at ``size`` pixels; an unreadable file is a grey square."""
+    """The centre crop of the image file at ``path`` at ``size`` pixels, or None (logged) when it cannot be read."""
     from PIL import Image
 
     try:
@@ -112,7 +112,7 @@ def thumbnail(path: str | Path, size: int = THUMBNAIL_SIZE):
             return centre_crop(image, size)
     except (OSError, ValueError) as exc:
         LOG.warning("image %s cannot be read for a thumbnail: %s", path, exc)
-        return Image.new("RGB", (size, size), (128, 128, 128))
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -121,8 +121,8 @@ def thumbnail(path: str | Path, size: int = THUMBNAIL_SIZE):
 
 @dataclass(frozen=True)
 class Neighbours:
-    """A neighbour ranking: ``table`` (rank, score, image or text, ...) and, for image rankings, a gallery of
-    ``(thumbnail, caption)`` pairs in rank order."""
+    """A ranking of the image set: ``table`` (rank, image key, score, row of the image set), a gallery of
+    ``(thumbnail, caption)`` pairs in rank order, and a one-line summary."""
 
     table: pd.DataFrame
     gallery: list[tuple[object, str]]
@@ -311,7 +311,7 @@ class Explorer:
         if not prop:
             raise ExplorerInputError("choose a property first")
         table = _call(analyses.property_neighbours, index, query, prop, _check_k(k), labeller)
-        return _image_neighbours(index, table, f"{len(table)} nearest images by the heads labelled '{prop}'")
+        return _image_neighbours(table, f"{len(table)} nearest images by the heads labelled '{prop}'")
 
     def topic_map(self, model: str, image, text: str, choice: str, scope: str = MAP_SCOPES[0]):
         """(b) The query image with the map on ``text`` of one head, of its layer's heads or of all heads
@@ -346,7 +346,7 @@ class Explorer:
         query = _require_image(image)
         layer, head = self.head(model, choice)
         table = _call(analyses.head_image_neighbours, index, query, layer, head, _check_k(k))
-        return _image_neighbours(index, table, f"{len(table)} nearest images by {_head_name(layer, head)}")
+        return _image_neighbours(table, f"{len(table)} nearest images by {_head_name(layer, head)}")
 
     def text_neighbours(self, model: str, text: str, choice: str, k: int) -> Neighbours:
         """(e) The images whose contribution of one head is nearest (cosine) to the text's embedding."""
@@ -356,7 +356,7 @@ class Explorer:
         text = _require_text(text, "a text")
         layer, head = self.head(model, choice)
         table = _call(analyses.head_text_neighbours, index, text, layer, head, _check_k(k))
-        return _image_neighbours(index, table, f"{len(table)} nearest images to '{text}' by {_head_name(layer, head)}")
+        return _image_neighbours(table, f"{len(table)} nearest images to '{text}' by {_head_name(layer, head)}")
 
 
 def head_cards(index, labeller: str | None = None) -> pd.DataFrame:
@@ -417,9 +417,23 @@ def _call(analysis: Callable, *args):
         raise ExplorerInputError(str(exc)) from exc
 
 
-def _image_neighbours(index, table: pd.DataFrame, summary: str) -> Neighbours:
-    """A neighbour table with its gallery: the thumbnail of each row's image, captioned with rank and score."""
-    gallery = [(thumbnail(row.path), f"#{row.rank} · {row.score:.3f} · {row.image}") for row in table.itertuples()]
+def _image_neighbours(table: pd.DataFrame, summary: str) -> Neighbours:
+    """A neighbour table with its gallery: the thumbnail of each row's image, captioned with rank and score.
+
+    The ranking reads the index, so an image file that cannot be read any more keeps its place: a grey square
+    captioned "file unreadable", counted in the summary."""
+    from PIL import Image
+
+    gallery, unreadable = [], 0
+    for row in table.itertuples():
+        caption = f"#{row.rank} · {row.score:.3f} · {row.image}"
+        picture = thumbnail(row.path)
+        if picture is None:
+            picture, caption = Image.new("RGB", (THUMBNAIL_SIZE,) * 2, (128, 128, 128)), caption + " (file unreadable)"
+            unreadable += 1
+        gallery.append((picture, caption))
+    if unreadable:
+        summary += f" ({unreadable} of their files cannot be read; see the server log)"
     shown = table[["rank", "image", "score", "row"]].round({"score": 4}).reset_index(drop=True)
     return Neighbours(shown, gallery, summary)
 
