@@ -148,7 +148,8 @@ for heads_analysis in HEADS_ANALYSES:
         params:
             analysis=heads_analysis,
             analyses=HEADS["analyses"],
-            device=DEVICE,
+            # a few query images: the CPU (no GPU requested) holds the index and runs them
+            device="cpu",
         log:
             rule_log(f"heads_{heads_analysis}", "{model}"),
         benchmark:
@@ -156,7 +157,6 @@ for heads_analysis in HEADS_ANALYSES:
         threads: config["threads"]
         resources:
             mem_mb=heads_index_mem_mb,
-            gpu=config["cluster_resources"]["gpu"],
         conda:
             "../envs/model.yaml"
         script:

@@ -157,3 +157,50 @@ def test_planted_property_is_the_most_named_kind():
     assert planted_property(["Some squares.", "There is a red thing.", general, "Something blue."]) == "colours"
     assert planted_property([general, "Some squares.", "Something blue."]) == "shapes"  # a tie: the earlier text
     assert planted_property([general]) is None
+
+
+# --------------------------------------------------------------------------- the rules' steps
+
+
+def test_analysed_layers_and_the_textspan_they_need():
+    from clip_interp.heads.steps import analysed_layers, analysed_textspan
+
+    assert analysed_layers(12, 4) == [9, 10, 11, 12] and analysed_layers(3, 4) == [1, 2, 3]
+    textspan = pd.DataFrame({"layer": [11, 11, 12], "head": [0, 0, 0], "rank": [2, 1, 1], "text": ["b", "a", "c"]})
+    assert analysed_textspan(textspan, [11, 12], "t.parquet")["text"].tolist() == ["a", "b", "c"]
+    with pytest.raises(InputError, match=r"t.parquet has no heads of layers \[9, 10\].*decomposition.textspan.n_layers"):
+        analysed_textspan(textspan, [9, 10, 11, 12], "t.parquet")
+
+
+def test_query_heads_and_rows(index):
+    import dataclasses
+
+    from clip_interp.heads.steps import query_heads, query_properties, query_rows
+
+    labels = _labels(index.n_heads).assign(confidence=[0.2, 0.8, 0.8, 0.4, 0.6, 0.2, 0.6, 0.2])
+    relabelled = dataclasses.replace(index, labels={"taxonomy": labels}, _cache={})
+    assert query_heads(relabelled, "auto") == [(2, 1), (3, 0)]  # largest confidence per layer, ties to the lower head
+    assert query_heads(index, [[-1, 2], [2, 0]]) == [(3, 2), (2, 0)]
+    with pytest.raises(InputError, match=r"`heads.analyses.heads` has \[1, 0\].*analysed layers \[2, 3\]"):
+        query_heads(index, [[1, 0]])
+    with pytest.raises(InputError, match=r"`heads.analyses.images` has rows \[6\].*rows 0..5"):
+        query_rows([0, 6], N_IMAGES)
+    assert query_properties(index, ["shapes", "animals"]) == (["shapes"], ["animals"])
+
+
+SETTINGS = {"images": [1], "heads": [[3, 1]], "properties": "auto", "texts": ["a red circle"],
+            "contrastive": [["a red circle", "a blue square"]], "k": 3}
+
+
+@pytest.mark.parametrize("analysis, n_rows", [("property_neighbours", 2 * 3), ("image_neighbours", 3),
+                                              ("text_neighbours", 3), ("topic_maps", 2), ("contrastive_maps", 4)])
+def test_each_analysis_writes_its_table_and_grid(index, tmp_path, analysis, n_rows):
+    from clip_interp.heads.steps import run_analysis
+
+    paths = [tmp_path / f"{analysis}.png", tmp_path / f"{analysis}.pdf"]
+    table, metadata = run_analysis(analysis, index, SETTINGS, paths)
+    assert len(table) == n_rows and all(p.stat().st_size > 0 for p in paths)
+    assert metadata["heads"] == [[3, 1]] and metadata["query_rows"] == [1]
+    if "query_row" in table and "rank" in table:
+        firsts = table[table["rank"] == 1]
+        assert (firsts["row"] == 1).all() and np.allclose(firsts["score"], 1.0, atol=1e-5)

@@ -33,13 +33,17 @@ PLUGIN_VERSION = "2.8.0"
 ACCOUNT, PARTITION, DEFAULT_PARTITION, DEFAULT_ACCOUNT = "myproject", "compute", "debug", "ci"
 MODEL_RULES = {"cache_text_activations", "cache_image_activations", "cache_cannot_activations", "causal_tracing",
                "image_ablation", "pair_patching", "site_tracing", "ablation_windows",
-               "decompose_shard", "decomposition_text", "decomposition_segmentation", "head_neighbours"}
+               "decompose_shard", "decomposition_text", "decomposition_segmentation", "head_neighbours",
+               "heads_labels", "heads_scores"}
 LIGHT_RULES = {"generate_synthetic_benchmark", "prepare_valse", "compute_scores", "causal_tracing_summary",
                "image_ablation_summary", "cross_model_profiles", "image_covariates", "probes",
-               "gather_decomposition", "zero_shot_ablation", "textspan", "waterbirds"}
+               "gather_decomposition", "zero_shot_ablation", "textspan", "waterbirds",
+               "heads_property_neighbours", "heads_topic_maps", "heads_contrastive_maps", "heads_image_neighbours",
+               "heads_text_neighbours"}
 ALL_RULES = MODEL_RULES | LIGHT_RULES | {"train_toy_clip", "subject_size", "token_positions", "cannot_pairs",
                                         "negator_selectivity", "cannot_selectivity", "preliminary_analyses",
-                                        "reproduction_report", "extract_waterbirds", "decomposition_image_list"}
+                                        "reproduction_report", "extract_waterbirds", "decomposition_image_list",
+                                        "heads_explorer_manifest", "heads_cross_model"}
 
 # The code block of the README's section "Running on a cluster", comments removed, in order.
 README_COMMANDS = [
