@@ -12,11 +12,13 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Only in requirements.txt: what runs Snakemake itself or the tests, never a rule's job.
+# Only in requirements.txt: what runs Snakemake itself, the explorer or the tests, never a rule's job.
 DRIVER_ONLY = {
     "snakemake": "runs the workflow; the jobs get its modules from Snakemake's script preamble",
     "jsonschema": "the config check in the Snakefile (clip_interp.config), before any job",
     "pytest": "the tests",
+    "gradio": "the explorer app (`clip-interp explore`), which no rule runs",
+    "playwright": "the explorer's browser test",
 }
 # Only in the conda environments: the interpreter, and pip for the environments' `pip:` section.
 CONDA_ONLY = {"python", "pip"}

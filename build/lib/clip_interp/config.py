@@ -1,0 +1,359 @@
+"""Checking the workflow config: readable schema errors, and where the keys of the old layout moved.
+
+The config is organised by study (``studies: [negation]``, a ``negation:`` section) with shared
+settings at the top level (``device``, ``threads``, ``batch_size``, ``cache``, ``cluster_resources``,
+``models``) and the offline demo's settings under ``demo``. :func:`config_problems` returns one
+line per problem, naming the key path, the offending value and what is allowed;
+:func:`check_config` raises :class:`ConfigError` listing them. A config in the old (flat) layout
+gets one line per old key saying where it moved instead of schema errors.
+
+This module imports neither torch nor any study, so the Snakefile can call it before planning.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+# Studies the workflow knows; the schema's `studies` enum lists the same names. A new study adds
+# its name here and in the schema, a `<study>:` section to the schema, and its rule files.
+STUDIES = ("negation", "decomposition", "heads")
+
+# Old top-level keys (flat layout) and where they moved.
+MOVED_TOP_LEVEL = {
+    "benchmark": "negation.benchmark",
+    "spacy_model": "negation.spacy_model",
+    "sources": "negation.sources",
+    "dataset": "negation.dataset",
+    "resources": "cluster_resources",
+    "synthetic": "demo.synthetic",
+    "toy_clip": "demo.toy_clip",
+}
+# The old `analysis:` section: every analysis moved under `negation`, its batch size to `batch_size`.
+OLD_ANALYSES = ("segments", "preliminary", "causal_tracing", "selectivity", "image_ablation", "subject_size")
+
+
+class ConfigError(InputError):
+    """The workflow config does not match the schema or uses the old layout."""
+
+    def __init__(self, problems: list[str], header: str = "invalid config"):
+        self.problems = list(problems)
+        super().__init__(header + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def moved_keys(config: Mapping) -> list[str]:
+    """One line per key of the old flat layout present in ``config``, saying where it moved."""
+    lines = []
+    for key, value in config.items():
+        if key in MOVED_TOP_LEVEL:
+            lines.append(f"config key `{key}` moved to `{MOVED_TOP_LEVEL[key]}`")
+        elif key == "analysis":
+            if not isinstance(value, Mapping) or not value:
+                lines.append("config key `analysis` was split: its analyses moved to `negation.<analysis>`, "
+                             "`analysis.batch_size` to `batch_size.text` (image batches: `batch_size.image`)")
+                continue
+            for sub, sub_value in value.items():
+                if sub == "batch_size":
+                    image = (f", formerly batch_size // 4 = {max(1, sub_value // 4)}"
+                             if isinstance(sub_value, int) and not isinstance(sub_value, bool) else "")
+                    lines.append(f"config key `analysis.batch_size` moved to `batch_size.text` "
+                                 f"(image batches: `batch_size.image`{image})")
+                else:
+                    note = "" if sub in OLD_ANALYSES else " (not a known analysis)"
+                    lines.append(f"config key `analysis.{sub}` moved to `negation.{sub}`{note}")
+    return lines
+
+
+def load_schema(schema: Mapping | str | Path) -> dict:
+    """The schema itself, or loaded from a YAML/JSON file."""
+    if isinstance(schema, Mapping):
+        return dict(schema)
+    import yaml
+
+    return yaml.safe_load(Path(schema).read_text())
+
+
+def config_problems(config: Mapping, schema: Mapping | str | Path) -> list[str]:
+    """Problems of ``config``, one readable line each; empty when it is valid.
+
+    A config with keys of the old layout gives only the lines saying where they moved (its schema
+    errors would all be consequences of the old layout). Otherwise every JSON-schema error
+    (Draft 2020-12) becomes one line: the key path, the offending value and what is allowed.
+    """
+    if not isinstance(config, Mapping):
+        return [f"the config is {_show(config)}, not a mapping of keys to values"]
+    moved = moved_keys(config)
+    if moved:
+        return moved
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema(schema)
+    validator = Draft202012Validator(schema)
+    lines: list[str] = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: (_path(e.absolute_path), e.validator)):
+        for line in _describe(error):
+            if line not in lines:
+                lines.append(line)
+    return lines or followup_problems(config)
+
+
+def followup_problems(config: Mapping) -> list[str]:
+    """Problems of ``negation.followups`` that the schema cannot express (schema defaults assumed where unset).
+
+    The MHA/MLP tracing is drawn beside the residual-stream tracing of the same instances, so
+    ``negation.followups.variant`` must equal ``negation.causal_tracing.variant``.
+    """
+    negation = config.get("negation")
+    if not isinstance(negation, Mapping):
+        return []
+    followups = negation.get("followups") or {}
+    tracing = negation.get("causal_tracing") or {}
+    variant, traced = followups.get("variant", "rephrased"), tracing.get("variant", "rephrased")
+    if variant != traced:
+        return [f"`negation.followups.variant` is {_show(variant)} but `negation.causal_tracing.variant` is "
+                f"{_show(traced)}; the MHA/MLP tracing is drawn beside the residual-stream tracing of the same "
+                "instances, so set both to the same variant"]
+    return []
+
+
+def check_config(config: Mapping, schema: Mapping | str | Path, source: str | None = None) -> None:
+    """Raise :class:`ConfigError` listing every problem of ``config`` (see :func:`config_problems`)."""
+    problems = config_problems(config, schema)
+    if not problems:
+        return
+    where = f" ({source})" if source else ""
+    if isinstance(config, Mapping) and moved_keys(config):
+        header = (f"the config{where} uses the old layout (the keys are now grouped by study; see the README's "
+                  "Configuration section)")
+    else:
+        header = f"invalid config{where}, {len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    raise ConfigError(problems, header)
+
+
+# --- formatting of schema errors ---------------------------------------------------------------
+
+TYPE_NAMES = {
+    "integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+    "object": "a mapping (key: value)", "array": "a list", "null": "null",
+}
+
+
+def _path(parts) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _key(path: str) -> str:
+    return f"`{path}`" if path else "the config"
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _type_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
+
+
+def _hint(schema: Mapping) -> str:
+    description = schema.get("description") if isinstance(schema, Mapping) else None
+    return f" ({description})" if description else ""
+
+
+def _describe(error) -> list[str]:
+    path = _path(error.absolute_path)
+    key, value, kind, schema = _key(path), error.instance, error.validator, error.schema
+    expected = error.validator_value
+    if "propertyNames" in error.absolute_schema_path:
+        return [f"{key} has an entry named {_show(value)}; names must match {getattr(error, 'validator_value', '')}"
+                f"{_hint(schema)}"]
+    if kind == "additionalProperties" and expected is False:
+        known = sorted(error.schema.get("properties", {}))
+        lines = []
+        for extra in sorted(k for k in value if k not in known):
+            where = f"{path}.{extra}" if path else str(extra)
+            close = difflib.get_close_matches(str(extra), known, n=1)
+            suggestion = f"; did you mean `{close[0]}`?" if close else ""
+            allowed = ", ".join(known) if known else "none"
+            lines.append(f"`{where}` is not a known key (allowed under {_key(path)}: {allowed}){suggestion}")
+        return lines
+    if kind == "required":
+        # A conditional requirement (`then`/`else`) explains itself in its description.
+        conditional = len(error.absolute_schema_path) > 1 and error.absolute_schema_path[-2] in ("then", "else")
+        hint = _hint(schema) if conditional else ""
+        lines = []
+        for missing in expected:
+            if isinstance(value, Mapping) and missing not in value:
+                where = f"{path}.{missing}" if path else str(missing)
+                lines.append(f"`{where}` is missing; it is required{hint}")
+        return lines
+    if kind == "enum":
+        return [f"{key} is {_show(value)}; allowed: {_join([_show(v) for v in expected])}"]
+    if kind == "const":
+        return [f"{key} is {_show(value)}; it must be {_show(expected)}"]
+    if kind == "type":
+        types = [expected] if isinstance(expected, str) else list(expected)
+        return [f"{key} is {_show(value)} ({_type_of(value)}); expected {_join([TYPE_NAMES.get(t, t) for t in types])}"]
+    bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+    if kind in bounds:
+        return [f"{key} is {_show(value)}; it must be {bounds[kind]} {expected}"]
+    if kind == "multipleOf":
+        return [f"{key} is {_show(value)}; it must be a multiple of {expected}"]
+    if kind == "minItems":
+        return [f"{key} is {_show(value)}; it needs at least {expected} item{'s' if expected != 1 else ''}"]
+    if kind == "maxItems":
+        return [f"{key} is {_show(value)}; it takes at most {expected} item{'s' if expected != 1 else ''}"]
+    if kind == "uniqueItems":
+        return [f"{key} is {_show(value)}; each item may appear only once"]
+    if kind == "minLength":
+        return [f"{key} is {_show(value)}; it must not be empty" if expected == 1
+                else f"{key} is {_show(value)}; it needs at least {expected} characters"]
+    if kind == "pattern":
+        return [f"{key} is {_show(value)}; it must match the pattern {expected}{_hint(schema)}"]
+    if kind == "minProperties":
+        return [f"{key} is {_show(value)}; it needs at least {expected} entr{'ies' if expected != 1 else 'y'}"]
+    if kind == "contains":
+        return [f"{key} is {_show(value)}; it must contain an item matching {_show(expected)}"]
+    message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+    return [f"{key}: {message}"]
+
+
+# --- checks of what the config points at, made when the workflow starts ----------------------------
+# These need no weights and no torch (except to ask whether CUDA exists when a CUDA device is named),
+# so the Snakefile runs them before planning: a wrong device, a missing local file or a layer beyond
+# the model's tower stops the run at once, naming the config key, instead of after the upstream jobs.
+
+
+def device_problem(device: Any, cuda_available: bool | None = None, cuda_count: int | None = None) -> str | None:
+    """Why ``device`` (the config's ``device``) cannot run on this machine, or None.
+
+    ``auto`` and ``cpu`` always can; ``cuda`` and ``cuda:N`` need CUDA (and N below the device count).
+    ``cuda_available``/``cuda_count`` default to what torch reports here.
+    """
+    text = str(device).strip().lower()
+    if not text.startswith("cuda"):
+        return None
+    if cuda_available is None or cuda_count is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+        cuda_count = torch.cuda.device_count() if cuda_available else 0
+    if not cuda_available:
+        return (f"`device` is {_show(device)}, but CUDA is not available on this machine; "
+                "use `device: auto` (CUDA when present, else the CPU) or `device: cpu`")
+    index = text.partition(":")[2]
+    if index.isdigit() and int(index) >= cuda_count:
+        return (f"`device` is {_show(device)}, but this machine has {cuda_count} CUDA device(s) "
+                f"(cuda:0..cuda:{cuda_count - 1}); use `device: auto` or an existing index")
+    return None
+
+
+def model_path_problems(models: Mapping[str, Mapping], produced: Iterable[str] = ()) -> list[str]:
+    """One line per local file of a model entry (``config``, ``path``) that does not exist.
+
+    Paths in ``produced`` (written by a rule of the workflow, e.g. the demo's toy CLIP) are not
+    checked.
+    """
+    produced = {os.path.normpath(p) for p in produced}
+    lines = []
+    for model, spec in models.items():
+        for key in ("config", "path"):
+            value = spec.get(key) if isinstance(spec, Mapping) else None
+            if not value or os.path.normpath(str(value)) in produced:
+                continue
+            if not Path(os.path.expanduser(str(value))).exists():
+                what = "an open_clip model-config JSON" if key == "config" else "a checkpoint file or a model folder"
+                lines.append(f"`models.{model}.{key}` is {_show(value)}, which does not exist; give the path of "
+                             f"{what}, or remove the key to use `pretrained` / a hub `name`")
+    return lines
+
+
+def _open_clip_config_dir() -> Path | None:
+    """open_clip's bundled model configs, found without importing open_clip (and torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "model_configs"
+
+
+def _read_json(path: Path) -> Mapping | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, Mapping) else None
+
+
+def text_layer_count(spec: Mapping) -> int | None:
+    """Blocks of the text tower of model entry ``spec``, read from its config file; None when unknown.
+
+    open_clip: the entry's ``config`` JSON or open_clip's bundled ``model_configs/<name>.json``
+    (``text_cfg.layers``, open_clip's default 12). Hugging Face: ``config.json`` of a local ``path``
+    (``text_config.num_hidden_layers``, default 12), or the default CLIPConfig (12) for a
+    ``random_init`` entry without ``path``. A hub id or a file not yet written is unknown.
+    """
+    backend = spec.get("backend")
+    if backend == "open_clip":
+        if spec.get("config"):
+            data = _read_json(Path(spec["config"]))
+        else:
+            folder = _open_clip_config_dir()
+            data = _read_json(folder / f"{spec.get('name')}.json") if folder and spec.get("name") else None
+        text = data.get("text_cfg") if data else None
+        return int(text.get("layers", 12)) if isinstance(text, Mapping) else None
+    if backend in ("hf", "transformers"):
+        if spec.get("path"):
+            data = _read_json(Path(spec["path"]) / "config.json")
+            text = data.get("text_config", {}) if data else None
+            return int(text.get("num_hidden_layers", 12)) if isinstance(text, Mapping) else None
+        return 12 if spec.get("random_init") else None
+    return None
+
+
+def text_layer_problems(key: str, layer: int, models: Mapping[str, Mapping]) -> list[str]:
+    """One line per model whose text tower has fewer than ``layer`` (1-based) blocks, for config key ``key``.
+
+    Models whose layer count is not known without loading them are left to the rule that uses the layer.
+    """
+    lines = []
+    for model, spec in models.items():
+        count = text_layer_count(spec) if isinstance(spec, Mapping) else None
+        if count is not None and not 1 <= int(layer) <= count:
+            lines.append(f"`{key}` is {_show(layer)}, but the text tower of model `{model}` has {count} layers "
+                         f"(numbered 1..{count}); choose a layer in 1..{count}")
+    return lines

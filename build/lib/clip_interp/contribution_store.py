@@ -1,0 +1,173 @@
+"""The decomposition store: per-image terms in the joint space, written in fixed-size HDF5 shards.
+
+Shard k of an image list covers rows ``k * shard_size .. (k + 1) * shard_size - 1``. A shard file
+holds ``keys`` and, one row per image, ``embedding`` (E,) float32 and the terms
+``embedding_term`` (E,), ``heads`` (L, H, E) summed over sources, ``attn_bias`` (L, E), ``mlps``
+(L, E) and ``ln_bias`` (E,) in the store's dtype (float16 or float32), plus ``label`` when labels
+are given; attributes name the model, the convention and the shard. Images are decomposed
+``batch_size`` at a time and written at once, so memory is bounded by the batch size. Files are
+written atomically: an interrupted shard leaves nothing and re-runs alone.
+
+:func:`gather_shards` joins the parts as an HDF5 file of virtual datasets (no copy; the parts are
+recorded by their paths relative to the gathered file's folder, which HDF5 resolves from that folder,
+so the gathered file and its parts may move together, and the same run in another folder writes the
+same bytes);
+:class:`DecompositionStore` reads a shard or a gathered file in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from .batching import row_slices
+from .errors import InputError
+from .images import load_images
+from .io import atomic_path
+from .store import RowWriter, decode_keys, require_datasets, write_header
+from .contributions import FIELDS, decompose
+
+DTYPES = ("float16", "float32")
+
+
+def shard_rows(n_images: int, shard_size: int, shard: int) -> slice:
+    """The rows of shard ``shard`` (0-based) of ``n_images`` in shards of ``shard_size``."""
+    if shard_size < 1:
+        raise InputError(f"shard_size must be at least 1, got {shard_size}")
+    n_shards = max(1, -(-n_images // shard_size))
+    if not 0 <= shard < n_shards:
+        raise InputError(f"shard {shard} does not exist: {n_images} images in shards of {shard_size} "
+                         f"make shards 0..{n_shards - 1}")
+    return slice(shard * shard_size, min((shard + 1) * shard_size, n_images))
+
+
+def n_shards(n_images: int, shard_size: int) -> int:
+    if shard_size < 1:
+        raise InputError(f"shard_size must be at least 1, got {shard_size}")
+    return max(1, -(-n_images // shard_size))
+
+
+@torch.no_grad()
+def write_decomposition(model, image_paths: Sequence[str | Path], keys: Sequence[str], path, *, model_id: str,
+                        convention: str = "per_component", dtype: str = "float16", batch_size: int = 16,
+                        labels: Sequence[int] | None = None, metadata: dict | None = None,
+                        pixels_fn=None) -> None:
+    """Decompose the images and write one store file (a shard).
+
+    ``pixels_fn(paths, keys)`` returns preprocessed pixels (default: load the files with the
+    model's preprocessing).
+    """
+    if dtype not in DTYPES:
+        raise InputError(f"decomposition store dtype {dtype!r} is not one of {DTYPES}")
+    if len(image_paths) != len(keys) or (labels is not None and len(labels) != len(keys)):
+        raise InputError(f"{len(image_paths)} images, {len(keys)} keys and "
+                         f"{'no' if labels is None else len(labels)} labels do not match")
+    load = pixels_fn or (lambda paths, names: load_images(paths, model.preprocess, keys=names))
+    n = len(keys)
+    meta = {"convention": convention, "study": "decomposition", **(metadata or {})}
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        write_header(f, keys, model_id=model_id, model=model, tower=model.vision, metadata=meta)
+        if labels is not None:
+            f.create_dataset("label", data=np.asarray(labels, dtype=np.int64), track_times=False)
+        writer = RowWriter(f, n, dtype)
+        for sl in row_slices(n, batch_size):
+            pixels = load(list(image_paths[sl]), list(keys[sl])).to(model.device)
+            parts = decompose(model.vision, pixels, convention=convention)
+            writer.write("embedding", sl, parts.embedding, full_precision=True)
+            for name in FIELDS[1:]:
+                writer.write(name, sl, getattr(parts, name))
+
+
+def gather_shards(parts: Sequence[str | Path], path) -> None:
+    """Join shard files (in order) into one file of virtual datasets; ``keys`` and ``label`` are copied."""
+    if not parts:
+        raise InputError("no decomposition shards to gather")
+    shapes, keys, labels, attrs = {}, [], [], None
+    for part in parts:
+        if not Path(part).is_file():
+            raise InputError(f"decomposition shard {part} is missing; re-run its rule (snakemake --rerun-incomplete)")
+        with h5py.File(part, "r") as f:
+            require_datasets(f, ["keys", *FIELDS], part)
+            current = {k: f.attrs[k] for k in ("model", "convention", "n_layers", "n_heads")}
+            if attrs is not None and current != attrs:
+                raise InputError(f"shard {part} was written by {current}, the first shard by {attrs}; "
+                                 "re-run every shard with one configuration")
+            attrs = current
+            keys.extend(decode_keys(f["keys"][:]))
+            if "label" in f:
+                labels.append(f["label"][:])
+            for name in FIELDS:
+                shapes.setdefault(name, []).append((f[name].shape, f[name].dtype))
+    if labels and len(labels) != len(parts):
+        raise InputError("some decomposition shards have labels and others do not; re-run them with one image set")
+    n = len(keys)
+    folder = Path(path).resolve().parent
+    relative = [os.path.relpath(Path(part).resolve(), folder) for part in parts]
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
+        with h5py.File(parts[0], "r") as first:
+            for k, v in first.attrs.items():
+                out.attrs[k] = v
+        out.attrs["shards"] = json.dumps(relative)
+        out.create_dataset("keys", data=np.asarray(keys, dtype=object), dtype=h5py.string_dtype(),
+                           track_times=False)
+        if labels:
+            out.create_dataset("label", data=np.concatenate(labels), track_times=False)
+        for name in FIELDS:
+            _virtual_dataset(out, name, relative, [shape for shape, _ in shapes[name]], shapes[name][0][1])
+
+
+def _virtual_dataset(out: h5py.File, name: str, parts: Sequence[str], part_shapes: Sequence[tuple], dtype) -> None:
+    """Dataset ``name`` of ``out`` as the row-wise concatenation of dataset ``name`` of each part file,
+    created without a timestamp (the same parts give the same bytes)."""
+    from h5py import h5d, h5p, h5s, h5t
+
+    row_shape = tuple(part_shapes[0][1:])
+    n = sum(shape[0] for shape in part_shapes)
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    dcpl.set_obj_track_times(False)
+    space = h5s.create_simple((n, *row_shape))
+    start = 0
+    for part, shape in zip(parts, part_shapes):
+        selection = h5s.create_simple((n, *row_shape))
+        selection.select_hyperslab((start,) + (0,) * len(row_shape), (shape[0], *row_shape))
+        dcpl.set_virtual(selection, part.encode(), name.encode(), h5s.create_simple(tuple(shape)))
+        start += shape[0]
+    h5d.create(out.id, name.encode(), h5t.py_create(np.dtype(dtype), logical=1), space, dcpl=dcpl)
+
+
+class DecompositionStore:
+    """A shard or gathered decomposition file, read ``batch_size`` rows at a time (a component source)."""
+
+    def __init__(self, path, device: str | torch.device = "cpu"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"decomposition store {self.path} is missing; run the decomposition rule first")
+        self.device = torch.device(device)
+        with h5py.File(self.path, "r") as f:
+            require_datasets(f, ["keys", *FIELDS], self.path)
+            self.keys = decode_keys(f["keys"][:])
+            self.labels = f["label"][:] if "label" in f else None
+            self.attrs = {k: f.attrs[k] for k in f.attrs}
+            self.n_layers, self.n_heads = f["heads"].shape[1:3]
+        self.n = len(self.keys)
+
+    @property
+    def convention(self) -> str:
+        return str(self.attrs.get("convention"))
+
+    def batches(self, batch_size: int = 256) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+        with h5py.File(self.path, "r") as f:
+            for sl in row_slices(self.n, batch_size):
+                yield sl, {name: torch.as_tensor(f[name][sl], dtype=torch.float32, device=self.device) for name in FIELDS}
+
+    def head(self, layer: int, head: int, batch_size: int = 1024) -> torch.Tensor:
+        """The contributions (N, E) of head (layer 1..L, head 0..H-1) to every image, float32."""
+        with h5py.File(self.path, "r") as f:
+            return torch.cat([torch.as_tensor(f["heads"][sl, layer - 1, head], dtype=torch.float32)
+                              for sl in row_slices(self.n, batch_size)])

@@ -1,0 +1,174 @@
+"""Zero-shot classification from class names and prompt templates, and mean-ablation of components.
+
+Zero-shot classifier: per class, the mean of the unit text embeddings of the class name in each
+template, renormalised to unit length; an image is assigned the class of largest cosine.
+
+Mean-ablation: a set S of components is replaced by its mean over the image set inside the sum,
+``e_S = sum_{c not in S} c + sum_{c in S} mean(c)``, and the image re-classified. It is computed as
+``e + sum_{c in S} (mean(c) - c)`` when S is the smaller part and as the kept sum otherwise, so that
+ablating nothing gives exactly ``e`` and ablating everything exactly ``sum_c mean(c)``, the mean
+embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..encoding import encode_texts
+from ..errors import InputError
+from .table import TERMS, component_means
+
+Template = Callable[[str], str] | str
+
+
+def imagenet_zero_shot_metadata() -> tuple[list[str], list[Callable[[str], str]]]:
+    """ImageNet's 1,000 class names and OpenAI's 80 prompt templates, as open_clip ships them."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+    return list(IMAGENET_CLASSNAMES), list(OPENAI_IMAGENET_TEMPLATES)
+
+
+def fill_template(template: Template, name: str) -> str:
+    """A prompt: ``template(name)`` for a callable, ``template.format(name)`` for a string with ``{}``."""
+    if callable(template):
+        return template(name)
+    if "{}" not in template:
+        raise InputError(f"prompt template {template!r} has no '{{}}' placeholder for the class name")
+    return template.format(name)
+
+
+@torch.no_grad()
+def zero_shot_classifier(model, class_names: Sequence[str], templates: Sequence[Template], *,
+                         batch_size: int = 256) -> torch.Tensor:
+    """(C, E) unit class embeddings: per class the renormalised mean of its templates' unit text embeddings."""
+    if not class_names or not templates:
+        raise InputError("a zero-shot classifier needs at least one class name and one template")
+    prompts = [fill_template(t, name) for name in class_names for t in templates]
+    text = F.normalize(encode_texts(model, prompts, batch_size=batch_size).float(), dim=-1)
+    per_class = text.view(len(class_names), len(templates), -1).mean(dim=1)
+    return F.normalize(per_class, dim=-1)
+
+
+def predict(embeddings: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """The class of largest cosine for each row of ``embeddings`` (B, E)."""
+    return (F.normalize(embeddings.float(), dim=-1) @ classifier.to(embeddings.device).T).argmax(dim=-1)
+
+
+@dataclass
+class Ablation:
+    """A set of components to mean-ablate: boolean masks over each term (True: replaced by its mean).
+
+    ``heads`` (L, H), ``attn_bias`` (L,), ``mlps`` (L,), ``embedding_term`` and ``ln_bias`` (scalars).
+    """
+
+    name: str
+    heads: torch.Tensor
+    attn_bias: torch.Tensor
+    mlps: torch.Tensor
+    embedding_term: bool = False
+    ln_bias: bool = False
+
+    @classmethod
+    def none(cls, n_layers: int, n_heads: int, name: str = "none") -> "Ablation":
+        return cls(name, torch.zeros(n_layers, n_heads, dtype=torch.bool), torch.zeros(n_layers, dtype=torch.bool),
+                   torch.zeros(n_layers, dtype=torch.bool))
+
+    @classmethod
+    def everything(cls, n_layers: int, n_heads: int, name: str = "everything") -> "Ablation":
+        return cls(name, torch.ones(n_layers, n_heads, dtype=torch.bool), torch.ones(n_layers, dtype=torch.bool),
+                   torch.ones(n_layers, dtype=torch.bool), True, True)
+
+    @classmethod
+    def layers(cls, n_layers: int, n_heads: int, *, attention: Iterable[int] = (), mlp: Iterable[int] = (),
+               name: str | None = None) -> "Ablation":
+        """Whole attention layers (all heads and the bias) and MLP layers, numbered 1..L."""
+        ablation = cls.none(n_layers, n_heads, name or "layers")
+        for layer in attention:
+            _check_layer(layer, n_layers)
+            ablation.heads[layer - 1] = True
+            ablation.attn_bias[layer - 1] = True
+        for layer in mlp:
+            _check_layer(layer, n_layers)
+            ablation.mlps[layer - 1] = True
+        return ablation
+
+    @classmethod
+    def of_heads(cls, n_layers: int, n_heads: int, heads: Iterable[tuple[int, int]], name: str = "heads") -> "Ablation":
+        """Individual heads ``(layer 1..L, head 0..H-1)``."""
+        ablation = cls.none(n_layers, n_heads, name)
+        for layer, head in heads:
+            _check_layer(layer, n_layers)
+            if not 0 <= head < n_heads:
+                raise InputError(f"head {head} of layer {layer} does not exist; heads are numbered 0..{n_heads - 1}")
+            ablation.heads[layer - 1, head] = True
+        return ablation
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        return {"embedding_term": torch.tensor(bool(self.embedding_term)), "heads": self.heads,
+                "attn_bias": self.attn_bias, "mlps": self.mlps, "ln_bias": torch.tensor(bool(self.ln_bias))}
+
+    def count(self) -> tuple[int, int]:
+        """(ablated, total) component counts."""
+        masks = self.masks()
+        return int(sum(m.sum() for m in masks.values())), int(sum(m.numel() for m in masks.values()))
+
+
+def _check_layer(layer: int, n_layers: int) -> None:
+    if not 1 <= layer <= n_layers:
+        raise InputError(f"layer {layer} does not exist; layers are numbered 1..{n_layers}")
+
+
+def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over the component axes of ``values`` (B, *mask.shape, E) where ``mask`` is True, (B, E)."""
+    if mask.ndim == 0:
+        return values if bool(mask) else torch.zeros_like(values)
+    weights = mask.to(values.dtype).to(values.device)
+    return torch.einsum("b...e,...->be", values, weights)
+
+
+def ablated_embeddings(terms: dict[str, torch.Tensor], means: dict[str, torch.Tensor], ablation: Ablation) -> torch.Tensor:
+    """``e_S`` (B, E) for a batch of terms: the components of ``ablation`` replaced by their means."""
+    masks = ablation.masks()
+    ablated, total = ablation.count()
+    if ablated <= total - ablated:
+        out = terms["embedding"].clone()
+        for name in TERMS:
+            delta = means[name].unsqueeze(0) - terms[name]
+            out += _masked_sum(delta, masks[name])
+        return out
+    out = torch.zeros_like(terms["embedding"])
+    for name in TERMS:
+        out += _masked_sum(terms[name], ~masks[name]) + _masked_sum(means[name].unsqueeze(0).expand_as(terms[name][:1]), masks[name])
+    return out
+
+
+def ablation_accuracies(source, classifier: torch.Tensor, labels: Sequence[int], ablations: Sequence[Ablation], *,
+                        means: dict[str, torch.Tensor] | None = None, batch_size: int = 256) -> pd.DataFrame:
+    """Zero-shot accuracy under each ablation, one row each: ``ablation, ablated, components, accuracy, n_images``."""
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if len(labels_t) != source.n:
+        raise InputError(f"{len(labels_t)} labels for {source.n} images in the component store")
+    means = component_means(source, batch_size) if means is None else means
+    correct = torch.zeros(len(ablations), dtype=torch.long)
+    for rows, terms in source.batches(batch_size):
+        for i, ablation in enumerate(ablations):
+            pred = predict(ablated_embeddings(terms, means, ablation), classifier)
+            correct[i] += int((pred.cpu() == labels_t[rows]).sum())
+    rows = []
+    for i, ablation in enumerate(ablations):
+        ablated, total = ablation.count()
+        rows.append({"ablation": ablation.name, "ablated": ablated, "components": total,
+                     "accuracy": correct[i].item() / max(source.n, 1), "n_images": source.n})
+    return pd.DataFrame(rows)
+
+
+def layer_ablation_curve(n_layers: int, n_heads: int) -> list[Ablation]:
+    """Ablations of the first k attention layers, k = 0..L (the accuracy-vs-ablated-layers figure)."""
+    return [Ablation.layers(n_layers, n_heads, attention=range(1, k + 1), name=f"attention_layers_1_{k}")
+            for k in range(n_layers + 1)]

@@ -1,0 +1,183 @@
+"""The five analyses of the explorer (CLIP-InterpreT, Madasu et al.) over a :class:`~clip_interp.heads.index.HeadIndex`.
+
+Notation: ``c_{l,h}(x)`` (E,) is head h of layer l's contribution to image x's embedding in the joint space,
+summed over source tokens, and ``c_{l,h,j}(x)`` its part from source token j (patch j; the class token is
+left out of maps); ``t`` is a text's embedding, ``t^ = t / ||t||``; ``cos(a, b) = a.b / (||a|| ||b||)``.
+Layers are 1..L and heads 0..H-1 (:mod:`clip_interp.models.hooked`). The query image goes through the
+model once (:func:`clip_interp.contributions.decompose`); the indexed images are never run.
+
+(a) :func:`property_neighbours`: with S the heads of the analysed layers labelled with property p,
+    ``score(i) = cos(sum_{(l,h) in S} c_{l,h}(i), sum_{(l,h) in S} c_{l,h}(query))``.
+(b) :func:`head_topic_map`: patch scores ``s_j = c_{l,h,j}(query) . t^`` (summed over the heads of layer l
+    when ``head`` is None, over every head of every layer when ``layer`` is None too), upsampled to the
+    model's input size and scaled to [0, 1] (:func:`clip_interp.contributions.scores_to_maps`).
+(c) :func:`contrastive_maps`: the patch scores of text a minus those of text b, and the reverse, as maps.
+(d) :func:`head_image_neighbours`: ``score(i) = cos(c_{l,h}(i), c_{l,h}(query))``.
+(e) :func:`head_text_neighbours`: ``score(i) = cos(c_{l,h}(i), t)``.
+Neighbour tables: ``rank`` (1..k), ``row`` (of the image set), ``image`` (its key), ``path``, ``score``;
+ties go to the lower row; k larger than the set gives every image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..contributions import decompose, scores_to_maps
+from ..errors import InputError
+from .index import HeadIndex
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"the number of neighbours k must be an integer of at least 1, got {k!r}")
+    return int(k)
+
+
+def _check_text(text) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"the query text must be a non-empty string, got {text!r}")
+    return text.strip()
+
+
+def query_pixels(index: HeadIndex, image) -> torch.Tensor:
+    """The query image (a PIL image) preprocessed for the index's model, (1, 3, S, S)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise InputError(f"the query image must be a PIL image, got {type(image).__name__}")
+    model = index.model()
+    return model.preprocess(image.convert("RGB")).unsqueeze(0).to(model.device)
+
+
+def text_embedding(index: HeadIndex, text: str) -> torch.Tensor:
+    """The unit text embedding (E,) of ``text`` by the index's model (cached per text)."""
+    from ..encoding import encode_texts
+
+    text = _check_text(text)
+    return index.cached(("text", text), lambda: F.normalize(encode_texts(index.model(), [text])[0].float().cpu(), dim=0))
+
+
+@torch.no_grad()
+def query_head_contributions(index: HeadIndex, image) -> torch.Tensor:
+    """The query's per-head contributions of the analysed layers, (L_a, H, E) float32: one forward."""
+    model = index.model()
+    parts = decompose(model.vision, query_pixels(index, image), convention=_convention(index))
+    columns = torch.as_tensor([layer - 1 for layer in index.layers])
+    return parts.heads[0, columns].float().cpu()
+
+
+def _convention(index: HeadIndex) -> str:
+    return str(index.manifest.get("convention", "per_component"))
+
+
+def _ranked(index: HeadIndex, scores: torch.Tensor, k: int) -> pd.DataFrame:
+    scores = scores.double()
+    order = torch.sort(-scores, stable=True).indices[:k].numpy()
+    return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "row": order,
+                         "image": index.images["key"].to_numpy()[order], "path": index.images["path"].to_numpy()[order],
+                         "score": scores.numpy()[order]})
+
+
+def _cosines(matrix: torch.Tensor, norms: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """cos(row i of ``matrix``, ``query``) given the rows' norms; 0 where either vector is 0."""
+    query_norm = query.norm()
+    if query_norm == 0:
+        return torch.zeros(len(matrix))
+    return (matrix @ (query / query_norm)) / norms.clamp_min(1e-30) * (norms > 0)
+
+
+def property_heads(index: HeadIndex, prop: str, labeller: str | None = None) -> list[tuple[int, int]]:
+    """The heads (layer, head) of the analysed layers whose label is ``prop``."""
+    table = index.label_table(labeller)
+    available = sorted(set(table["label"]))
+    if prop not in available:
+        raise InputError(f"no head of model {index.model_id} is labelled {prop!r}; labelled properties: "
+                         f"{', '.join(available)}")
+    rows = table[(table["label"] == prop) & table["layer"].isin(index.layers)]
+    return [(int(r.layer), int(r.head)) for r in rows.sort_values(["layer", "head"]).itertuples()]
+
+
+def _summed(index: HeadIndex, heads: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over ``heads`` of every indexed image's contributions, (N, E) float32, and the rows' norms."""
+    total = torch.zeros(index.n, index.contributions.shape[-1])
+    for layer, head in heads:
+        total += index.head_matrix(layer, head)
+    return total, total.norm(dim=1)
+
+
+def property_neighbours(index: HeadIndex, image, prop: str, k: int, labeller: str | None = None) -> pd.DataFrame:
+    """(a) The k images whose summed contribution of the heads labelled ``prop`` is closest (cosine) to the query's."""
+    k = _check_k(k)
+    heads = property_heads(index, prop, labeller)
+    matrix, norms = index.cached(("property", labeller or index.default_labeller, prop), lambda: _summed(index, heads))
+    query = query_head_contributions(index, image)
+    columns = [index.layer_column(layer) for layer, _ in heads]
+    query_sum = query[columns, [head for _, head in heads]].sum(0)
+    return _ranked(index, _cosines(matrix, norms, query_sum), k)
+
+
+@torch.no_grad()
+def topic_scores(index: HeadIndex, image, texts: list[str], layer: int | None, head: int | None) -> torch.Tensor:
+    """Patch scores (K, P) of the query image on each text's unit embedding: the per-source terms of head
+    (layer, head), of every head of ``layer`` (head None) or of every head of every layer (both None)."""
+    if layer is None and head is not None:
+        raise InputError(f"head {head} needs a layer; give a layer, or no head for all heads of the model")
+    if layer is not None:
+        index.check_head(layer, 0 if head is None else head, indexed=False)
+    directions = torch.stack([text_embedding(index, text) for text in texts], dim=1)
+    model = index.model()
+    parts = decompose(model.vision, query_pixels(index, image), convention=_convention(index), sources="keep",
+                      directions=directions)
+    terms = parts.heads[0]                      # (L, H, T, K)
+    if layer is not None:
+        terms = terms[layer - 1]
+        terms = terms.sum(0) if head is None else terms[head]
+    else:
+        terms = terms.sum(dim=(0, 1))
+    return terms[1:].T.float().cpu()            # the patches, class token left out
+
+
+def _maps(index: HeadIndex, scores: torch.Tensor) -> np.ndarray:
+    vision = index.model().vision
+    size = index.model().image_size
+    return scores_to_maps(scores, vision.grid_size, (size, size)).numpy()
+
+
+def head_topic_map(index: HeadIndex, image, text: str, layer: int | None, head: int | None) -> np.ndarray:
+    """(b) The query's map (S, S) in [0, 1] on ``text`` of head (layer, head), of a layer's heads (head None)
+    or of all heads (layer and head None)."""
+    return _maps(index, topic_scores(index, image, [text], layer, head))[0]
+
+
+def contrastive_scores(index: HeadIndex, image, text_a: str, text_b: str, layer: int | None, head: int | None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch scores (P,) of text a minus text b and of text b minus text a (one forward)."""
+    scores = topic_scores(index, image, [text_a, text_b], layer, head)
+    return scores[0] - scores[1], scores[1] - scores[0]
+
+
+def contrastive_maps(index: HeadIndex, image, text_a: str, text_b: str, layer: int | None, head: int | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(c) The maps (S, S) in [0, 1] of text a minus text b and of text b minus text a."""
+    a_minus_b, b_minus_a = contrastive_scores(index, image, text_a, text_b, layer, head)
+    maps = _maps(index, torch.stack([a_minus_b, b_minus_a]))
+    return maps[0], maps[1]
+
+
+def head_image_neighbours(index: HeadIndex, image, layer: int, head: int, k: int) -> pd.DataFrame:
+    """(d) The k images whose contribution of head (layer, head) is closest (cosine) to the query's."""
+    k = _check_k(k)
+    index.check_head(layer, head)
+    query = query_head_contributions(index, image)[index.layer_column(layer), head]
+    return _ranked(index, _cosines(index.head_matrix(layer, head), index.head_norms(layer, head), query), k)
+
+
+def head_text_neighbours(index: HeadIndex, text: str, layer: int, head: int, k: int) -> pd.DataFrame:
+    """(e) The k images whose contribution of head (layer, head) is closest (cosine) to the text's embedding."""
+    k = _check_k(k)
+    index.check_head(layer, head)
+    direction = text_embedding(index, text)
+    return _ranked(index, _cosines(index.head_matrix(layer, head), index.head_norms(layer, head), direction), k)
