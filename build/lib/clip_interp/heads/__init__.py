@@ -1,7 +1,0 @@
-"""The head-properties study (CLIP-InterpreT, Madasu et al.): each head of the last layers of the image tower
-labelled with a property from its TEXTSPAN texts, interpretability scores per model, and the explorer's analyses.
-
-Layers are numbered 1..L and heads 0..H-1, as everywhere in the package (:mod:`clip_interp.models.hooked`);
-the published CLIP-InterpreT tables (0-based layers) are converted where they are read
-(:mod:`clip_interp.heads.published`).
-"""
