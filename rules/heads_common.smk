@@ -123,10 +123,25 @@ def heads_problems():
             for name, spec in HEADS_SOURCES.items()
             if not is_remote(spec["url"])
         ]
-    for key, path in files:
-        if not local_path(path).exists():
-            lines.append(f"`{key}` is {path!r}, which does not exist; fix the path or put the file there")
+    missing = [(key, path) for key, path in files if not local_path(path).exists()]
+    for key, path in missing:
+        lines.append(f"`{key}` is {path!r}, which does not exist; fix the path or put the file there")
+    if not missing and "llm" in HEADS["labellers"]:
+        lines += llm_example_problems()
     return lines
+
+
+def llm_example_problems():
+    """The LLM labeller's examples must be labelled with properties of the configured taxonomy."""
+    from clip_interp.errors import InputError
+    from clip_interp.heads.llm import load_examples
+    from clip_interp.heads.taxonomy import load_taxonomy
+
+    try:
+        load_examples(local_path(HEADS["llm"]["examples"]), load_taxonomy(local_path(HEADS["taxonomy"])))
+    except InputError as error:
+        return [f"`heads.llm.examples` with `heads.taxonomy`: {error}"]
+    return []
 
 
 def check_heads_inputs():

@@ -120,6 +120,9 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
     ({"heads": {"taxonomy": "resources/heads/nope.yaml"}}, "`heads.taxonomy` is 'resources/heads/nope.yaml', which does not exist"),
     ({"heads": {"association": {"min_matches": 6}}}, "`heads.association.min_matches` (6) exceeds"),
     ({"heads": {"labellers": ["llm"]}}, '`heads.labellers` is ["llm"]; it must contain an item matching {"const": "taxonomy"}'),
+    ({"heads": {"labellers": ["taxonomy", "llm"], "llm": {"examples": "resources/heads/llm_examples.yaml"}}},
+     "`heads.llm.examples` with `heads.taxonomy`: resources/heads/llm_examples.yaml: examples[0].label 'locations' "
+     "names no property of the taxonomy"),
 ])
 def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     workdir = copy_workflow(tmp_path / "wf")
@@ -127,3 +130,32 @@ def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     proc = snakemake(workdir, "--configfile", str(config), "-n", check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+
+
+def test_llm_labeller_through_the_workflow_against_a_local_chat_server(heads_run, monkeypatch):
+    """`heads.labellers: [taxonomy, llm]` with the endpoint from the environment: the LLM rule writes the default
+    labeller's table format, one request per head; a forced re-run answers from the cache without a request."""
+    from test_heads_llm import ChatServer
+
+    model = heads_run / "results" / "heads" / "toy-clip"
+    taxonomy = pd.read_parquet(model / "labels_taxonomy.parquet")
+    answers = ["colours", "Shapes", "positions", "sizes", "backgrounds", "colours", "shapes", "colours"]
+    server = ChatServer([("answer", a) for a in answers])
+    monkeypatch.setenv("CLIP_INTERP_LLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("CLIP_INTERP_LLM_MODEL", "canned-model")
+    config = str(heads_run / "config" / "test.yaml")
+    target = "results/heads/toy-clip/labels_llm.parquet"
+    try:
+        snakemake(heads_run, target, "--configfile", config, "--config", "heads={labellers: [taxonomy, llm]}")
+        assert len(server.requests) == len(taxonomy) == len(answers)
+        llm = pd.read_parquet(model / "labels_llm.parquet")
+        assert list(llm.columns) == list(taxonomy.columns) and (llm.dtypes == taxonomy.dtypes).all()
+        assert llm[["layer", "head"]].equals(taxonomy[["layer", "head"]]) and (llm["labeller"] == "llm").all()
+        assert llm["label"].tolist() == [a.lower() for a in answers]
+        assert [list(t) for t in llm["texts"]] == [list(t) for t in taxonomy["texts"]]
+        snakemake(heads_run, target, "--configfile", config, "--config", "heads={labellers: [taxonomy, llm]}",
+                  "--forcerun", "heads_labels")
+        assert len(server.requests) == len(answers)
+        assert pd.read_parquet(model / "labels_llm.parquet").equals(llm)
+    finally:
+        server.close()
