@@ -109,8 +109,7 @@ def demo_results(tmp_path_factory, shared_data) -> Path:
     from test_workflow import SMALL_DEMO, copy_workflow, snakemake, write_config
 
     workdir = copy_workflow(tmp_path_factory.mktemp("explorer_demo"))
-    sources = {name: {"url": str(shared_data / "clip_interpret" / file)}
-               for name, file in (("published_labels", "head_labels.tsv"), ("property_heads", "property_heads.tsv"))}
+    sources = {"published_labels": {"url": str(shared_data / "clip_interpret" / "head_labels.tsv")}}
     config = write_config(workdir, "demo.yaml", {**SMALL_DEMO, "heads": {"sources": sources}})
     snakemake(workdir, "results/heads/toy-clip/explorer.json", "--configfile", str(config))
     return workdir / "results"
