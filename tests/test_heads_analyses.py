@@ -204,3 +204,5 @@ def test_each_analysis_writes_its_table_and_grid(index, tmp_path, analysis, n_ro
     if "query_row" in table and "rank" in table:
         firsts = table[table["rank"] == 1]
         assert (firsts["row"] == 1).all() and np.allclose(firsts["score"], 1.0, atol=1e-5)
+    if "path" in table:  # as the image table holds them: relative to the workflow's folder, not where it ran
+        assert table["path"].tolist() == [f"images/img{row}.png" for row in table["row"]]

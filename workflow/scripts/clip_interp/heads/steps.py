@@ -141,8 +141,17 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _neighbour_table(index, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The neighbour rows with each image's path relative to the workflow's working directory (the index's root),
+    as the image lists hold it, so a table does not depend on where the workflow was run."""
+    table = _concat(parts)
+    table["path"] = [os.path.relpath(path, index.root) for path in table["path"]]
+    return table
+
+
 def property_neighbour_table(index, rows: Sequence[int], properties: Sequence[str], k: int) -> pd.DataFrame:
-    """(a) per query image and property: ``query_row, query_image, property, n_heads, rank, row, image, path, score``."""
+    """(a) per query image and property: ``query_row, query_image, property, n_heads, rank, row, image, path, score`` (paths relative
+    to the working directory)."""
     from .analyses import property_heads, property_neighbours
 
     parts = []
@@ -152,7 +161,7 @@ def property_neighbour_table(index, rows: Sequence[int], properties: Sequence[st
             found = property_neighbours(index, image, prop, k)
             parts.append(_tag(found, query_row=row, query_image=index.images["key"][row], property=prop,
                               n_heads=len(property_heads(index, prop))))
-    return _concat(parts)
+    return _neighbour_table(index, parts)
 
 
 def image_neighbour_table(index, rows: Sequence[int], heads: Sequence[tuple[int, int]], k: int) -> pd.DataFrame:
@@ -165,7 +174,7 @@ def image_neighbour_table(index, rows: Sequence[int], heads: Sequence[tuple[int,
         for layer, head in heads:
             found = head_image_neighbours(index, image, layer, head, k)
             parts.append(_tag(found, query_row=row, query_image=index.images["key"][row], layer=layer, head=head))
-    return _concat(parts)
+    return _neighbour_table(index, parts)
 
 
 def text_neighbour_table(index, texts: Sequence[str], heads: Sequence[tuple[int, int]], k: int) -> pd.DataFrame:
@@ -174,7 +183,7 @@ def text_neighbour_table(index, texts: Sequence[str], heads: Sequence[tuple[int,
 
     parts = [_tag(head_text_neighbours(index, text, layer, head, k), text=text, layer=layer, head=head)
              for text in texts for layer, head in heads]
-    return _concat(parts)
+    return _neighbour_table(index, parts)
 
 
 def _map_row(scores, grid) -> dict:
