@@ -45,7 +45,7 @@ def test_the_core_imports_no_study_and_studies_import_no_other_study():
 
 def test_the_resolver_sees_relative_study_imports(tmp_path):
     """Guard the guard: a relative import of a study from a core module is found."""
-    names = _imported_modules(PACKAGE / "negation" / "engine.py")
+    names = _imported_modules(PACKAGE / "negation" / "image_ablation.py")
     assert "clip_interp.negation.caches" in names and "clip_interp.interventions" in names
 
 

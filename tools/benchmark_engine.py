@@ -38,11 +38,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clip_interp.encoding import encode_images, encode_texts
 from clip_interp.models import load_model
-from synthetic_images import synthetic_pixels
-from clip_interp.negation import engine as E
+from clip_interp.negation.causal_tracing import causal_tracing_effects
+from clip_interp.negation.image_ablation import (image_ablation_activations, image_ablation_effects,
+                                                 image_ablation_effects_from_activations)
+from clip_interp.negation.library_references import reference_causal_tracing, reference_image_ablation
 from clip_interp.negation.pair_patching import pair_patching_effects
+from clip_interp.negation.positions import with_generic_positions
 from clip_interp.negation.site_tracing import site_tracing_effects
+from clip_interp.negation.tracing_kernel import tracing_instances
+
+from synthetic_images import synthetic_pixels
 
 PAIRS = [
     ("There are no people in the picture.", "There are some people in the picture."),
@@ -69,7 +76,7 @@ def candidates(model, n: int, seed: int):
         negated, non_negated = PAIRS[i % len(PAIRS)]
         side = "caption" if (i + i // len(PAIRS)) % 2 == 0 else "foil"
         rows.append({"key": f"synthetic_{i:04d}", "negation": side, "negated": negated, "non_negated": non_negated})
-    frame = E.tracing_instances(model, pd.DataFrame(rows))
+    frame = tracing_instances(model, pd.DataFrame(rows))
     in_caption = frame["negation"] == "caption"
     frame["caption"] = frame["negated"].where(in_caption, frame["non_negated"])
     frame["foil"] = frame["non_negated"].where(in_caption, frame["negated"])
@@ -173,9 +180,9 @@ class Instances:
 @torch.inference_mode()
 def similarity_differences(model, frame: pd.DataFrame, pixels: torch.Tensor) -> np.ndarray:
     """``d = S(image, caption) - S(image, foil)`` of every instance."""
-    img_emb = E.encode_images(model, pixels)
-    s_cap = model.similarity(img_emb, E.encode_texts(model, frame["caption"].tolist()))
-    s_foil = model.similarity(img_emb, E.encode_texts(model, frame["foil"].tolist()))
+    img_emb = encode_images(model, pixels)
+    s_cap = model.similarity(img_emb, encode_texts(model, frame["caption"].tolist()))
+    s_foil = model.similarity(img_emb, encode_texts(model, frame["foil"].tolist()))
     return (s_cap - s_foil).cpu().numpy()
 
 
@@ -214,13 +221,13 @@ def check_reference_tokenizer(frame: pd.DataFrame) -> bool:
 
 def engine_causal_tracing(model, frame, pixels, batch_size: int) -> pd.DataFrame:
     """The engine's causal tracing effects, image embedding included."""
-    return E.causal_tracing_effects(model, frame, E.encode_images(model, pixels), batch_size=batch_size,
+    return causal_tracing_effects(model, frame, encode_images(model, pixels), batch_size=batch_size,
                                     progress=False)
 
 
 def engine_image_ablation(model, frame, pixels, batch_size: int) -> pd.DataFrame:
     """The engine's image ablation effects, computed from the images."""
-    return E.image_ablation_effects(model, pixels, frame["caption"].tolist(), frame["foil"].tolist(),
+    return image_ablation_effects(model, pixels, frame["caption"].tolist(), frame["foil"].tolist(),
                                     keys=frame["key"].tolist(), negation=frame["negation"].tolist(),
                                     batch_size=batch_size, progress=False)
 
@@ -278,7 +285,7 @@ def time_causal_tracing(model, inst: Instances, batch_size: int):
     t_ref, t_eng, ref_parts = Timer.zero(), Timer.zero(), []
     for r in range(len(inst.compared)):
         with Timer() as t:
-            ref_parts.append(E.reference_causal_tracing(model, inst.compared.iloc[r:r + 1],
+            ref_parts.append(reference_causal_tracing(model, inst.compared.iloc[r:r + 1],
                                                         inst.compared_pixels[r:r + 1]))
         t_ref += t
         with Timer() as t:
@@ -395,23 +402,23 @@ def time_image_ablation(model, inst: Instances, batch_size: int):
     cmp = inst.compared
     for r, chunk in enumerate(np.array_split(np.arange(len(inst.timing)), len(cmp))):
         with Timer() as t:
-            ref_parts.append(E.reference_image_ablation(
+            ref_parts.append(reference_image_ablation(
                 model, inst.compared_pixels[r:r + 1], cmp["caption"].iloc[r:r + 1].tolist(),
                 cmp["foil"].iloc[r:r + 1].tolist(), keys=cmp["key"].iloc[r:r + 1].tolist(),
                 negation=cmp["negation"].iloc[r:r + 1].tolist()))
         t_ref += t
         part = inst.timing.iloc[chunk]
         with Timer() as t:
-            cap_emb = E.encode_texts(model, part["caption"].tolist())
-            foil_emb = E.encode_texts(model, part["foil"].tolist())
+            cap_emb = encode_texts(model, part["caption"].tolist())
+            foil_emb = encode_texts(model, part["foil"].tolist())
         t_text += t
         for start in range(0, len(chunk), batch_size):
             sl = slice(start, start + batch_size)
             with Timer() as t:
-                acts = E.image_ablation_activations(model, inst.timing_pixels[chunk[sl]])
+                acts = image_ablation_activations(model, inst.timing_pixels[chunk[sl]])
             t_acts += t
             with Timer() as t:
-                E.image_ablation_effects_from_activations(model, **acts, caption_emb=cap_emb[sl], foil_emb=foil_emb[sl],
+                image_ablation_effects_from_activations(model, **acts, caption_emb=cap_emb[sl], foil_emb=foil_emb[sl],
                                                           batch_size=batch_size, progress=False)
             t_from += t
     return pd.concat(ref_parts, ignore_index=True), t_ref, t_text, t_acts, t_from
@@ -444,17 +451,6 @@ def print_image_ablation(ia: ImageAblation, n_layers_vision: int) -> None:
           f"max |dIAE| {ia.errors['iae']:.2e} ({ia.rows} rows)")
 
 
-def with_generic_positions(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (sentences "There is/are no SUBJECT ... .") with the positions table's generic columns."""
-    out = frame.copy()
-    out["subject_first_pos"] = out["negator_pos"] + 1
-    out["full_stop_pos"] = out["eot_pos"] - 1
-    out["eot_pos_negated"] = out["eot_pos"]
-    out["generic_ok"] = True
-    out["equal_length"] = True
-    return out
-
-
 @dataclass
 class FollowupTiming:
     """Wall and CPU time of causal tracing, pair patching and MHA/MLP tracing on the same instances, summed over repeats."""
@@ -482,9 +478,9 @@ def benchmark_followups(model, inst: Instances, args) -> FollowupTiming:
     on the timing instances, alternating ``--followup-repeats`` times; image embeddings computed once beforehand."""
     print("\n== follow-up tracing variants vs causal tracing (text tower, same instances) ==")
     frame = with_generic_positions(inst.timing)
-    image_emb = E.encode_images(model, inst.timing_pixels)
+    image_emb = encode_images(model, inst.timing_pixels)
     runs = {
-        "causal_tracing": lambda: E.causal_tracing_effects(model, frame, image_emb, batch_size=args.batch_size,
+        "causal_tracing": lambda: causal_tracing_effects(model, frame, image_emb, batch_size=args.batch_size,
                                                            progress=False),
         "pair_patching": lambda: pair_patching_effects(model, frame, image_emb, batch_size=args.batch_size,
                                                        progress=False),

@@ -4,7 +4,7 @@ import pandas as pd
 
 from clip_interp.io import write_parquet
 from clip_interp.models import load_model
-from clip_interp.negation.ablation import image_ablation_from_caches
+from clip_interp.negation.image_ablation import image_ablation_from_caches
 from clip_interp.workflow import run_rule
 
 

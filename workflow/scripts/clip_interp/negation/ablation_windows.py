@@ -1,6 +1,6 @@
 """Single-colour ablation of windows of consecutive image-tower blocks.
 
-Definitions as in image ablation (:mod:`.ablation`): ``S(t, i)`` is CLIP's logit and
+Definitions as in image ablation (:mod:`.image_ablation`): ``S(t, i)`` is CLIP's logit and
 ``d = S(c, i) − S(f, i)``. Ablating the window of ``k`` blocks ``l..l+k−1`` of component
 ``"mha"`` (``"mlp"``) replaces, in the real image's forward, the attention (MLP) output of
 every one of those blocks at every position by the single-colour image's output of the same
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -23,11 +22,11 @@ from ..batching import row_slices, rows_as_tensor
 from ..errors import InputError
 from ..interventions import replace_block_output_windows
 from ..plotting import new_figure
-from ..store import SelectedRows, decode_keys, match_rows, require_datasets
-from .ablation import COMPONENT_LABELS, check_components
-from .caches import caption_foil_embeddings
-from .engine import score_columns
+from .caches import effects_from_caches
+from .image_ablation import check_components, score_columns
+from .image_ablation_summary import COMPONENT_LABELS
 from .labels import COMPONENTS, NEGATION_SIDES
+from .statistics import standard_error
 
 WINDOW_DATASETS = ("keys", "real/resid", "single_colour/attn_out", "single_colour/mlp_out")
 WINDOW_ABLATION_COLUMNS = [
@@ -114,33 +113,23 @@ def window_ablation_from_caches(model, image_cache, text_cache, negation_by_key,
     """The window ablation table of every instance of ``text_cache``, activations from ``image_cache`` matched by key.
 
     Instances in the text cache's order; counts for the metadata. As
-    :func:`.ablation.image_ablation_from_caches`, reading only the rows it uses.
+    :func:`.image_ablation.image_ablation_from_caches`, reading only the rows it uses
+    (:func:`.caches.effects_from_caches`).
     """
-    keys, negation, caption_emb, foil_emb = caption_foil_embeddings(text_cache, negation_by_key)
-    with h5py.File(image_cache, "r") as f:
-        require_datasets(f, WINDOW_DATASETS, f"image cache {image_cache}")
-        image_keys = decode_keys(f["keys"][:])
-        rows = match_rows(keys, image_keys, what=f"instances of {text_cache}", where=f"image cache {image_cache}")
-        order = np.argsort(rows, kind="stable")
-        sel = rows[order]
-        table = window_ablation_effects_from_activations(
-            model, SelectedRows(f["real/resid"], sel), SelectedRows(f["single_colour/attn_out"], sel),
-            SelectedRows(f["single_colour/mlp_out"], sel), caption_emb[order], foil_emb[order], window_sizes,
-            keys=[keys[i] for i in order], negation=negation[order], components=components,
+    def effects(activations, caption_emb, foil_emb, keys, negation):
+        return window_ablation_effects_from_activations(
+            model, activations["real/resid"], activations["single_colour/attn_out"],
+            activations["single_colour/mlp_out"], caption_emb, foil_emb, window_sizes,
+            keys=keys, negation=negation, components=components,
             batch_size=batch_size, progress=progress,
         )
-    rank = pd.Series(np.arange(len(keys)), index=keys)
-    table = table.iloc[np.argsort(rank.loc[table["key"]].to_numpy(), kind="stable")].reset_index(drop=True)
+
+    table, instances = effects_from_caches(image_cache, text_cache, negation_by_key, WINDOW_DATASETS, effects)
     counts = {
-        "n_instances": len(keys), "n_instances_caption": int((negation == "caption").sum()),
-        "n_instances_foil": int((negation == "foil").sum()), "n_image_cache_rows": len(image_keys),
+        **instances.counts(),
         "n_windows": int(table.drop_duplicates(["component", "first_layer", "last_layer"]).shape[0]),
     }
     return table, counts
-
-
-def _sem(values: pd.Series) -> float:
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
 
 
 def window_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -156,7 +145,7 @@ def window_summary(table: pd.DataFrame) -> pd.DataFrame:
     data = data.assign(before=data["d"] > 0, after=data["d_star"] > 0)
     group = ["component", "negation", "window_size", "first_layer", "last_layer"]
     out = data.groupby(group, sort=False).agg(
-        n=("iae", "size"), mean_iae=("iae", "mean"), sem_iae=("iae", _sem), mean_d=("d", "mean"),
+        n=("iae", "size"), mean_iae=("iae", "mean"), sem_iae=("iae", standard_error), mean_d=("d", "mean"),
         mean_d_star=("d_star", "mean"), accuracy_before=("before", "mean"), accuracy_after=("after", "mean"),
     ).reset_index()
     order = {side: i for i, side in enumerate((*NEGATION_SIDES, BOTH_SIDES))}

@@ -12,14 +12,24 @@ counterpart (each channel set to its mean over the preprocessed image): ``real/e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import h5py
 import numpy as np
+import pandas as pd
 
 from ..errors import InputError
-from ..store import decode_keys, unique_key_index, write_image_activations, write_text_activations
+from ..store import (
+    SelectedRows,
+    decode_keys,
+    match_rows,
+    require_datasets,
+    unique_key_index,
+    write_image_activations,
+    write_text_activations,
+)
 from .labels import NEGATION_SIDES
 
 if TYPE_CHECKING:
@@ -73,3 +83,50 @@ def caption_foil_embeddings(text_cache, negation_by_key: Mapping[str, str]):
         raise InputError(f"positions table: negation values {bad} are not 'caption' or 'foil'")
     in_caption = (negation == "caption")[:, None]
     return keys, negation, np.where(in_caption, negated, non_negated), np.where(in_caption, non_negated, negated)
+
+
+@dataclass
+class CachedInstances:
+    """The instances of a text cache matched to an image cache: ``keys`` and ``negation`` sides in the text
+    cache's order, ``image_rows`` (the image-cache row of each instance) and ``n_image_rows`` (the image
+    cache's number of rows)."""
+
+    keys: list[str]
+    negation: np.ndarray
+    image_rows: np.ndarray
+    n_image_rows: int
+
+    def counts(self) -> dict:
+        """Instances in all, per negation side, and image-cache rows, for a rule's metadata."""
+        return {
+            "n_instances": len(self.keys),
+            "n_instances_caption": int((self.negation == "caption").sum()),
+            "n_instances_foil": int((self.negation == "foil").sum()),
+            "n_image_cache_rows": self.n_image_rows,
+        }
+
+
+def effects_from_caches(image_cache, text_cache, negation_by_key: Mapping[str, str], datasets: Sequence[str],
+                        effects: Callable[..., pd.DataFrame]) -> tuple[pd.DataFrame, CachedInstances]:
+    """A table of effects of every instance of ``text_cache``, computed on activations of ``image_cache``.
+
+    The instances (:func:`caption_foil_embeddings`) are matched to image-cache rows by key and
+    ordered by increasing image-cache row. ``effects(activations, caption_emb, foil_emb, keys,
+    negation)`` gets them in that order, ``activations`` mapping each of ``datasets`` but
+    ``"keys"`` to its selected rows (:class:`~clip_interp.store.SelectedRows`, read lazily),
+    and returns a table with a ``key`` column. The table comes back with its rows stably
+    reordered to the text cache's order of keys. Instances of the text cache absent from the
+    image cache, or a missing dataset, are an InputError.
+    """
+    keys, negation, caption_emb, foil_emb = caption_foil_embeddings(text_cache, negation_by_key)
+    with h5py.File(image_cache, "r") as f:
+        require_datasets(f, datasets, f"image cache {image_cache}")
+        image_keys = decode_keys(f["keys"][:])
+        rows = match_rows(keys, image_keys, what=f"instances of {text_cache}", where=f"image cache {image_cache}")
+        order = np.argsort(rows, kind="stable")
+        sel = rows[order]
+        activations = {name: SelectedRows(f[name], sel) for name in datasets if name != "keys"}
+        table = effects(activations, caption_emb[order], foil_emb[order], [keys[i] for i in order], negation[order])
+    rank = pd.Series(np.arange(len(keys)), index=keys)
+    table = table.iloc[np.argsort(rank.loc[table["key"]].to_numpy(), kind="stable")].reset_index(drop=True)
+    return table, CachedInstances(keys, negation, rows, len(image_keys))

@@ -1,6 +1,6 @@
 """Causal tracing of two generic positions patched together: is the negation's information redundant or additive?
 
-Definitions as in causal tracing (:mod:`.engine`): the non-negated sentence receives, at
+Definitions as in causal tracing (:mod:`.causal_tracing`): the non-negated sentence receives, at
 layer ``l`` (0..L), the negated sentence's residual stream ``resid[l]``, here at every token
 of a **patch set** at once; ``S*`` is the patched sentence's similarity with the image and
 ``CTE = d* / d``. The patch sets are built from the generic positions from the negator on
@@ -29,11 +29,18 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..interventions import iter_resid_set_patches
 from ..plotting import annotated_heatmap, new_figure
-from .engine import (_aligned_image_embeddings, _length_batches, _tracing_inputs, clean_pair_batch,
-                     patched_similarities, tracing_effect)
 from .labels import NEGATION_SIDES
-from .positions import generic_position_map
-from .tracing import SUMMARY_SEGMENTS, _with_all_segment
+from .positions import generic_slot_positions
+from .statistics import standard_error
+from .tracing import SUMMARY_SEGMENTS, with_all_segment
+from .tracing_kernel import (
+    aligned_image_embeddings,
+    clean_pair_batch,
+    length_batches,
+    patched_similarities,
+    tracing_effect,
+    tracing_inputs,
+)
 
 PAIR_SLOTS = ("negator", "subject_first", "subject_further", "full_stop", "EOT")
 PAIRS = tuple(combinations(PAIR_SLOTS, 2))
@@ -54,11 +61,7 @@ PAIR_SUMMARY_COLUMNS = [
 
 def slot_positions(instances: pd.DataFrame) -> list[dict[str, list[int]]]:
     """Per instance, the token positions of each of :data:`PAIR_SLOTS` (rows of the positions table, ``generic_ok``)."""
-    out = []
-    for _, row in instances.iterrows():
-        mapping = dict(generic_position_map(row, "negated"))
-        out.append({slot: list(mapping[slot]) for slot in PAIR_SLOTS})
-    return out
+    return [{slot: list(mapping[slot]) for slot in PAIR_SLOTS} for mapping in generic_slot_positions(instances)]
 
 
 def _set_masks(slots: list[dict[str, list[int]]], t: int, device) -> torch.Tensor:
@@ -128,15 +131,15 @@ def pair_patching_effects(model, instances: pd.DataFrame, image_embeddings: torc
     recomputes only the positions from its second slot on, the earlier ones coming from its
     first slot's run.
     """
-    neg, non, _, eot = _tracing_inputs(instances)
+    neg, non, _, eot = tracing_inputs(instances)
     slots = slot_positions(instances)
     n = len(neg)
-    image_embeddings = _aligned_image_embeddings(image_embeddings, n, model.device)
+    image_embeddings = aligned_image_embeddings(image_embeddings, n, model.device)
     n_layers = model.text.n_layers
     s_neg, s_non = np.zeros(n), np.zeros(n)
     s_patch = np.zeros((n, n_layers + 1, len(PATCH_SETS)))
     n_tokens = np.zeros((n, len(PATCH_SETS)), dtype=np.int64)
-    for idx in tqdm(_length_batches(eot, batch_size), desc="pair patching", disable=not progress):
+    for idx in tqdm(length_batches(eot, batch_size), desc="pair patching", disable=not progress):
         sn, sp, patched, counts = _pair_chunk(
             model, [neg[i] for i in idx], [non[i] for i in idx], eot[idx], [slots[i] for i in idx],
             image_embeddings[torch.as_tensor(idx, device=model.device)],
@@ -145,10 +148,6 @@ def pair_patching_effects(model, instances: pd.DataFrame, image_embeddings: torc
         s_patch[idx] = patched.double().cpu().numpy()
         n_tokens[idx] = counts.cpu().numpy()
     return _pair_frame(instances, s_neg, s_non, s_patch, n_tokens, n_layers)
-
-
-def _sem(values: pd.Series) -> float:
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
 
 
 def pair_comparison(table: pd.DataFrame) -> pd.DataFrame:
@@ -182,13 +181,13 @@ def pair_summary(comparison: pd.DataFrame, n_layers: int) -> pd.DataFrame:
     segment (:data:`.tracing.SUMMARY_SEGMENTS`), layer 0..``n_layers`` and pair has a row
     (``n = 0`` and NaN means where no instance falls).
     """
-    data = _with_all_segment(comparison)
+    data = with_all_segment(comparison)
     data = data.assign(below=data["cte_pair"] < data["sum_singles"])
     group = ["negation", "segment", "layer", "pair"]
     stats = data.groupby(group, sort=False).agg(
         n=("key", "size"), cte_pair=("cte_pair", "mean"), cte_first=("cte_first", "mean"),
         cte_second=("cte_second", "mean"), sum_singles=("sum_singles", "mean"), interaction=("interaction", "mean"),
-        sem_interaction=("interaction", _sem), share_below_sum=("below", "mean"),
+        sem_interaction=("interaction", standard_error), share_below_sum=("below", "mean"),
     )
     grid = pd.MultiIndex.from_product([list(NEGATION_SIDES), list(SUMMARY_SEGMENTS), range(n_layers + 1),
                                        list(PAIR_LABELS)], names=group)

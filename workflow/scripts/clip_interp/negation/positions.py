@@ -283,3 +283,23 @@ def generic_position_map(row: Mapping[str, Any], sentence: str = "negated") -> l
         ("full_stop", [stop + shift]),
         ("EOT", [eot + shift]),
     ]
+
+
+def generic_slot_positions(instances: pd.DataFrame, sentence: str = "negated") -> list[dict[str, list[int]]]:
+    """Per row of ``instances`` (rows of the positions table with ``generic_ok``), the token positions each of
+    the :data:`GENERIC_NAMES` stands for in ``sentence`` (:func:`generic_position_map`)."""
+    return [dict(generic_position_map(row, sentence)) for _, row in instances.iterrows()]
+
+
+def with_generic_positions(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the positions table's generic columns, for sentences of the shape "There is/are no SUBJECT ... .":
+    the negated sentence's subject one token after ``negator_pos`` (``subject_first_pos``), its full stop just
+    before EOT (``full_stop_pos = eot_pos - 1``, ``eot_pos_negated = eot_pos``), ``generic_ok`` and ``equal_length``
+    true. ``frame`` needs ``negator_pos`` and ``eot_pos`` (:func:`.tracing_kernel.tracing_instances`)."""
+    out = frame.copy()
+    out["subject_first_pos"] = out["negator_pos"] + 1
+    out["full_stop_pos"] = out["eot_pos"] - 1
+    out["eot_pos_negated"] = out["eot_pos"]
+    out["generic_ok"] = True
+    out["equal_length"] = True
+    return out

@@ -32,16 +32,11 @@ import pandas as pd
 from ..errors import InputError
 from ..plotting import new_figure
 from ..store import decode_keys, match_rows
-from .positions import GENERIC_NAMES, generic_position_map
+from .positions import GENERIC_NAMES, generic_slot_positions
 from .tracing import POSITION_LABELS
 
 PROBE_COLUMNS = ["layer", "generic_position", "n_instances", "n_splits", "accuracy", "accuracy_sd",
                  "control_accuracy", "control_sd"]
-
-
-def _slot_positions(instances: pd.DataFrame) -> list[dict[str, list[int]]]:
-    """Token positions of every generic slot in the negated sentence (equal-length pairs: the same in the non-negated one)."""
-    return [dict(generic_position_map(row, "negated")) for _, row in instances.iterrows()]
 
 
 def probe_features(negated_resid: np.ndarray, non_negated_resid: np.ndarray,
@@ -125,7 +120,7 @@ def probe_table(features: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], 
 def probe_features_from_cache(text_cache, instances: pd.DataFrame):
     """:func:`probe_features` of ``instances`` (rows of the positions table with ``generic_ok``), read from the text cache by key."""
     keys = instances["key"].astype(str).tolist()
-    slots = _slot_positions(instances)
+    slots = generic_slot_positions(instances)
     with h5py.File(text_cache, "r") as f:
         for name in ("keys", "negated/resid", "non_negated/resid"):
             if name not in f:

@@ -1,6 +1,6 @@
 """Causal tracing of the attention (MHA) and MLP outputs of the text tower's blocks, beside the residual stream.
 
-Definitions as in causal tracing (:mod:`.engine`), with a different patch: the non-negated
+Definitions as in causal tracing (:mod:`.causal_tracing`), with a different patch: the non-negated
 sentence receives, at block ``l`` (1..L) and token position ``p``, the negated sentence's
 attention output (site ``attn_out``, component MHA) or MLP output (``mlp_out``) of that block
 at ``p`` only; everything else is computed from the patched stream on. ``S*`` is the
@@ -25,12 +25,24 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..interventions import PATCHABLE_BLOCK_SITES, block_output_patch_values, iter_resid_patches
+from ..interventions import (
+    PATCHABLE_BLOCK_SITES,
+    block_output_patch_values,
+    iter_resid_patches,
+)
 from ..plotting import new_figure
-from .engine import (CAUSAL_TRACING_COLUMNS, _aligned_image_embeddings, _length_batches, _tracing_frame,
-                     _tracing_inputs, _tracing_mask, clean_pair_batch, patched_similarities)
 from .labels import NEGATION_SIDES
-from .tracing import COLOUR_LIMIT, _beyond_limit, _draw_heatmap, heatmap
+from .tracing import COLOUR_LIMIT, colour_bar_extend, draw_cte_heatmap, heatmap
+from .tracing_kernel import (
+    CAUSAL_TRACING_COLUMNS,
+    aligned_image_embeddings,
+    clean_pair_batch,
+    length_batches,
+    patched_similarities,
+    tracing_frame,
+    tracing_inputs,
+    tracing_mask,
+)
 
 SITE_LABELS = {"resid": "residual stream", "attn_out": "MHA output (attn_out)", "mlp_out": "MLP output (mlp_out)"}
 SITE_TRACING_COLUMNS = ["site", *CAUSAL_TRACING_COLUMNS]
@@ -55,7 +67,7 @@ def _site_chunk(model, neg, non, negator, eot, image_emb, sites):
     rows = torch.arange(b, device=dev)
     resid, resid_mid = clean.run.cache.stack("resid"), clean.run.cache.stack("resid_mid")
     receiver = {"resid": resid[b:], "resid_mid": resid_mid[b:]}
-    mask = _tracing_mask(negator, eot, t, dev)
+    mask = tracing_mask(negator, eot, t, dev)
     out = {}
     for site in sites:
         values = block_output_patch_values(tower, site, receiver, clean.run.cache.stack(site)[:b])
@@ -73,16 +85,16 @@ def site_tracing_effects(model, instances: pd.DataFrame, image_embeddings: torch
                          progress: bool = True) -> pd.DataFrame:
     """CTE of patching each block's ``sites`` output at every block 1..L and token position of every instance.
 
-    Arguments as :func:`.engine.causal_tracing_effects`. Returns one row per site × instance ×
+    Arguments as :func:`.causal_tracing.causal_tracing_effects`. Returns one row per site × instance ×
     block × position (:data:`SITE_TRACING_COLUMNS`; ``layer`` is the block, 1..L).
     """
     sites = check_sites(sites)
-    neg, non, negator, eot = _tracing_inputs(instances)
+    neg, non, negator, eot = tracing_inputs(instances)
     n = len(neg)
-    image_embeddings = _aligned_image_embeddings(image_embeddings, n, model.device)
+    image_embeddings = aligned_image_embeddings(image_embeddings, n, model.device)
     s_neg, s_non = np.zeros(n), np.zeros(n)
     s_patch: dict[str, list] = {site: [None] * n for site in sites}
-    for idx in tqdm(_length_batches(eot, batch_size), desc="MHA/MLP tracing", disable=not progress):
+    for idx in tqdm(length_batches(eot, batch_size), desc="MHA/MLP tracing", disable=not progress):
         sn, sp, patched = _site_chunk(
             model, [neg[i] for i in idx], [non[i] for i in idx], negator[idx], eot[idx],
             image_embeddings[torch.as_tensor(idx, device=model.device)], sites,
@@ -96,7 +108,7 @@ def site_tracing_effects(model, instances: pd.DataFrame, image_embeddings: torch
             s_neg[i], s_non[i] = sn[j], sp[j]
     frames = []
     for site in sites:
-        frame = _tracing_frame(instances, s_neg, s_non, s_patch[site], model.text.n_layers)
+        frame = tracing_frame(instances, s_neg, s_non, s_patch[site], model.text.n_layers)
         frame = frame[frame["layer"] > 0]
         frames.append(frame.assign(site=site)[SITE_TRACING_COLUMNS])
     return pd.concat(frames, ignore_index=True)
@@ -114,7 +126,7 @@ def plot_site_tracing(summaries: dict[str, pd.DataFrame], segment: str, model: s
     for key, grid in maps.items():
         if grid.shape[0] == n_layers:
             maps[key] = np.vstack([np.full((1, grid.shape[1]), np.nan), grid])
-    extend = _beyond_limit(maps.values(), COLOUR_LIMIT)
+    extend = colour_bar_extend(maps.values(), COLOUR_LIMIT)
     height = max(2.6, 0.3 * (n_layers + 1) + 1.6)
     fig, axes = new_figure(len(NEGATION_SIDES), len(sites), figsize=(4.6 * len(sites) + 1, height * 2),
                            squeeze=False, layout="constrained")
@@ -126,7 +138,7 @@ def plot_site_tracing(summaries: dict[str, pd.DataFrame], segment: str, model: s
             part = part[(part["negation"] == side) & (part["segment"] == segment)]
             n = int(part["n"].max()) if len(part) else 0
             grid = maps[(side, site)]
-            image = _draw_heatmap(ax, grid, grid.size <= 120, rotate=True)
+            image = draw_cte_heatmap(ax, grid, grid.size <= 120, rotate=True)
             ax.set_title(f"negation in the {side}, {segment} (n = {n})\n{SITE_LABELS[site]}", fontsize=8)
             ax.set_ylabel("layer / block (0 = embeddings)", fontsize=7)
             if n == 0:

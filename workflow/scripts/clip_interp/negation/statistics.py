@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -24,3 +25,8 @@ def pearson(x, y) -> tuple[float, float]:
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
         result = stats.pearsonr(x, y)
     return float(result.statistic), float(result.pvalue)
+
+
+def standard_error(values: pd.Series) -> float:
+    """The standard error of the mean: sample standard deviation (ddof 1) / sqrt(n); NaN for fewer than 2 values."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan

@@ -7,7 +7,7 @@ position ``p`` is overwritten with the negated sentence's activation at ``(l, p)
 the similarity of this patched sentence. With the negation in the foil
 ``d* = S(c, i) − S*(c, i)``; with the negation in the caption ``d* = S*(f, i) − S(f, i)``; the
 causal tracing effect is ``CTE(l, p) = d* / d`` (the share of the score that the patch
-restores). :func:`clip_interp.negation.engine.causal_tracing_effects` computes it per
+restores). :func:`clip_interp.negation.causal_tracing.causal_tracing_effects` computes it per
 instance × layer × token position; this module selects the instances, maps token positions
 onto the generic positions and aggregates.
 
@@ -40,11 +40,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..store import match_rows, read_array, read_keys
 from ..errors import InputError
 from ..plotting import new_figure
-from .positions import GENERIC_NAMES, generic_position_map
+from ..store import match_rows, read_array, read_keys
 from .labels import NEGATION_SIDES
+from .positions import GENERIC_NAMES, generic_position_map
 from .scores import SEGMENTS
 
 LOCALISATION_POSITIONS = ("negator", "subject_first", "subject_further", "full_stop", "EOT")
@@ -241,7 +241,8 @@ def drop_undefined_effects(generic: pd.DataFrame) -> tuple[pd.DataFrame, list[st
     return generic[~generic["key"].isin(bad)].reset_index(drop=True), [str(k) for k in bad]
 
 
-def _with_all_segment(generic: pd.DataFrame) -> pd.DataFrame:
+def with_all_segment(generic: pd.DataFrame) -> pd.DataFrame:
+    """``generic`` twice: first every row with segment :data:`ALL_SEGMENTS` (pooling the segments), then as it is."""
     return pd.concat([generic.assign(segment=ALL_SEGMENTS), generic], ignore_index=True)
 
 
@@ -262,7 +263,7 @@ def summarise_effects(generic: pd.DataFrame, n_layers: int | None = None) -> pd.
                          "(drop_undefined_effects)")
     if n_layers is None:
         n_layers = int(generic["layer"].max())
-    data = _with_all_segment(generic)
+    data = with_all_segment(generic)
     data = data.assign(weighted=data["cte"] * data["weight"], generic_position=data["generic_position"].astype(str))
     sums = data.groupby(["negation", "segment", "layer", "generic_position"])[["weighted", "weight"]].sum()
     counts = data.groupby(["negation", "segment"])["key"].nunique()
@@ -294,7 +295,7 @@ def localisation_table(summary: pd.DataFrame, generic: pd.DataFrame) -> pd.DataF
     profile = summary[summary["generic_position"].astype(str).isin(LOCALISATION_POSITIONS) & (summary["n_tokens"] > 0)]
     main = profile.groupby(["negation", "segment", "layer"])["cte"].agg(lambda v: float(np.std(v, ddof=0)))
     counts = summary.groupby(["negation", "segment", "layer"])["n"].first()
-    rows = _with_all_segment(generic)
+    rows = with_all_segment(generic)
     rows = rows[rows["generic_position"].astype(str).isin(LOCALISATION_POSITIONS) & (rows["weight"] > 0)]
     per_instance = rows.groupby(["negation", "segment", "layer", "key"])["cte"].agg(
         lambda v: float(np.std(v, ddof=0)))
@@ -328,14 +329,14 @@ def _cell_text(value: float) -> str:
     return "0.00" if text == "-0.00" else text
 
 
-def _beyond_limit(values: Iterable[np.ndarray], limit: float) -> str:
+def colour_bar_extend(values: Iterable[np.ndarray], limit: float) -> str:
     """The colour bar's ``extend`` for values outside ``[-limit, limit]`` (beyond rounding, 1e-3)."""
     finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values] + [np.zeros(0)])
     low, high = bool((finite < -limit - 1e-3).any()), bool((finite > limit + 1e-3).any())
     return {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[(low, high)]
 
 
-def _draw_heatmap(ax, values: np.ndarray, annotate: bool, rotate: bool = False):
+def draw_cte_heatmap(ax, values: np.ndarray, annotate: bool, rotate: bool = False):
     """A layers × generic positions heatmap on a diverging scale fixed to ``±COLOUR_LIMIT``, layer 0 at the bottom."""
     n_rows, n_cols = values.shape
     image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu_r", vmin=-COLOUR_LIMIT, vmax=COLOUR_LIMIT,
@@ -414,7 +415,7 @@ def plot_causal_tracing(summary: pd.DataFrame, localisation: pd.DataFrame, model
     if segment not in SUMMARY_SEGMENTS:
         raise InputError(f"unknown segment {segment!r} for Figure 8; expected one of {list(SUMMARY_SEGMENTS)}")
     maps = {side: heatmap(summary, side, segment) for side in NEGATION_SIDES}
-    extend = _beyond_limit(maps.values(), COLOUR_LIMIT)
+    extend = colour_bar_extend(maps.values(), COLOUR_LIMIT)
     n_layers = next(iter(maps.values())).shape[0] - 1
     height = max(2.6, 0.32 * (n_layers + 1) + 1.4)
     fig, axes = new_figure(len(NEGATION_SIDES), 2, figsize=(10, height * len(NEGATION_SIDES)), squeeze=False,
@@ -424,7 +425,7 @@ def plot_causal_tracing(summary: pd.DataFrame, localisation: pd.DataFrame, model
     for r, side in enumerate(NEGATION_SIDES):
         ax, bar_ax = axes[r]
         n = _group_size(summary, side, segment)
-        image = _draw_heatmap(ax, maps[side], _readable(maps[side]))
+        image = draw_cte_heatmap(ax, maps[side], _readable(maps[side]))
         ax.set_ylabel("layer (0 = embeddings)")
         ax.set_xlabel("generic token position")
         ax.set_title(f"{_side_title(side)}, {_segment_words(segment)}: mean CTE (n = {n})", fontsize=9)
@@ -445,7 +446,7 @@ def plot_causal_tracing_by_segment(summary: pd.DataFrame, localisation: pd.DataF
     panel "n = 0" with empty bars.
     """
     maps = {(side, seg): heatmap(summary, side, seg) for side in NEGATION_SIDES for seg in SEGMENTS}
-    extend = _beyond_limit(maps.values(), COLOUR_LIMIT)
+    extend = colour_bar_extend(maps.values(), COLOUR_LIMIT)
     n_layers = next(iter(maps.values())).shape[0] - 1
     height = max(3.0, 0.32 * (n_layers + 1) + 1.8)
     fig, axes = new_figure(len(NEGATION_SIDES), 2 * len(SEGMENTS), figsize=(6.0 * len(SEGMENTS) + 1, height * 2),
@@ -466,7 +467,7 @@ def plot_causal_tracing_by_segment(summary: pd.DataFrame, localisation: pd.DataF
                 ax.text(0.5, 0.5, "n = 0", ha="center", va="center", transform=ax.transAxes, fontsize=12,
                         color="0.4")
                 continue
-            image = _draw_heatmap(ax, maps[(side, seg)], _readable(maps[(side, seg)], 120), rotate=True)
+            image = draw_cte_heatmap(ax, maps[(side, seg)], _readable(maps[(side, seg)], 120), rotate=True)
             ax.set_ylabel("layer (0 = embeddings)", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01, label="CTE = d* / d", extend=extend)

@@ -6,12 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
+from clip_interp.encoding import encode_images
 from clip_interp.errors import InputError
-from clip_interp.plotting import save_figure
 from clip_interp.models import load_model
-from clip_interp.negation import engine as E
 from clip_interp.negation import tracing as T
+from clip_interp.negation.causal_tracing import causal_tracing_effects
 from clip_interp.negation.positions import GENERIC_NAMES, add_positions
+from clip_interp.plotting import save_figure
 
 TOL = 1e-4
 # Rephrased VALSE-like pairs: two usable instances (one without further subject tokens) and one per exclusion reason.
@@ -41,7 +42,7 @@ def _traced(model, positions, seed=0):
     instances, report = T.select_tracing_instances(positions, "positions.parquet")
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randn(len(instances), 3, model.image_size, model.image_size, generator=generator)
-    effects = E.causal_tracing_effects(model, instances, E.encode_images(model, pixels), progress=False)
+    effects = causal_tracing_effects(model, instances, encode_images(model, pixels), progress=False)
     labelled = T.label_generic_positions(effects, instances)
     return report, instances, labelled, T.generic_effects(labelled)
 

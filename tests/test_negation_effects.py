@@ -8,9 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
+from clip_interp.encoding import encode_images, encode_texts
 from clip_interp.errors import InputError
 from clip_interp.models import load_model, patch_positions
-from clip_interp.negation import engine as E
+from clip_interp.negation.caches import single_colour
+from clip_interp.negation.causal_tracing import causal_tracing_effects
+from clip_interp.negation.image_ablation import (IMAGE_ABLATION_COLUMNS, image_ablation_activations,
+                                                 image_ablation_effects, image_ablation_effects_from_activations)
+from clip_interp.negation.labels import COMPONENTS
+from clip_interp.negation.library_references import reference_causal_tracing, reference_image_ablation
+from clip_interp.negation.tracing_kernel import CAUSAL_TRACING_COLUMNS, tracing_instances
 
 TOL = 1e-4
 PAIRS = pd.DataFrame({
@@ -36,7 +43,7 @@ def _case(model, pairs=PAIRS, seed=0):
     """Tracing instances, caption/foil sentences and images for a table of sentence pairs."""
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randn(len(pairs), 3, model.image_size, model.image_size, generator=generator)
-    instances = E.tracing_instances(model, pairs)
+    instances = tracing_instances(model, pairs)
     in_caption = pairs["negation"] == "caption"
     captions = pairs["negated"].where(in_caption, pairs["non_negated"]).tolist()
     foils = pairs["non_negated"].where(in_caption, pairs["negated"]).tolist()
@@ -68,7 +75,7 @@ def _merged(fast, ref, on):
 
 def test_single_colour_image_is_the_channel_mean():
     pixels = torch.randn(2, 3, 8, 8)
-    single = E.single_colour_image(pixels)
+    single = single_colour(pixels)
     assert single.shape == pixels.shape
     torch.testing.assert_close(single, pixels.mean(dim=(2, 3))[:, :, None, None].expand_as(pixels))
 
@@ -79,14 +86,14 @@ def test_tracing_instances_positions(vit):
     assert instances["eot_pos"].tolist() == [len(s) - 1 for s in instances["negated_ids"]]
     bad = PAIRS.assign(non_negated=["There is a big dog.", "There are people in the picture."])
     with pytest.raises(InputError, match="equal lengths"):
-        E.tracing_instances(model, bad)
+        tracing_instances(model, bad)
 
 
 def test_causal_tracing_invariants(vit):
     model, instances, _, _, pixels = vit
-    table = E.causal_tracing_effects(model, instances, E.encode_images(model, pixels), progress=False)
+    table = causal_tracing_effects(model, instances, encode_images(model, pixels), progress=False)
     n_layers = model.text.n_layers
-    assert list(table.columns) == E.CAUSAL_TRACING_COLUMNS
+    assert list(table.columns) == CAUSAL_TRACING_COLUMNS
     assert len(table) == sum((n_layers + 1) * len(ids) for ids in instances["negated_ids"])
     assert (table["d"].abs() > 1e-2).all(), "the random-init instances need a non-negligible d"
     for _, inst in instances.iterrows():
@@ -102,9 +109,9 @@ def test_engine_equals_reference_tiny(tiny):
     model, instances, captions, foils, pixels = tiny
     assert instances["eot_pos"].iloc[1] == instances["eot_pos"].iloc[2]
     assert instances["negator_pos"].iloc[1] != instances["negator_pos"].iloc[2]
-    ref = E.reference_causal_tracing(model, instances, pixels, all_positions=True)
+    ref = reference_causal_tracing(model, instances, pixels, all_positions=True)
     for batch_size in (1, 8):
-        fast = E.causal_tracing_effects(model, instances, E.encode_images(model, pixels), batch_size=batch_size,
+        fast = causal_tracing_effects(model, instances, encode_images(model, pixels), batch_size=batch_size,
                                         progress=False)
         assert fast["key"].drop_duplicates().tolist() == instances["key"].tolist()
         both = _merged(fast, ref, ["key", "layer", "position"])
@@ -112,8 +119,8 @@ def test_engine_equals_reference_tiny(tiny):
         for col in ("S_caption", "S_foil", "S_patched", "d_star", "cte"):
             assert (both[col] - both[f"{col}_ref"]).abs().max() < TOL, col
     keys = instances["key"].tolist()
-    fast_ia = E.image_ablation_effects(model, pixels, captions, foils, keys=keys, batch_size=2, progress=False)
-    ref_ia = E.reference_image_ablation(model, pixels, captions, foils, keys=keys)
+    fast_ia = image_ablation_effects(model, pixels, captions, foils, keys=keys, batch_size=2, progress=False)
+    ref_ia = reference_image_ablation(model, pixels, captions, foils, keys=keys)
     both = _merged(fast_ia, ref_ia, ["key", "layer", "component"])
     assert len(both) == len(ref_ia) == len(instances) * model.vision.n_layers * 2
     for col in ("d", "d_star", "iae"):
@@ -125,14 +132,14 @@ def test_engine_equals_reference_vit(vit):
     """On ViT-B/32, the reference runs only a few layers to keep the test short."""
     model, instances, captions, foils, pixels = vit
     one = instances.iloc[:1]
-    fast = E.causal_tracing_effects(model, one, E.encode_images(model, pixels[:1]), progress=False)
-    ref = E.reference_causal_tracing(model, one, pixels[:1], layers=[0, 6, 11])
+    fast = causal_tracing_effects(model, one, encode_images(model, pixels[:1]), progress=False)
+    ref = reference_causal_tracing(model, one, pixels[:1], layers=[0, 6, 11])
     both = _merged(fast, ref.dropna(subset=["S_patched"]), ["key", "layer", "position"])
     assert len(both) == 3 * len(one["negated_ids"].iloc[0])
     assert (both["d_star"] - both["d_star_ref"]).abs().max() < TOL
     assert (both["cte"] - both["cte_ref"]).abs().max() < TOL
-    fast_ia = E.image_ablation_effects(model, pixels[:1], captions[:1], foils[:1], layers=[1, 11, 12], progress=False)
-    ref_ia = E.reference_image_ablation(model, pixels[:1], captions[:1], foils[:1], layers=[1, 11, 12])
+    fast_ia = image_ablation_effects(model, pixels[:1], captions[:1], foils[:1], layers=[1, 11, 12], progress=False)
+    ref_ia = reference_image_ablation(model, pixels[:1], captions[:1], foils[:1], layers=[1, 11, 12])
     both = _merged(fast_ia, ref_ia, ["key", "layer", "component"])
     assert len(both) == 6
     assert (both["iae"] - both["iae_ref"]).abs().max() < TOL
@@ -142,9 +149,9 @@ def test_self_ablation_has_no_effect(vit):
     model, _, captions, foils, pixels = vit
     with torch.inference_mode():
         real = model.encode_image(pixels, cache=["resid", "resid_mid", "attn_out", "mlp_out"]).cache
-    table = E.image_ablation_effects_from_activations(
+    table = image_ablation_effects_from_activations(
         model, real.stack("resid"), real.stack("resid_mid"), real.stack("attn_out"), real.stack("mlp_out"),
-        E.encode_texts(model, captions), E.encode_texts(model, foils), progress=False,
+        encode_texts(model, captions), encode_texts(model, foils), progress=False,
     )
     assert len(table) == len(captions) * model.vision.n_layers * 2
     assert table["iae"].abs().max() < TOL
@@ -153,19 +160,19 @@ def test_self_ablation_has_no_effect(vit):
 @pytest.mark.slow
 def test_from_activations_equals_convenience(vit, tmp_path):
     model, _, captions, foils, pixels = vit
-    convenience = E.image_ablation_effects(model, pixels, captions, foils, keys=PAIRS["key"],
+    convenience = image_ablation_effects(model, pixels, captions, foils, keys=PAIRS["key"],
                                            negation=PAIRS["negation"], batch_size=1, progress=False)
-    acts = E.image_ablation_activations(model, pixels)
+    acts = image_ablation_activations(model, pixels)
     with h5py.File(tmp_path / "acts.h5", "w") as f:
         for name, value in acts.items():
             f.create_dataset(name, data=value.numpy())
     with h5py.File(tmp_path / "acts.h5", "r") as f:
-        stored = E.image_ablation_effects_from_activations(
+        stored = image_ablation_effects_from_activations(
             model, f["real_resid"], f["real_resid_mid"], f["single_attn_out"], f["single_mlp_out"],
-            E.encode_texts(model, captions), E.encode_texts(model, foils),
+            encode_texts(model, captions), encode_texts(model, foils),
             keys=PAIRS["key"], negation=PAIRS["negation"], progress=False,
         )
-    assert list(stored.columns) == E.IMAGE_ABLATION_COLUMNS
+    assert list(stored.columns) == IMAGE_ABLATION_COLUMNS
     pd.testing.assert_frame_equal(stored[["key", "negation", "layer", "component"]],
                                   convenience[["key", "negation", "layer", "component"]])
     for col in ("S_caption", "S_foil", "d", "d_star", "iae"):
@@ -193,8 +200,8 @@ def hf_small(tmp_path_factory):
 def test_engine_on_hf_clip_equals_one_hooked_forward_per_intervention(hf_small):
     """The batched, resumed engine equals full forwards of the hooked HF towers, one per patch or ablation."""
     model, instances, captions, foils, pixels = hf_small
-    image_emb = E.encode_images(model, pixels)
-    fast = E.causal_tracing_effects(model, instances, image_emb, batch_size=2, progress=False)
+    image_emb = encode_images(model, pixels)
+    fast = causal_tracing_effects(model, instances, image_emb, batch_size=2, progress=False)
     for i, inst in instances.iterrows():
         neg = torch.as_tensor([inst["negated_ids"]])
         non = torch.as_tensor([inst["non_negated_ids"]])
@@ -207,10 +214,10 @@ def test_engine_on_hf_clip_equals_one_hooked_forward_per_intervention(hf_small):
                 emb = model.text.run(non, hooks={("resid", layer): hook}, pool_index=eot).embedding
                 s_star = model.similarity(image_emb[i:i + 1], emb).item()
                 assert abs(rows.loc[(layer, pos), "S_patched"] - s_star) < TOL, (inst["key"], layer, pos)
-    caption_emb, foil_emb = E.encode_texts(model, captions), E.encode_texts(model, foils)
-    table = E.image_ablation_effects(model, pixels, caption_emb, foil_emb, batch_size=2, progress=False)
-    single = model.vision.run(E.single_colour_image(pixels), cache=["attn_out", "mlp_out"]).cache
-    for comp, site in E.COMPONENTS.items():
+    caption_emb, foil_emb = encode_texts(model, captions), encode_texts(model, foils)
+    table = image_ablation_effects(model, pixels, caption_emb, foil_emb, batch_size=2, progress=False)
+    single = model.vision.run(single_colour(pixels), cache=["attn_out", "mlp_out"]).cache
+    for comp, site in COMPONENTS.items():
         for layer in range(1, model.vision.n_layers + 1):
             value = single[(site, layer)]
             emb = model.vision.run(pixels, hooks={(site, layer): lambda x, key, value=value: value.clone()}).embedding

@@ -12,14 +12,18 @@ from clip_interp.errors import InputError
 from clip_interp.interventions import (block_output_patch_values, iter_resid_patches, iter_resid_set_patches,
                                        replace_block_output_windows, replace_block_outputs)
 from clip_interp.models import patch_positions
-from clip_interp.negation import engine as E
-from clip_interp.negation.ablation_windows import layer_windows, window_ablation_effects_from_activations, window_summary
+from clip_interp.negation.ablation_windows import (layer_windows, window_ablation_effects_from_activations,
+                                                   window_summary)
 from clip_interp.negation.caches import write_text_cache
+from clip_interp.negation.causal_tracing import causal_tracing_effects
 from clip_interp.negation.covariates import covariate_table, fit_model, image_statistics
+from clip_interp.negation.image_ablation import image_ablation_activations, image_ablation_effects_from_activations
 from clip_interp.negation.pair_patching import (PAIR_LABELS, pair_comparison, pair_patching_effects, pair_summary,
                                                 slot_positions)
+from clip_interp.negation.positions import generic_slot_positions, with_generic_positions
 from clip_interp.negation.probes import probe_features, probe_features_from_cache, probe_table, swapped_labels
 from clip_interp.negation.site_tracing import site_tracing_effects
+from clip_interp.negation.tracing_kernel import clean_pair_run, tracing_instances
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,13 +48,7 @@ NOUNS = ["dog", "cat", "car", "tree", "bird", "horse", "boat", "house", "clock",
 
 def generic_instances(model, pairs: pd.DataFrame) -> pd.DataFrame:
     """Tracing instances of "There is/are no SUBJECT ... ." pairs with the positions table's generic columns."""
-    out = E.tracing_instances(model, pairs)
-    out["subject_first_pos"] = out["negator_pos"] + 1
-    out["full_stop_pos"] = out["eot_pos"] - 1
-    out["eot_pos_negated"] = out["eot_pos"]
-    out["generic_ok"] = True
-    out["equal_length"] = True
-    return out
+    return with_generic_positions(tracing_instances(model, pairs))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def clean_streams(model, instances):
     """The clean text run of a batch of one length: negated rows first, then non-negated (as the engine runs it)."""
     neg, non = instances["negated_ids"].tolist(), instances["non_negated_ids"].tolist()
     eot = instances["eot_pos"].to_numpy().copy()
-    return E.clean_pair_run(model, neg, non, eot, ["resid", "resid_mid", "attn_out", "mlp_out"]), len(neg), eot
+    return clean_pair_run(model, neg, non, eot, ["resid", "resid_mid", "attn_out", "mlp_out"]), len(neg), eot
 
 
 # --------------------------------------------------------------------------- generic engine
@@ -167,7 +165,7 @@ def test_block_output_patch_rejects_other_sites(case):
 @pytest.fixture(scope="module")
 def vision_case(tiny_clip):
     pixels = torch.randn(3, 3, tiny_clip.image_size, tiny_clip.image_size, generator=torch.Generator().manual_seed(2))
-    acts = E.image_ablation_activations(tiny_clip, pixels)
+    acts = image_ablation_activations(tiny_clip, pixels)
     return tiny_clip, pixels, acts
 
 
@@ -208,7 +206,7 @@ def test_windows_are_checked(vision_case):
 def test_window_ablation_of_single_blocks_is_image_ablation(vision_case):
     model, _, acts = vision_case
     cap, foil = torch.randn(3, 2, model.text.proj.shape[1], generator=torch.Generator().manual_seed(3)).unbind(1)
-    ref = E.image_ablation_effects_from_activations(model, **acts, caption_emb=cap, foil_emb=foil, keys=list("abc"),
+    ref = image_ablation_effects_from_activations(model, **acts, caption_emb=cap, foil_emb=foil, keys=list("abc"),
                                                     negation=["foil", "caption", "foil"], progress=False)
     table = window_ablation_effects_from_activations(
         model, acts["real_resid"], acts["single_attn_out"], acts["single_mlp_out"], cap, foil, [1, 2],
@@ -233,7 +231,7 @@ def pair_table(case):
 
 def test_single_slot_sets_equal_causal_tracing(case, pair_table):
     model, instances, image_emb = case
-    ct = E.causal_tracing_effects(model, instances, image_emb, progress=False)
+    ct = causal_tracing_effects(model, instances, image_emb, progress=False)
     singles = pair_table[pair_table["second"] == ""]
     for slot, column in (("negator", "negator_pos"), ("subject_first", "subject_first_pos"),
                          ("full_stop", "full_stop_pos"), ("EOT", "eot_pos")):
@@ -282,7 +280,7 @@ def test_pair_comparison_and_summary(case, pair_table):
 def test_site_tracing_invariants(case):
     model, instances, image_emb = case
     table = site_tracing_effects(model, instances, image_emb, progress=False)
-    ct = E.causal_tracing_effects(model, instances, image_emb, progress=False)
+    ct = causal_tracing_effects(model, instances, image_emb, progress=False)
     assert set(table["layer"]) == set(range(1, model.text.n_layers + 1))
     merged = table.merge(instances[["key", "negator_pos"]], on="key")
     assert (merged.loc[merged["position"] < merged["negator_pos"], "cte"] == 0).all()
@@ -328,8 +326,7 @@ def test_probe_features_and_control_labels(probe_case):
     with h5py.File(path) as f:
         neg, non = f["negated/resid"][:], f["non_negated/resid"][:]
     slots = slot_positions(instances)
-    from clip_interp.negation.probes import _slot_positions
-    features = probe_features(neg, non, _slot_positions(instances))
+    features = probe_features(neg, non, generic_slot_positions(instances))
     x, y, groups = features["negator"]
     np.testing.assert_array_equal(x[0], neg[0][:, slots[0]["negator"][0]])
     np.testing.assert_array_equal(y[:4], [1, 0, 1, 0])

@@ -7,11 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_interp.images import load_images
-from clip_interp.negation.caches import write_image_cache, write_text_cache
 from clip_interp.errors import InputError
-from clip_interp.negation import ablation as A
-from clip_interp.negation import engine as E
+from clip_interp.images import load_images
+from clip_interp.negation import image_ablation_summary as A
+from clip_interp.negation.caches import caption_foil_embeddings, write_image_cache, write_text_cache
+from clip_interp.negation.image_ablation import (IMAGE_ABLATION_COLUMNS, check_components, image_ablation_effects,
+                                                 image_ablation_from_caches)
+from clip_interp.store import SelectedRows
 
 TOL = 1e-4
 TINY_CONFIG = {
@@ -68,7 +70,7 @@ def _from_pixels(model, paths, instances):
     foils = instances["non_negated"].where(in_caption, instances["negated"]).tolist()
     by_key = dict(zip(INSTANCES["key"], paths))
     pixels = load_images([by_key[k] for k in instances["key"]], model.preprocess)
-    return E.image_ablation_effects(model, pixels, captions, foils, keys=instances["key"].tolist(),
+    return image_ablation_effects(model, pixels, captions, foils, keys=instances["key"].tolist(),
                                     negation=instances["negation"].tolist(), batch_size=4, progress=False)
 
 
@@ -84,9 +86,9 @@ def _assert_same_per_key(a, b, columns=("S_caption", "S_foil", "d", "S_caption_p
 def test_cached_table_equals_the_computation_from_pixels(case):
     model, paths, image_cache, root = case
     text_cache = _text_cache(model, INSTANCES, root / "text_same_order.h5")
-    table, counts = A.image_ablation_from_caches(model, image_cache, text_cache, _negation(), batch_size=4,
+    table, counts = image_ablation_from_caches(model, image_cache, text_cache, _negation(), batch_size=4,
                                                  progress=False)
-    assert list(table.columns) == E.IMAGE_ABLATION_COLUMNS
+    assert list(table.columns) == IMAGE_ABLATION_COLUMNS
     assert len(table) == len(INSTANCES) * model.vision.n_layers * 2
     assert table["key"].drop_duplicates().tolist() == INSTANCES["key"].tolist()
     assert sorted(table["layer"].unique()) == list(range(1, model.vision.n_layers + 1))
@@ -102,13 +104,13 @@ def test_rows_are_matched_by_key_when_the_orders_differ(case):
     model, paths, image_cache, root = case
     subset = INSTANCES.iloc[[4, 0, 5, 2]].reset_index(drop=True)
     text_cache = _text_cache(model, subset, root / "text_shuffled.h5")
-    table, counts = A.image_ablation_from_caches(model, image_cache, text_cache, _negation(), batch_size=2,
+    table, counts = image_ablation_from_caches(model, image_cache, text_cache, _negation(), batch_size=2,
                                                  progress=False)
     assert table["key"].drop_duplicates().tolist() == subset["key"].tolist()
     assert counts["n_instances"] == 4 and counts["n_image_cache_rows_unused"] == 2
     assert not counts["image_rows_in_text_order"]
     _assert_same_per_key(table, _from_pixels(model, paths, subset))
-    full, _ = A.image_ablation_from_caches(model, image_cache, _text_cache(model, INSTANCES, root / "text_all.h5"),
+    full, _ = image_ablation_from_caches(model, image_cache, _text_cache(model, INSTANCES, root / "text_all.h5"),
                                            _negation(), batch_size=3, progress=False)
     _assert_same_per_key(table, full[full["key"].isin(subset["key"])])
 
@@ -116,7 +118,7 @@ def test_rows_are_matched_by_key_when_the_orders_differ(case):
 def test_caption_and_foil_follow_the_negation_side(case):
     model, _, _, root = case
     text_cache = _text_cache(model, INSTANCES, root / "text_sides.h5")
-    keys, negation, caption, foil = A.caption_foil_embeddings(text_cache, _negation())
+    keys, negation, caption, foil = caption_foil_embeddings(text_cache, _negation())
     with h5py.File(text_cache, "r") as f:
         negated, non_negated = f["negated/embedding"][:], f["non_negated/embedding"][:]
     assert keys == INSTANCES["key"].tolist() and negation.tolist() == INSTANCES["negation"].tolist()
@@ -127,14 +129,14 @@ def test_caption_and_foil_follow_the_negation_side(case):
 
 def test_selected_rows_reads_the_requested_rows_in_order():
     data = np.arange(7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3)
-    view = A.SelectedRows(data, np.array([5, 1, 1, 2, 3, 6]))
+    view = SelectedRows(data, np.array([5, 1, 1, 2, 3, 6]))
     assert view.shape == (6, 2, 3) and len(view) == 6
     np.testing.assert_array_equal(view[0:6], data[[5, 1, 1, 2, 3, 6]])
     np.testing.assert_array_equal(view[3:5], data[[2, 3]])
     np.testing.assert_array_equal(view[1:3], data[[1, 1]])
     assert view[6:6].shape == (0, 2, 3)
     with pytest.raises(InputError, match="outside"):
-        A.SelectedRows(data, np.array([0, 7]))
+        SelectedRows(data, np.array([0, 7]))
 
 
 def test_text_instances_missing_from_the_image_cache(case):
@@ -143,27 +145,27 @@ def test_text_instances_missing_from_the_image_cache(case):
     text_cache = _text_cache(model, extra, root / "text_extra.h5")
     negation = pd.concat([_negation(), pd.Series({"not_in_image_cache": "caption"})])
     with pytest.raises(InputError, match=r"1 of 3 instances .* absent from image cache .*not_in_image_cache"):
-        A.image_ablation_from_caches(model, image_cache, text_cache, negation, progress=False)
+        image_ablation_from_caches(model, image_cache, text_cache, negation, progress=False)
 
 
 def test_text_instances_missing_from_the_positions_table(case):
     model, _, image_cache, root = case
     text_cache = _text_cache(model, INSTANCES, root / "text_positions.h5")
     with pytest.raises(InputError, match=r"2 of 6 .* absent from the positions table"):
-        A.image_ablation_from_caches(model, image_cache, text_cache, _negation().iloc[2:], progress=False)
+        image_ablation_from_caches(model, image_cache, text_cache, _negation().iloc[2:], progress=False)
     with pytest.raises(InputError, match="not 'caption' or 'foil'"):
-        A.caption_foil_embeddings(text_cache, _negation().replace("foil", "both"))
+        caption_foil_embeddings(text_cache, _negation().replace("foil", "both"))
 
 
 def test_unknown_or_repeated_component(case):
     model, _, image_cache, root = case
     with pytest.raises(InputError, match="unknown or no component"):
-        A.image_ablation_from_caches(model, image_cache, root / "never_read.h5", _negation(), components=["ffn"])
+        image_ablation_from_caches(model, image_cache, root / "never_read.h5", _negation(), components=["ffn"])
     with pytest.raises(InputError, match="unknown or no component"):
-        A.check_components([])
+        check_components([])
     with pytest.raises(InputError, match="twice"):
-        A.check_components(["mha", "mha"])
-    assert A.check_components(["mlp"]) == ["mlp"]
+        check_components(["mha", "mha"])
+    assert check_components(["mlp"]) == ["mlp"]
 
 
 def test_cache_without_the_needed_datasets(case, tmp_path):
@@ -173,9 +175,9 @@ def test_cache_without_the_needed_datasets(case, tmp_path):
     with h5py.File(bad, "w") as f:
         f.create_dataset("keys", data=np.asarray(INSTANCES["key"].tolist(), dtype=object), dtype=h5py.string_dtype())
     with pytest.raises(InputError, match="lacks"):
-        A.image_ablation_from_caches(model, bad, text_cache, _negation(), progress=False)
+        image_ablation_from_caches(model, bad, text_cache, _negation(), progress=False)
     with pytest.raises(InputError, match="no dataset 'negated/embedding'"):
-        A.caption_foil_embeddings(bad, _negation())
+        caption_foil_embeddings(bad, _negation())
 
 
 def _hand_table():

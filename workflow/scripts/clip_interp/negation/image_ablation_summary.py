@@ -1,4 +1,4 @@
-"""Single-colour ablation of the image tower's attention and MLP blocks, from the activation caches.
+"""Summaries and figures of the single-colour ablation of the image tower's attention and MLP blocks.
 
 Per instance there is a caption ``c``, a foil ``f`` and an image ``i``; ``S(t, i)`` is CLIP's
 logit ``logit_scale * cos(image embedding, text embedding)`` and ``d = S(c, i) - S(f, i)``.
@@ -12,9 +12,7 @@ An ablation *improved* an instance if ``d* > d`` (``IAE < 0``), *worsened* it if
 (``IAE > 0``) and left it *unchanged* if ``d* = d``; it *ends correct* if ``d* > 0``.
 Instances are correct before the ablation if ``d > 0``.
 
-:func:`image_ablation_from_caches` computes the per-instance table from the image cache (the
-real image's ``resid``/``resid_mid``, the single-colour image's ``attn_out``/``mlp_out``) and a
-text cache (caption and foil embeddings), matching their rows by instance key.
+:func:`.image_ablation.image_ablation_from_caches` computes the per-instance table;
 :func:`ablation_summary` aggregates it per component, negation side, segment and layer, and
 :func:`plot_component_ablation` / :func:`plot_mha_vs_mlp` draw Figures 12-14.
 """
@@ -23,16 +21,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from ..store import SelectedRows, decode_keys, match_rows, require_datasets
-from .caches import IMAGE_DATASETS, caption_foil_embeddings
 from ..errors import InputError
 from ..plotting import layer_profile, new_figure
 from .labels import COMPONENTS, NEGATION_SIDES
 from .scores import SEGMENTS, segment_of
+from .statistics import standard_error
 
 COMPONENT_LABELS = {"mha": "MHA (attention)", "mlp": "MLP"}
 OUTCOMES = ("improved_correct", "improved_incorrect", "worsened_correct", "worsened_incorrect")
@@ -43,64 +39,6 @@ SUMMARY_COLUMNS = [
 SUMMARY_SEGMENTS = ("all", *SEGMENTS)
 FIGURE_SEGMENT = "correct"
 IAE_AVERAGE_COLUMNS = ["component", "segment", "negation", "n", "n_layers", "mean_iae_over_layers"]
-
-
-def check_components(components: Iterable[str]) -> list[str]:
-    """The ablation components asked for, validated against :data:`labels.COMPONENTS`."""
-    components = list(components)
-    unknown = [c for c in components if c not in COMPONENTS]
-    if unknown or not components:
-        raise InputError(f"negation.image_ablation.components: unknown or no component(s) {unknown or components}; "
-                         f"choose one or more of {sorted(COMPONENTS)}")
-    if len(set(components)) != len(components):
-        raise InputError(f"negation.image_ablation.components lists a component twice: {components}")
-    return components
-
-
-def image_ablation_from_caches(model, image_cache, text_cache, negation_by_key, *,
-                               components: Iterable[str] = ("mha", "mlp"), batch_size: int = 16,
-                               progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """The image ablation table of every instance of ``text_cache``, with activations from ``image_cache``.
-
-    Returns the table (columns :data:`engine.IMAGE_ABLATION_COLUMNS`, instances in the text
-    cache's order, per instance layers 1..L x ``components``) and counts for the metadata.
-    Image-cache rows are matched to text-cache rows by key; the instances are processed in
-    increasing image-cache row order, ``batch_size`` at a time, reading only those rows of the
-    cached activations. Instances of the text cache absent from the image cache are an InputError.
-    """
-    from .engine import image_ablation_effects_from_activations
-
-    components = check_components(components)
-    keys, negation, caption_emb, foil_emb = caption_foil_embeddings(text_cache, negation_by_key)
-    with h5py.File(image_cache, "r") as f:
-        require_datasets(f, IMAGE_DATASETS, f"image cache {image_cache}")
-        image_keys = decode_keys(f["keys"][:])
-        rows = match_rows(keys, image_keys, what=f"instances of {text_cache}", where=f"image cache {image_cache}")
-        order = np.argsort(rows, kind="stable")
-        sel = rows[order]
-        table = image_ablation_effects_from_activations(
-            model,
-            SelectedRows(f["real/resid"], sel), SelectedRows(f["real/resid_mid"], sel),
-            SelectedRows(f["single_colour/attn_out"], sel), SelectedRows(f["single_colour/mlp_out"], sel),
-            caption_emb[order], foil_emb[order],
-            keys=[keys[i] for i in order], negation=negation[order], components=components,
-            batch_size=batch_size, progress=progress,
-        )
-    rank = pd.Series(np.arange(len(keys)), index=keys)
-    table = table.iloc[np.argsort(rank.loc[table["key"]].to_numpy(), kind="stable")].reset_index(drop=True)
-    counts = {
-        "n_instances": len(keys),
-        "n_instances_caption": int((negation == "caption").sum()),
-        "n_instances_foil": int((negation == "foil").sum()),
-        "n_image_cache_rows": len(image_keys),
-        "n_image_cache_rows_unused": len(image_keys) - len(keys),
-        "image_rows_in_text_order": bool(np.array_equal(rows, np.arange(len(keys)))),
-    }
-    return table, counts
-
-
-def _sem(values: pd.Series) -> float:
-    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
 
 
 def ablation_summary(table: pd.DataFrame, correct: float = 1.0, incorrect: float = -1.0) -> pd.DataFrame:
@@ -143,7 +81,7 @@ def ablation_summary(table: pd.DataFrame, correct: float = 1.0, incorrect: float
     group = ["component", "negation", "segment", "layer"]
     grouped = df.groupby(group, sort=False)
     stats = grouped.agg(
-        n=("iae", "size"), mean_iae=("iae", "mean"), sem_iae=("iae", _sem), mean_d=("d", "mean"),
+        n=("iae", "size"), mean_iae=("iae", "mean"), sem_iae=("iae", standard_error), mean_d=("d", "mean"),
         mean_d_star=("d_star", "mean"), mean_delta_S_caption=("delta_S_caption", "mean"),
         mean_delta_S_foil=("delta_S_foil", "mean"), **{o: (o, "sum") for o in (*OUTCOMES, "unchanged")},
         accuracy_before=("before", "mean"), accuracy_after=("after", "mean"),
