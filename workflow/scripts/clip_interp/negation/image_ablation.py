@@ -29,8 +29,7 @@ from ..batching import pixel_batches, row_slices, rows_as_tensor
 from ..encoding import encode_texts, is_embedding
 from ..errors import InputError
 from ..interventions import replace_block_outputs
-from .caches import IMAGE_DATASETS, effects_from_caches
-from .caches import single_colour as single_colour_image
+from .caches import IMAGE_DATASETS, effects_from_caches, single_colour
 from .labels import COMPONENTS
 
 IMAGE_ABLATION_COLUMNS = [
@@ -167,7 +166,7 @@ def image_ablation_activations(model, pixels: torch.Tensor) -> dict[str, torch.T
     """
     pixels = pixels.to(model.device)
     real = model.vision.run(pixels, cache=["resid", "resid_mid"])
-    single = model.vision.run(single_colour_image(pixels), cache=["attn_out", "mlp_out"])
+    single = model.vision.run(single_colour(pixels), cache=["attn_out", "mlp_out"])
     return {
         "real_resid": real.cache.stack("resid"), "real_resid_mid": real.cache.stack("resid_mid"),
         "single_attn_out": single.cache.stack("attn_out"), "single_mlp_out": single.cache.stack("mlp_out"),

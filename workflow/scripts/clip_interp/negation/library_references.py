@@ -16,15 +16,9 @@ import torch
 from tqdm import tqdm
 
 from ..encoding import token_id_lists
-from ..interventions.reference import (
-    capturing_resid,
-    library_ids,
-    library_logit,
-    library_model,
-    overwriting_resid,
-    reference_block_output_replacement,
-)
-from .caches import single_colour as single_colour_image
+from ..interventions.reference import (capturing_resid, library_ids, library_logit, library_model, overwriting_resid,
+                                       reference_block_output_replacement)
+from .caches import single_colour
 from .image_ablation import ablation_frame, check_components, instance_labels
 from .labels import COMPONENTS
 from .tracing_kernel import tracing_frame, tracing_inputs
@@ -103,7 +97,7 @@ def reference_image_ablation(model, pixels: torch.Tensor, captions, foils, *, ke
         px = pixels[i:i + 1].to(dev)
         image = lib.model.encode_image(px, normalize=True)[0]
         s_cap[i], s_foil[i] = (scale * (image * cap).sum()).item(), (scale * (image * foil).sum()).item()
-        ablated = reference_block_output_replacement(model, px, single_colour_image(px), layers, sites)
+        ablated = reference_block_output_replacement(model, px, single_colour(px), layers, sites)
         s_cap_star[i] = (scale * (ablated * cap).sum(-1)).cpu().numpy()
         s_foil_star[i] = (scale * (ablated * foil).sum(-1)).cpu().numpy()
     return ablation_frame(keys, negation, layers, components, s_cap, s_foil, s_cap_star, s_foil_star)
