@@ -71,7 +71,7 @@ def _from_pixels(model, paths, instances):
     by_key = dict(zip(INSTANCES["key"], paths))
     pixels = load_images([by_key[k] for k in instances["key"]], model.preprocess)
     return image_ablation_effects(model, pixels, captions, foils, keys=instances["key"].tolist(),
-                                    negation=instances["negation"].tolist(), batch_size=4, progress=False)
+                                  negation=instances["negation"].tolist(), batch_size=4, progress=False)
 
 
 def _assert_same_per_key(a, b, columns=("S_caption", "S_foil", "d", "S_caption_patched", "S_foil_patched",
@@ -87,7 +87,7 @@ def test_cached_table_equals_the_computation_from_pixels(case):
     model, paths, image_cache, root = case
     text_cache = _text_cache(model, INSTANCES, root / "text_same_order.h5")
     table, counts = image_ablation_from_caches(model, image_cache, text_cache, _negation(), batch_size=4,
-                                                 progress=False)
+                                               progress=False)
     assert list(table.columns) == IMAGE_ABLATION_COLUMNS
     assert len(table) == len(INSTANCES) * model.vision.n_layers * 2
     assert table["key"].drop_duplicates().tolist() == INSTANCES["key"].tolist()
@@ -105,13 +105,13 @@ def test_rows_are_matched_by_key_when_the_orders_differ(case):
     subset = INSTANCES.iloc[[4, 0, 5, 2]].reset_index(drop=True)
     text_cache = _text_cache(model, subset, root / "text_shuffled.h5")
     table, counts = image_ablation_from_caches(model, image_cache, text_cache, _negation(), batch_size=2,
-                                                 progress=False)
+                                               progress=False)
     assert table["key"].drop_duplicates().tolist() == subset["key"].tolist()
     assert counts["n_instances"] == 4 and counts["n_image_cache_rows_unused"] == 2
     assert not counts["image_rows_in_text_order"]
     _assert_same_per_key(table, _from_pixels(model, paths, subset))
     full, _ = image_ablation_from_caches(model, image_cache, _text_cache(model, INSTANCES, root / "text_all.h5"),
-                                           _negation(), batch_size=3, progress=False)
+                                         _negation(), batch_size=3, progress=False)
     _assert_same_per_key(table, full[full["key"].isin(subset["key"])])
 
 

@@ -112,7 +112,7 @@ def test_engine_equals_reference_tiny(tiny):
     ref = reference_causal_tracing(model, instances, pixels, all_positions=True)
     for batch_size in (1, 8):
         fast = causal_tracing_effects(model, instances, encode_images(model, pixels), batch_size=batch_size,
-                                        progress=False)
+                                      progress=False)
         assert fast["key"].drop_duplicates().tolist() == instances["key"].tolist()
         both = _merged(fast, ref, ["key", "layer", "position"])
         assert len(both) == len(ref)
@@ -161,7 +161,7 @@ def test_self_ablation_has_no_effect(vit):
 def test_from_activations_equals_convenience(vit, tmp_path):
     model, _, captions, foils, pixels = vit
     convenience = image_ablation_effects(model, pixels, captions, foils, keys=PAIRS["key"],
-                                           negation=PAIRS["negation"], batch_size=1, progress=False)
+                                         negation=PAIRS["negation"], batch_size=1, progress=False)
     acts = image_ablation_activations(model, pixels)
     with h5py.File(tmp_path / "acts.h5", "w") as f:
         for name, value in acts.items():

@@ -207,7 +207,7 @@ def test_window_ablation_of_single_blocks_is_image_ablation(vision_case):
     model, _, acts = vision_case
     cap, foil = torch.randn(3, 2, model.text.proj.shape[1], generator=torch.Generator().manual_seed(3)).unbind(1)
     ref = image_ablation_effects_from_activations(model, **acts, caption_emb=cap, foil_emb=foil, keys=list("abc"),
-                                                    negation=["foil", "caption", "foil"], progress=False)
+                                                  negation=["foil", "caption", "foil"], progress=False)
     table = window_ablation_effects_from_activations(
         model, acts["real_resid"], acts["single_attn_out"], acts["single_mlp_out"], cap, foil, [1, 2],
         keys=list("abc"), negation=["foil", "caption", "foil"], progress=False)

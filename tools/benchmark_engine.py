@@ -222,14 +222,14 @@ def check_reference_tokenizer(frame: pd.DataFrame) -> bool:
 def engine_causal_tracing(model, frame, pixels, batch_size: int) -> pd.DataFrame:
     """The engine's causal tracing effects, image embedding included."""
     return causal_tracing_effects(model, frame, encode_images(model, pixels), batch_size=batch_size,
-                                    progress=False)
+                                  progress=False)
 
 
 def engine_image_ablation(model, frame, pixels, batch_size: int) -> pd.DataFrame:
     """The engine's image ablation effects, computed from the images."""
     return image_ablation_effects(model, pixels, frame["caption"].tolist(), frame["foil"].tolist(),
-                                    keys=frame["key"].tolist(), negation=frame["negation"].tolist(),
-                                    batch_size=batch_size, progress=False)
+                                  keys=frame["key"].tolist(), negation=frame["negation"].tolist(),
+                                  batch_size=batch_size, progress=False)
 
 
 def warm_up(model, inst: Instances, args) -> None:
@@ -286,7 +286,7 @@ def time_causal_tracing(model, inst: Instances, batch_size: int):
     for r in range(len(inst.compared)):
         with Timer() as t:
             ref_parts.append(reference_causal_tracing(model, inst.compared.iloc[r:r + 1],
-                                                        inst.compared_pixels[r:r + 1]))
+                                                      inst.compared_pixels[r:r + 1]))
         t_ref += t
         with Timer() as t:
             timing_ct = engine_causal_tracing(model, inst.timing, inst.timing_pixels, batch_size)
@@ -419,7 +419,7 @@ def time_image_ablation(model, inst: Instances, batch_size: int):
             t_acts += t
             with Timer() as t:
                 image_ablation_effects_from_activations(model, **acts, caption_emb=cap_emb[sl], foil_emb=foil_emb[sl],
-                                                          batch_size=batch_size, progress=False)
+                                                        batch_size=batch_size, progress=False)
             t_from += t
     return pd.concat(ref_parts, ignore_index=True), t_ref, t_text, t_acts, t_from
 
@@ -481,7 +481,7 @@ def benchmark_followups(model, inst: Instances, args) -> FollowupTiming:
     image_emb = encode_images(model, inst.timing_pixels)
     runs = {
         "causal_tracing": lambda: causal_tracing_effects(model, frame, image_emb, batch_size=args.batch_size,
-                                                           progress=False),
+                                                         progress=False),
         "pair_patching": lambda: pair_patching_effects(model, frame, image_emb, batch_size=args.batch_size,
                                                        progress=False),
         "site_tracing": lambda: site_tracing_effects(model, frame, image_emb, batch_size=args.batch_size,
