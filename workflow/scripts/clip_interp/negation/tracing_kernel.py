@@ -65,7 +65,13 @@ def tracing_instances(model, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def tracing_inputs(instances: pd.DataFrame):
-    """Validated (negated ids, non-negated ids, negator positions, EOT positions) of ``instances``."""
+    """Validated (negated ids, non-negated ids, negator positions, EOT positions) of ``instances``.
+
+    ``instances`` is :func:`tracing_instances`' table. The id lists come back as lists of ints, the
+    positions as int64 arrays (N,); the EOT position is the last token's. Raises InputError when a
+    column is missing, ``negation`` is not a side, the sentences differ in length or before the
+    negator, a given ``eot_pos`` is not the last position or the negator lies outside 1..EOT.
+    """
     needed = {"key", "negation", "negated_ids", "non_negated_ids", "negator_pos"}
     missing = needed - set(instances.columns)
     if missing:
@@ -159,7 +165,13 @@ def tracing_effect(s_caption, s_foil, s_patched, in_caption):
 
 
 def tracing_frame(instances, s_neg, s_non, s_patch_rows, n_layers) -> pd.DataFrame:
-    """The long causal-tracing table from per-instance similarities (S* arrays of shape (L+1, T_n))."""
+    """The long causal-tracing table (:data:`CAUSAL_TRACING_COLUMNS`) from per-instance similarities.
+
+    ``s_neg`` and ``s_non`` (N,) are S(negated) and S(non-negated) with each instance's image,
+    ``s_patch_rows`` per instance the patched similarities S* of shape (``n_layers`` + 1, T_n).
+    One row per instance x layer x position, in that order; ``d*`` and ``CTE`` from
+    :func:`tracing_effect`.
+    """
     in_caption = instances["negation"].to_numpy() == "caption"
     s_cap = np.where(in_caption, s_neg, s_non)
     s_foil = np.where(in_caption, s_non, s_neg)
