@@ -92,9 +92,10 @@ class ClassTokenTerms:
     """The class token's residual-stream terms, read through a :class:`~clip_interp.decompose.FinalReadout` one
     layer at a time, and the final LayerNorm's statistics of the pooled residual.
 
-    ``embedding``: ``resid[0]`` at the class token; ``heads[l]``: block l's :func:`~clip_interp.decompose.
-    stack_head_terms` with ``sources``; ``mlps[l]``: block l's ``mlp_out`` at the class token (all
-    :class:`~clip_interp.decompose.ReadTerms`); ``mean``, ``scale`` (B,): ``mu(r)`` and ``sigma(r)``.
+    ``embedding``: ``resid[0]`` at the class token; ``heads[l]``: block l's
+    :func:`~clip_interp.decompose.stack_head_terms` with ``sources``; ``mlps[l]``: block l's ``mlp_out`` at the
+    class token (all :class:`~clip_interp.decompose.ReadTerms`); ``mean``, ``scale`` (B,): ``mu(r)`` and
+    ``sigma(r)``.
     :meth:`hooks` fills them during one forward; the ``add_*`` methods take the sites' values from anywhere else.
     """
 
@@ -208,9 +209,9 @@ def _head_parts(tower, terms: ClassTokenTerms, convention: str) -> tuple[torch.T
 
 
 def assemble_decomposition(tower, terms: ClassTokenTerms, embedding: torch.Tensor, convention: str) -> Decomposition:
-    """The :class:`Decomposition` of the read ``terms`` under ``convention`` (:func:`~clip_interp.decompose.
-    apply_final_ln` of every term; ``uniform`` gives the embedding term and each MLP the share ``1/(2L+1)``);
-    ``embedding`` (B, E) is the model's own image embedding."""
+    """The :class:`Decomposition` of the read ``terms`` under ``convention``: every term through
+    :func:`~clip_interp.decompose.apply_final_ln` (``uniform`` gives the embedding term and each MLP the share
+    ``1/(2L+1)``); ``embedding`` (B, E) is the model's own image embedding."""
     readout, mean, scale = terms.readout, terms.mean, terms.scale
     share = 1.0 / (2 * tower.n_layers + 1)
     embed_part = apply_final_ln(terms.embedding, readout, mean, scale, convention, share)
