@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from clip_interp.models import load_model, patch_positions
+from clip_interp.models import layer_index, load_model, patch_positions
 
 SENTENCES = ["There are no people in the picture.", "There is a dog.", "There are some red circles on it."]
 
@@ -62,7 +62,7 @@ def test_self_overwrite_and_decomposition(model, tower):
     torch.testing.assert_close(again.embedding, clean.embedding, atol=0, rtol=0)
     bias = [b.b_out for b in getattr(model, tower).blocks]
     for layer in range(1, n_layers + 1):
-        recomposed = acts[("head_out", layer)].sum(dim=2) + bias[layer - 1]
+        recomposed = acts[("head_out", layer)].sum(dim=2) + bias[layer_index(layer)]
         torch.testing.assert_close(recomposed, acts[("attn_out", layer)], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(acts[("resid", layer - 1)] + acts[("attn_out", layer)], acts[("resid_mid", layer)])
         torch.testing.assert_close(acts[("resid_mid", layer)] + acts[("mlp_out", layer)], acts[("resid", layer)])
@@ -131,7 +131,7 @@ def test_head_source_out_sums_to_the_pooled_attention_output(model, tower):
         assert per_source.shape == (len(pool), t.n_heads, acts[("pattern", layer)].shape[-1], t.d_model)
         heads = acts[("head_out", layer)][rows, pool]
         torch.testing.assert_close(per_source.sum(dim=2), heads, atol=1e-5, rtol=0)
-        total = per_source.sum(dim=(1, 2)) + t.blocks[layer - 1].b_out
+        total = per_source.sum(dim=(1, 2)) + t.block(layer).b_out
         torch.testing.assert_close(total, acts[("attn_out", layer)][rows, pool], atol=1e-5, rtol=0)
         z = torch.einsum("bhqk,bkhd->bqhd", acts[("pattern", layer)], acts[("v", layer)])
         torch.testing.assert_close(z, acts[("z", layer)], atol=1e-5, rtol=0)

@@ -5,7 +5,7 @@ import torch
 
 from clip_interp.interventions import iter_resid_patches, replace_block_outputs, resid_patch_sweep
 from clip_interp.interventions.reference import reference_block_output_replacement
-from clip_interp.models import load_model, patch_positions, replace_hook
+from clip_interp.models import layer_index, load_model, patch_positions, replace_hook
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,7 +99,7 @@ def test_block_output_replacement_equals_hooked_forwards(model, sites):
     emb = emb.view(len(order), len(sites), len(pixels), -1)
     for k, layer in enumerate(order):
         for j, site in enumerate(sites):
-            direct = tower.run(pixels, hooks={(site, layer): replace_hook(values[site][:, layer - 1])}).embedding
+            direct = tower.run(pixels, hooks={(site, layer): replace_hook(values[site][:, layer_index(layer)])}).embedding
             torch.testing.assert_close(emb[k, j], direct, atol=1e-5, rtol=0)
 
 

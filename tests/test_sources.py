@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clip_interp.errors import InputError, SourceError
-from clip_interp.sources import _lfs_hint, extract_images, fetch_source
+from clip_interp.sources import lfs_download_hint, extract_images, fetch_source
 
 LFS_BODY = (
     "version https://git-lfs.github.com/spec/v1\n"
@@ -98,9 +98,9 @@ def test_lfs_pointer_instead_of_tsv(src, out):
 
 
 def test_lfs_hint_names_media_url():
-    hint = _lfs_hint("https://raw.githubusercontent.com/own/rep/main/data/file.tsv")
+    hint = lfs_download_hint("https://raw.githubusercontent.com/own/rep/main/data/file.tsv")
     assert "https://media.githubusercontent.com/media/own/rep/main/data/file.tsv" in hint
-    hint = _lfs_hint("https://github.com/own/rep/blob/v1/file.tsv")
+    hint = lfs_download_hint("https://github.com/own/rep/blob/v1/file.tsv")
     assert "https://media.githubusercontent.com/media/own/rep/v1/file.tsv" in hint
 
 

@@ -54,7 +54,7 @@ from clip_interp.decomposition.reference import reference_decompose
 from clip_interp.decomposition.table import TERMS
 from clip_interp.decomposition.textspan import textspan_covariance, textspan_direct
 from clip_interp.encoding import encode_texts
-from clip_interp.models import load_model
+from clip_interp.models import layer_index, load_model
 from synthetic_images import synthetic_pixels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def head_contributions(model, layers: list[int], n_images: int, batch: int, devi
     parts = []
     for start in range(0, n_images, batch):
         pixels = synthetic_pixels(min(batch, n_images - start), model.image_size, seed=100 + start).to(device)
-        parts.append(decompose(model.vision, pixels).heads[:, [layer - 1 for layer in layers]].cpu())
+        parts.append(decompose(model.vision, pixels).heads[:, [layer_index(layer) for layer in layers]].cpu())
     heads = torch.cat(parts)
     return {(layer, head): heads[:, i, head] for i, layer in enumerate(layers) for head in range(heads.shape[2])}
 

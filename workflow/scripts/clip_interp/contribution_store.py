@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from .batching import row_slices
+from .contributions import FIELDS, decompose
 from .errors import InputError
 from .images import load_images
 from .io import atomic_path
+from .models import layer_index
 from .store import RowWriter, decode_keys, require_datasets, write_header
-from .contributions import FIELDS, decompose
 
 DTYPES = ("float16", "float32")
 
@@ -169,5 +170,5 @@ class DecompositionStore:
     def head(self, layer: int, head: int, batch_size: int = 1024) -> torch.Tensor:
         """The contributions (N, E) of head (layer 1..L, head 0..H-1) to every image, float32."""
         with h5py.File(self.path, "r") as f:
-            return torch.cat([torch.as_tensor(f["heads"][sl, layer - 1, head], dtype=torch.float32)
+            return torch.cat([torch.as_tensor(f["heads"][sl, layer_index(layer), head], dtype=torch.float32)
                               for sl in row_slices(self.n, batch_size)])

@@ -26,10 +26,13 @@ Definitions (layers 1..L, heads 0..H-1, tokens 0..T-1 with the class token at 0,
 Divided by ``||e||`` the terms sum to the unit embedding, so their dot products with a unit
 text embedding add up to the image-text cosine.
 
-The decomposition is read off one forward of :class:`~clip_interp.models.HookedTower` with
-``pooled_query_only`` (the last block runs at the class query only): hooks on
-``head_source_out`` and ``mlp_out`` reduce each layer's terms to the joint space as soon as
-they are computed, so at most one layer's ``(B, H, T, D)`` tensor exists at a time.
+The decomposition is built from the operations of :mod:`clip_interp.decompose` and read off one
+forward of :class:`~clip_interp.models.HookedTower` with ``pooled_query_only`` (the last block runs
+at the class query only): :class:`ClassTokenTerms` hooks ``head_source_out`` and ``mlp_out`` and
+reads each layer's terms (:func:`~clip_interp.decompose.stack_head_terms`) through the final
+readout (:class:`~clip_interp.decompose.FinalReadout`) as soon as they are computed, so at most one
+layer's ``(B, H, T, D)`` tensor exists at a time; :func:`assemble_decomposition` then applies the
+final LayerNorm to every term (:func:`~clip_interp.decompose.apply_final_ln`).
 """
 
 from __future__ import annotations
@@ -39,12 +42,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .decompose import (CONVENTIONS, SOURCE_MODES, FinalReadout, ReadTerms, apply_final_ln, attention_bias_term,
+                        stack_head_terms)
 from .errors import InputError
 
-CONVENTIONS = ("per_component", "uniform")
 TERMS = ("embedding_term", "heads", "attn_bias", "mlps", "ln_bias")
 FIELDS = ("embedding", *TERMS)
-SOURCE_MODES = ("sum", "keep", "map")
 
 
 @dataclass
@@ -85,69 +88,64 @@ def check_vision_tower(tower) -> None:
         raise InputError("the decomposition needs a vision tower with a projection to the joint space")
 
 
-class _Collector:
-    """Hooks that reduce each layer's terms to the readout space as the forward computes them."""
+class ClassTokenTerms:
+    """The class token's residual-stream terms, read through a :class:`~clip_interp.decompose.FinalReadout` one
+    layer at a time, and the final LayerNorm's statistics of the pooled residual.
 
-    def __init__(self, tower, readout: torch.Tensor, sources: str):
+    ``embedding``: ``resid[0]`` at the class token; ``heads[l]``: block l's
+    :func:`~clip_interp.decompose.stack_head_terms` with ``sources``; ``mlps[l]``: block l's ``mlp_out`` at the
+    class token (all :class:`~clip_interp.decompose.ReadTerms`); ``mean``, ``scale`` (B,): ``mu(r)`` and
+    ``sigma(r)``.
+    :meth:`hooks` fills them during one forward; the ``add_*`` methods take the sites' values from anywhere else.
+    """
+
+    def __init__(self, tower, readout: FinalReadout, sources: str):
         self.tower, self.readout, self.sources = tower, readout, sources
-        self.embed: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.heads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.mlps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.mu = self.sigma = None
+        self.embedding: ReadTerms | None = None
+        self.heads: dict[int, ReadTerms] = {}
+        self.mlps: dict[int, ReadTerms] = {}
+        self.mean = self.scale = None
 
     def hooks(self) -> dict:
+        """Hooks for :meth:`~clip_interp.models.HookedTower.run` that add every term as the forward computes it."""
         n = self.tower.n_layers
-        hooks = {("resid", 0): self._on_embedding, ("ln_final_mean", n): self._on_mean, ("ln_final_scale", n): self._on_scale}
+        hooks = {("resid", 0): lambda value, key: self.add_embedding(value),
+                 ("ln_final_mean", n): self._keep_mean, ("ln_final_scale", n): self._keep_scale}
         for layer in range(1, n + 1):
-            hooks[("head_source_out", layer)] = self._on_heads
-            hooks[("mlp_out", layer)] = self._on_mlp
+            hooks[("head_source_out", layer)] = lambda value, key: self.add_heads(key[1], value)
+            hooks[("mlp_out", layer)] = lambda value, key: self.add_mlp(key[1], value)
         return hooks
 
-    def _read(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.float()
-        return x @ self.readout, x.mean(dim=-1)
+    def add_embedding(self, resid: torch.Tensor) -> None:
+        """The embedding term from ``resid[0]`` (B, T, D)."""
+        self.embedding = self.readout.read(resid[:, 0])
 
-    def _on_embedding(self, value, key):
-        self.embed = self._read(value[:, 0])
+    def add_heads(self, layer: int, head_source_out: torch.Tensor) -> None:
+        """Block ``layer``'s head terms from its ``head_source_out`` (B, H, T, D) at the class query."""
+        self.heads[layer] = self.readout.read(stack_head_terms(self.tower, layer, head_source_out, self.sources))
 
-    def _on_heads(self, value, key):
-        layer = key[1]
-        terms = self.tower.blocks[layer - 1].ls_1(value)
-        if self.sources == "sum":
-            terms = terms.sum(dim=2)
-        elif self.sources == "map":
-            terms = terms.sum(dim=1)
-        self.heads[layer] = self._read(terms)
+    def add_mlp(self, layer: int, mlp_out: torch.Tensor) -> None:
+        """Block ``layer``'s MLP term from its ``mlp_out`` (B, T, D)."""
+        self.mlps[layer] = self.readout.read(mlp_out[:, 0])
 
-    def _on_mlp(self, value, key):
-        self.mlps[key[1]] = self._read(value[:, 0])
+    def add_statistics(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        """The final LayerNorm's ``mu(r)`` and ``sigma(r)`` (B,) (the sites ``ln_final_mean``, ``ln_final_scale``)."""
+        self._keep_mean(mean, None)
+        self._keep_scale(scale, None)
 
-    def _on_mean(self, value, key):
-        self.mu = value.float()
+    def _keep_mean(self, value: torch.Tensor, key) -> None:
+        self.mean = value.float()
 
-    def _on_scale(self, value, key):
-        self.sigma = value.float()
+    def _keep_scale(self, value: torch.Tensor, key) -> None:
+        self.scale = value.float()
 
 
-def _attention_bias(tower, layer: int, device) -> torch.Tensor:
-    """The (layer-scaled) output bias of layer ``layer``'s attention, (D,); zeros without a bias."""
-    block = tower.blocks[layer - 1]
-    if block.b_out is None:
-        return torch.zeros(tower.d_model, device=device)
-    return block.ls_1(block.b_out).float()
-
-
-def _fold(raw: torch.Tensor, mean: torch.Tensor, share: float, mu: torch.Tensor, sigma: torch.Tensor,
-          u: torch.Tensor, b: torch.Tensor, convention: str) -> torch.Tensor:
-    """A component's term from ``raw = c @ (gamma P)`` (B, ..., X) and ``mean = mu(c)`` (B, ...).
-
-    ``per_component``: ``(raw - mu(c) u) / sigma``; ``uniform``: ``(raw - share mu(r) u) / sigma + share b``,
-    with ``u = gamma^T P`` and ``b = P^T beta`` (projected on the directions, if any).
-    """
-    view = (-1,) + (1,) * (raw.ndim - 1)
-    if convention == "per_component":
-        return (raw - mean.unsqueeze(-1) * u) / sigma.view(view)
-    return (raw - share * mu.view(view) * u) / sigma.view(view) + share * b
+def check_options(convention: str, sources: str) -> None:
+    """An InputError unless ``convention`` is one of :data:`CONVENTIONS` and ``sources`` one of :data:`SOURCE_MODES`."""
+    if convention not in CONVENTIONS:
+        raise InputError(f"unknown decomposition convention {convention!r}; choose from {CONVENTIONS}")
+    if sources not in SOURCE_MODES:
+        raise InputError(f"unknown sources mode {sources!r}; choose from {SOURCE_MODES}")
 
 
 @torch.no_grad()
@@ -162,21 +160,11 @@ def decompose(tower, pixels: torch.Tensor, *, convention: str = "per_component",
     returning joint-space vectors (X = E); the projection is applied before any sum, so a
     per-source map on K texts costs (B, L, H, T, K), never (B, L, H, T, E).
     """
-    if convention not in CONVENTIONS:
-        raise InputError(f"unknown decomposition convention {convention!r}; choose from {CONVENTIONS}")
-    if sources not in SOURCE_MODES:
-        raise InputError(f"unknown sources mode {sources!r}; choose from {SOURCE_MODES}")
+    check_options(convention, sources)
     check_vision_tower(tower)
-    proj = tower.proj.detach().float()
-    readout = tower.ln_final.weight.detach().float().unsqueeze(1) * proj
-    ln_bias = tower.ln_final.bias.detach().float() @ proj
-    if directions is not None:
-        directions = directions.to(readout.device, torch.float32)
-        readout, ln_bias = readout @ directions, ln_bias @ directions
-    collector = _Collector(tower, readout, sources)
-    out = tower.run(pixels, hooks=collector.hooks(), pooled_query_only=True)
-    u = readout.sum(dim=0)
-    return _assemble(tower, collector, u, ln_bias, out.embedding.float(), convention, sources)
+    terms = ClassTokenTerms(tower, FinalReadout.of(tower, directions), sources)
+    out = tower.run(pixels, hooks=terms.hooks(), pooled_query_only=True)
+    return assemble_decomposition(tower, terms, out.embedding.float(), convention)
 
 
 def _uniform_weight(sources: str, raw: torch.Tensor, n_heads: int) -> float:
@@ -189,34 +177,49 @@ def _uniform_weight(sources: str, raw: torch.Tensor, n_heads: int) -> float:
     return 1.0 / raw.shape[1]
 
 
-def _head_terms(tower, collector: _Collector, convention: str, sources: str, u, b, mu, sigma) -> tuple:
-    """The heads' terms ((B, L, H, [T,] X), or (B, T, X) for ``map``) and the attention-bias terms (B, L, X)."""
+def _attention_bias_part(tower, layer: int, terms: ClassTokenTerms) -> torch.Tensor:
+    """Block ``layer``'s attention bias term under ``per_component``, (B, X)."""
+    bias = terms.readout.read(attention_bias_term(tower, layer, terms.scale.device))
+    batch_free = ReadTerms(bias.projection.unsqueeze(0), bias.mean.unsqueeze(0))
+    return apply_final_ln(batch_free, terms.readout, terms.mean, terms.scale, "per_component")
+
+
+def _head_parts(tower, terms: ClassTokenTerms, convention: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The heads' parts ((B, L, H, [T,] X), or (B, T, X) for ``map``) and the attention biases' parts (B, L, X).
+
+    ``uniform`` spreads a layer's bias evenly over its H x T (head, source) terms and gives the layer the
+    share ``1/(2L+1)``, split the same way; its bias parts are zero.
+    """
+    readout, mean, scale = terms.readout, terms.mean, terms.scale
     group_share = 1.0 / (2 * tower.n_layers + 1)
     heads, biases = [], []
     for layer in range(1, tower.n_layers + 1):
-        raw, mean = collector.heads[layer]
-        bias_vec = _attention_bias(tower, layer, raw.device)
-        bias_raw = bias_vec @ collector.readout
+        read = terms.heads[layer]
         if convention == "per_component":
-            heads.append(_fold(raw, mean, 0.0, mu, sigma, u, b, convention))
-            biases.append((bias_raw - bias_vec.mean() * u).unsqueeze(0) / sigma.view(-1, 1))
+            heads.append(apply_final_ln(read, readout, mean, scale, convention))
+            biases.append(_attention_bias_part(tower, layer, terms))
             continue
-        weight = _uniform_weight(sources, raw, tower.n_heads)
-        heads.append(_fold(raw + weight * bias_raw, mean, group_share * weight, mu, sigma, u, b, convention))
-        biases.append(torch.zeros(len(sigma), u.shape[0], device=u.device))
-    head_terms = torch.stack(heads, dim=0).sum(0) if sources == "map" else torch.stack(heads, dim=1)
-    return head_terms, torch.stack(biases, dim=1)
+        weight = _uniform_weight(terms.sources, read.projection, tower.n_heads)
+        bias = readout.read(attention_bias_term(tower, layer, read.projection.device))
+        with_bias = ReadTerms(read.projection + weight * bias.projection, read.mean)
+        heads.append(apply_final_ln(with_bias, readout, mean, scale, convention, group_share * weight))
+        biases.append(torch.zeros(len(scale), readout.ones.shape[0], device=readout.ones.device))
+    head_parts = torch.stack(heads, dim=0).sum(0) if terms.sources == "map" else torch.stack(heads, dim=1)
+    return head_parts, torch.stack(biases, dim=1)
 
 
-def _assemble(tower, collector: _Collector, u, b, embedding, convention: str, sources: str) -> Decomposition:
-    mu, sigma = collector.mu, collector.sigma
+def assemble_decomposition(tower, terms: ClassTokenTerms, embedding: torch.Tensor, convention: str) -> Decomposition:
+    """The :class:`Decomposition` of the read ``terms`` under ``convention``: every term through
+    :func:`~clip_interp.decompose.apply_final_ln` (``uniform`` gives the embedding term and each MLP the share
+    ``1/(2L+1)``); ``embedding`` (B, E) is the model's own image embedding."""
+    readout, mean, scale = terms.readout, terms.mean, terms.scale
     share = 1.0 / (2 * tower.n_layers + 1)
-    embed_term = _fold(*collector.embed, share, mu, sigma, u, b, convention)
-    mlps = torch.stack([_fold(*collector.mlps[layer], share, mu, sigma, u, b, convention)
+    embed_part = apply_final_ln(terms.embedding, readout, mean, scale, convention, share)
+    mlps = torch.stack([apply_final_ln(terms.mlps[layer], readout, mean, scale, convention, share)
                         for layer in range(1, tower.n_layers + 1)], dim=1)
-    heads, biases = _head_terms(tower, collector, convention, sources, u, b, mu, sigma)
-    ln_bias = b.expand(len(sigma), -1) if convention == "per_component" else torch.zeros_like(embed_term)
-    return Decomposition(embed_term, heads, biases, mlps, ln_bias.clone(), embedding, convention, sources)
+    heads, biases = _head_parts(tower, terms, convention)
+    ln_bias = readout.bias.expand(len(scale), -1) if convention == "per_component" else torch.zeros_like(embed_part)
+    return Decomposition(embed_part, heads, biases, mlps, ln_bias.clone(), embedding, convention, terms.sources)
 
 
 def scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:

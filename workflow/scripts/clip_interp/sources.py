@@ -59,7 +59,7 @@ def local_path(url: str) -> Path:
     return Path(os.path.expanduser(url))
 
 
-def _lfs_hint(url: str) -> str:
+def lfs_download_hint(url: str) -> str:
     """Where the real content of a Git LFS file named by ``url`` can be had."""
     match = _GITHUB_RAW.match(url)
     if match:
@@ -119,7 +119,7 @@ def _check_body(path: Path, url: str, name: str, kind: str) -> None:
     if stripped.startswith(LFS_POINTER_PREFIX):
         raise SourceError(
             f"config key {name!r}: {url} is a Git LFS pointer file, not the {kind} data itself "
-            f"(it starts with {LFS_POINTER_PREFIX.decode()!r}). Fix: {_lfs_hint(url)}."
+            f"(it starts with {LFS_POINTER_PREFIX.decode()!r}). Fix: {lfs_download_hint(url)}."
         )
     if stripped.lower().startswith(_HTML_PREFIXES):
         raise SourceError(

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..encoding import encode_texts
 from ..errors import InputError
+from ..models import layer_index
 from .table import TERMS, component_means
 
 Template = Callable[[str], str] | str
@@ -91,11 +92,11 @@ class Ablation:
         ablation = cls.none(n_layers, n_heads, name or "layers")
         for layer in attention:
             _check_layer(layer, n_layers)
-            ablation.heads[layer - 1] = True
-            ablation.attn_bias[layer - 1] = True
+            ablation.heads[layer_index(layer)] = True
+            ablation.attn_bias[layer_index(layer)] = True
         for layer in mlp:
             _check_layer(layer, n_layers)
-            ablation.mlps[layer - 1] = True
+            ablation.mlps[layer_index(layer)] = True
         return ablation
 
     @classmethod
@@ -106,7 +107,7 @@ class Ablation:
             _check_layer(layer, n_layers)
             if not 0 <= head < n_heads:
                 raise InputError(f"head {head} of layer {layer} does not exist; heads are numbered 0..{n_heads - 1}")
-            ablation.heads[layer - 1, head] = True
+            ablation.heads[layer_index(layer), head] = True
         return ablation
 
     def masks(self) -> dict[str, torch.Tensor]:

@@ -62,7 +62,7 @@ def _require_folder(folder, what: str, fix: str) -> Path:
     return folder
 
 
-def _readable(path: Path) -> str | None:
+def unreadable_reason(path: Path) -> str | None:
     """None when PIL can open and verify the image, else the reason it cannot."""
     from PIL import Image
 
@@ -82,7 +82,7 @@ def _image_files(folder: Path, recursive: bool) -> list[Path]:
 def _keep_readable(root: Path, files: Sequence[Path], labels: Sequence[int] | None) -> ImageSet:
     paths, keys, kept_labels, skipped = [], [], [], []
     for i, path in enumerate(files):
-        reason = _readable(path)
+        reason = unreadable_reason(path)
         if reason is not None:
             skipped.append((str(path), reason))
             continue

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..models import layer_index
 
 
 def _check_head(source, layer: int, head: int) -> None:
@@ -28,7 +29,7 @@ def image_query(source, layer: int, head: int, row: int, batch_size: int = 256) 
         raise InputError(f"image row {row} is outside 0..{source.n - 1}")
     for rows, terms in source.batches(batch_size):
         if rows.start <= row < rows.stop:
-            return terms["heads"][row - rows.start, layer - 1, head].clone()
+            return terms["heads"][row - rows.start, layer_index(layer), head].clone()
     raise AssertionError("unreachable: row inside the source")
 
 
@@ -42,7 +43,7 @@ def head_neighbours(source, layer: int, head: int, query: torch.Tensor, k: int, 
     if k < 1:
         raise InputError(f"the number of neighbours must be at least 1, got {k}")
     direction = F.normalize(query.float().flatten(), dim=0)
-    scores = torch.cat([terms["heads"][:, layer - 1, head] @ direction.to(terms["heads"].device)
+    scores = torch.cat([terms["heads"][:, layer_index(layer), head] @ direction.to(terms["heads"].device)
                         for _, terms in source.batches(batch_size)]).cpu().double()
     if exclude is not None:
         scores[exclude] = float("-inf")

@@ -35,10 +35,10 @@ def classification_list(images, labels_file=None, class_names_file=None) -> tupl
 
 def waterbirds_list(folder, split: str) -> tuple[pd.DataFrame, list[dict]]:
     """The Waterbirds rows of ``split`` as a table (``label`` = y), and exclusion records of unreadable images."""
-    from .data import _readable
+    from .data import unreadable_reason
 
     rows = read_waterbirds(folder, split=split)
-    reasons = [_readable(Path(p)) for p in rows["image_path"]]
+    reasons = [unreadable_reason(Path(p)) for p in rows["image_path"]]
     skipped = [(p, r) for p, r in zip(rows["image_path"], reasons) if r is not None]
     keep = np.array([r is None for r in reasons])
     if not keep.any():

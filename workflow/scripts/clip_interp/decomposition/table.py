@@ -17,6 +17,7 @@ import torch
 
 from ..batching import row_slices
 from ..contributions import FIELDS, TERMS, Decomposition  # noqa: F401
+from ..models import layer_index
 
 
 class ComponentTable:
@@ -38,7 +39,7 @@ class ComponentTable:
 
     def head(self, layer: int, head: int) -> torch.Tensor:
         """The contributions (N, E) of head (layer 1..L, head 0..H-1) to every image."""
-        return self.arrays["heads"][:, layer - 1, head]
+        return self.arrays["heads"][:, layer_index(layer), head]
 
     def batches(self, batch_size: int = 256) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
         for sl in row_slices(self.n, batch_size):

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..models import layer_index
 
 
 @dataclass
@@ -182,7 +183,7 @@ def reconstruction_accuracy(source, spans: dict[tuple[int, int], TextSpan], clas
     for rows, terms in source.batches(batch_size):
         embedding = ablated_embeddings(terms, means, ablation)
         for (layer, head), span in spans.items():
-            original = terms["heads"][:, layer - 1, head]
+            original = terms["heads"][:, layer_index(layer), head]
             embedding = embedding + span.reconstruct(original) - original
         correct += int((predict(embedding, classifier).cpu() == labels[rows]).sum())
     return correct / source.n

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..contributions import decompose, scores_to_maps
 from ..errors import InputError
+from ..models import layer_index
 from .index import HeadIndex
 
 
@@ -133,7 +134,7 @@ def topic_scores(index: HeadIndex, image, texts: list[str], layer: int | None, h
                       directions=directions)
     terms = parts.heads[0]                      # (L, H, T, K)
     if layer is not None:
-        terms = terms[layer - 1]
+        terms = terms[layer_index(layer)]
         terms = terms.sum(0) if head is None else terms[head]
     else:
         terms = terms.sum(dim=(0, 1))

@@ -15,6 +15,8 @@ from typing import Mapping, Sequence
 
 import torch
 
+from ..models import layer_index
+
 REPLACEABLE_SITES = ("attn_out", "mlp_out")
 
 
@@ -26,10 +28,10 @@ def _replaced_start(tower, layer: int, site: str, resid, resid_mid, values, pool
         return x if layer < tower.n_layers else x[rows, pool].unsqueeze(1)
 
     if site == "attn_out":
-        mid = keep(resid[:, layer - 1] + values[:, layer - 1])
+        mid = keep(resid[:, layer - 1] + values[:, layer_index(layer)])
         return tower.run(start_layer=layer, start_resid=mid, start_at="resid_mid", pool_index=pool,
                          stop_layer=layer).resid_final
-    return keep(resid_mid[:, layer - 1] + values[:, layer - 1])
+    return keep(resid_mid[:, layer_index(layer)] + values[:, layer_index(layer)])
 
 
 def _check_sites(sites: Sequence[str], values: Mapping[str, torch.Tensor]) -> tuple[str, ...]:

@@ -15,6 +15,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..models import layer_index
+
 LIBRARY_OUTPUT_MODULES = {"attn_out": "ls_1", "mlp_out": "ls_2"}
 
 
@@ -77,7 +79,7 @@ def overwriting_resid(blocks, layer: int, position: int, value: torch.Tensor):
     if layer == 0:
         handle = blocks[0].register_forward_pre_hook(lambda module, args: (overwrite(args[0]), *args[1:]))
     else:
-        handle = blocks[layer - 1].register_forward_hook(lambda module, args, output: overwrite(output))
+        handle = blocks[layer_index(layer)].register_forward_hook(lambda module, args, output: overwrite(output))
     return _handles([handle])
 
 
@@ -100,7 +102,7 @@ def capturing_block_outputs(blocks, sites: Sequence[str], store: dict):
 
 def replacing_block_output(blocks, site: str, layer: int, value: torch.Tensor):
     """A context in which the library forward's ``site`` output of block ``layer`` is ``value``."""
-    module = getattr(blocks[layer - 1], LIBRARY_OUTPUT_MODULES[site])
+    module = getattr(blocks[layer_index(layer)], LIBRARY_OUTPUT_MODULES[site])
     return _handles([module.register_forward_hook(lambda module, args, output: value)])
 
 

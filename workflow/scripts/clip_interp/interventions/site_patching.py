@@ -22,6 +22,8 @@ from typing import Mapping
 
 import torch
 
+from ..models import layer_index
+
 PATCHABLE_BLOCK_SITES = ("attn_out", "mlp_out")
 
 
@@ -54,7 +56,7 @@ def block_output_patch_values(tower, site: str, receiver: Mapping[str, torch.Ten
     else:
         layers = []
         for layer, block in enumerate(tower.blocks, start=1):
-            mid = resid[:, layer - 1] + donor_output[:, layer - 1]
+            mid = resid[:, layer - 1] + donor_output[:, layer_index(layer)]
             layers.append(mid + block.ls_2(block.mlp(block.ln_2(mid))))
         patched = torch.stack(layers, dim=1)
     return torch.cat([resid[:, :1], patched], dim=1)

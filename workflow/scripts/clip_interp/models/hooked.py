@@ -4,7 +4,9 @@ Numbering, used everywhere in the package: a tower is a stack of ``L`` pre-Layer
 residual blocks numbered 1..L; block ``l`` reads ``resid[l-1]`` and writes ``resid[l]``,
 ``resid[0]`` being the embedding output (after ``ln_pre`` in the vision tower). Heads are
 numbered 0..H-1 and token positions 0..T-1 (the class token is position 0 of the vision
-tower). Data published with 0-based layers is converted where it is read.
+tower). Data published with 0-based layers is converted where it is read. Arrays with one entry
+per block hold block ``l`` at position :func:`layer_index` ``(l) = l - 1``; ``tower.block(l)`` is block
+``l``.
 
 Sites (shapes for a batch of B sequences of T tokens, width D, H heads of width d_head):
 
@@ -22,9 +24,12 @@ Sites (shapes for a batch of B sequences of T tokens, width D, H heads of width 
 ``head_source_out`` (1..L), ``(B, H, T_source, D)``
     at the pooled query q only (EOT or class token): head h's contribution from source
     token j, ``pattern[h, q, j] * v_{h, j} W_O[:, h]^T``. Summed over sources it is
-    ``head_out[q, h]``; summed over heads and sources plus ``b_O`` it is ``attn_out[q]``.
+    ``head_out[q, h]``; summed over heads and sources plus ``b_O``, through the layer scale,
+    it is ``attn_out[q]``.
 ``attn_out`` (1..L), ``(B, T, D)``
-    the attention-block output added to the residual stream, ``sum_h head_out + b_O``.
+    the attention-block output added to the residual stream, ``ls_1(sum_h head_out + b_O)``,
+    where ``ls_1`` is the block's layer scale (a learned per-channel factor; the identity in
+    blocks without one).
 ``mlp_out`` (1..L), ``(B, T, D)``
     the MLP output added to the residual stream.
 ``ln_final_mean``, ``ln_final_scale`` (final: layer L only), ``(B,)``
@@ -107,6 +112,18 @@ class TowerOutput:
     embedding: torch.Tensor | None
     cache: ActivationCache
     resid_final: torch.Tensor | None = None
+
+
+def layer_index(layer: int) -> int:
+    """The position of block ``layer`` (1..L) along an axis with one entry per block: ``layer - 1``.
+
+    Such axes are a tower's ``blocks``, stacks of the sites of :data:`BLOCK_SITES` and the per-layer
+    terms of a decomposition. A stack of ``resid`` holds layers 0..L and is indexed by the layer itself.
+    A layer below 1 is refused, so that it cannot select a block from the end.
+    """
+    if layer < 1:
+        raise ValueError(f"blocks are numbered from 1, got layer {layer}")
+    return layer - 1
 
 
 def site_layers(site: str, n_layers: int) -> range:
@@ -195,6 +212,10 @@ class HookedTower:
         self.patch_size = patch_size
         self.grid_size = tuple(grid_size) if grid_size is not None else None
         self.has_class_token = has_class_token
+
+    def block(self, layer: int) -> Block:
+        """Block ``layer`` (1..L)."""
+        return self.blocks[layer_index(layer)]
 
     def to_joint_space(self, pooled: torch.Tensor) -> torch.Tensor:
         """The embedding of pooled residuals (..., D): the final LayerNorm, then the projection."""
@@ -354,14 +375,14 @@ class HookedTower:
         first = start_layer + 1
         if start_at == "resid_mid":
             x = run.site("resid_mid", start_layer, x)
-            x = self._block(self.blocks[start_layer - 1], start_layer, x, run, from_mid=True)
+            x = self._block(self.block(start_layer), start_layer, x, run, from_mid=True)
         else:
             x = run.site("resid", start_layer, x)
         last = self.n_layers if stop_layer is None else stop_layer
         for layer in range(first, last + 1):
             kv = prefix_kv.get(layer) if prefix_kv is not None else None
             pooled_only = pooled_query_only and layer == self.n_layers
-            x = self._block(self.blocks[layer - 1], layer, x, run, kv, pool if pooled_only else None)
+            x = self._block(self.block(layer), layer, x, run, kv, pool if pooled_only else None)
         if stop_layer is not None:
             return TowerOutput(embedding=None, cache=run.cache, resid_final=x)
         pooled = x[:, 0] if x.shape[1] == 1 and pooled_query_only else x[torch.arange(x.shape[0], device=x.device), pool]
@@ -392,7 +413,7 @@ class HookedTower:
 
     def keys_values(self, resid: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, H, T, d_head) that block ``layer`` computes from ``resid[layer-1]``."""
-        block = self.blocks[layer - 1]
+        block = self.block(layer)
         b, t, _ = resid.shape
         qkv = F.linear(block.ln_1(resid), block.w_qkv, block.b_qkv).view(b, t, 3, self.n_heads, self.d_head)
         return qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
