@@ -179,38 +179,52 @@ def _dotted(node: ast.AST) -> list[str] | None:
     return [node.id, *reversed(parts)]
 
 
+def _private_attribute(node: ast.AST, bound: dict[str, str]) -> str | None:
+    """``module._y`` (absolute) when ``node`` is an attribute ``x._y`` or ``x.y._z`` of an import-bound name ``x``."""
+    if not isinstance(node, ast.Attribute):
+        return None
+    chain = _dotted(node)
+    if chain and chain[0] in bound and is_private(chain[-1]):
+        return ".".join([bound[chain[0]], *chain[1:]])
+    return None
+
+
+def _private_by_string(node: ast.AST, bound: dict[str, str], projects: set[str]) -> str | None:
+    """``module._y`` when ``node`` is ``getattr/setattr/hasattr/delattr(x, "_y", ...)`` on an import-bound
+    name ``x``, or ``monkeypatch.setattr("module._y", ...)``."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = _dotted(node.func)
+    if not func or func[-1] not in ("getattr", "setattr", "hasattr", "delattr"):
+        return None
+    first = node.args[0]
+    second = node.args[1] if len(node.args) > 1 else None
+    if (isinstance(first, ast.Name) and first.id in bound and isinstance(second, ast.Constant)
+            and isinstance(second.value, str) and is_private(second.value)):
+        return f"{bound[first.id]}.{second.value}"
+    if isinstance(first, ast.Constant) and isinstance(first.value, str) and "." in first.value:
+        owner, name = first.value.rsplit(".", 1)
+        if _is_project(owner, projects) and is_private(name):
+            return first.value
+    return None
+
+
 def private_name_uses(path: Path, module: str, projects: set[str]) -> list[tuple[int, str]]:
     """(line, name) of every private name of another project module that ``path`` uses: imported by name,
-    reached as an attribute of a name bound by an import from a project module, or given to ``getattr``
-    / ``setattr`` / ``monkeypatch.setattr`` as a string."""
-    imports = imports_of(path, module)
+    reached as an attribute of a name bound by an import from a project module, or named by a string to
+    ``getattr`` / ``setattr`` / ``monkeypatch.setattr``."""
     uses = []
     bound = {}
-    for imp in imports:
+    for imp in imports_of(path, module):
         if not _is_project(imp.module, projects):
             continue
         if any(is_private(part) for part in imp.target.split(".")):
             uses.append((imp.line, imp.target))
         bound[imp.bound] = imp.target
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Load, ast.Store, ast.Del)):
-            chain = _dotted(node)
-            if chain and chain[0] in bound and is_private(chain[-1]):
-                uses.append((node.lineno, ".".join([bound[chain[0]], *chain[1:]])))
-        elif isinstance(node, ast.Call) and len(node.args) >= 2:
-            func = _dotted(node.func)
-            owner, attribute = node.args[0], node.args[1]
-            if (func and func[-1] in ("getattr", "setattr", "hasattr", "delattr")
-                    and isinstance(owner, ast.Name) and owner.id in bound
-                    and isinstance(attribute, ast.Constant) and isinstance(attribute.value, str)
-                    and is_private(attribute.value)):
-                uses.append((node.lineno, f"{bound[owner.id]}.{attribute.value}"))
-        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            func = _dotted(node.func)
-            text = node.args[0].value
-            if (func and func[-1] == "setattr" and isinstance(text, str) and "." in text
-                    and _is_project(text.rsplit(".", 1)[0], projects) and is_private(text.rsplit(".", 1)[1])):
-                uses.append((node.lineno, text))
+        name = _private_attribute(node, bound) or _private_by_string(node, bound, projects)
+        if name:
+            uses.append((node.lineno, name))
     return sorted(set(uses))
 
 
