@@ -24,6 +24,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"
+include: "rules/fetch.smk"
 include: "rules/synthetic.smk"
 
 

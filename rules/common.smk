@@ -2,6 +2,7 @@ import os
 import re
 
 from clip_interp.config import ConfigError, device_problem, model_path_problems
+from clip_interp.sources import is_remote, local_fingerprint, local_path
 
 # Shared by all studies: the models, runtime settings and cluster resources. Each study's settings
 # are in its own config section (`negation`), read by its rule files.
@@ -39,6 +40,38 @@ STUDY_TARGETS = {study: [] for study in STUDIES}
 
 def all_targets():
     return [target for study in STUDIES for target in STUDY_TARGETS[study]]
+
+
+# The configured sources of every study (`<section>.sources.<name>`: an http(s) URL, a file:// URL or a local path).
+
+
+def produced_by_workflow(path):
+    """Whether the workflow itself writes this path (the demo's synthetic data), so it need not exist yet."""
+    return os.path.normpath(str(path)).startswith(os.path.join("results", "synthetic"))
+
+
+def source_path(section, name, download=None):
+    """Where the rules read source `<section>.sources.<name>`: its local path as configured (normalised), or for
+    an http(s) URL the file its fetch rule writes, `download` (default `results/raw/<section>/<name>`); None when
+    the source is not configured."""
+    spec = config[section]["sources"].get(name)
+    if spec is None:
+        return None
+    if is_remote(spec["url"]):
+        return download or f"results/raw/{section}/{name}"
+    return os.path.normpath(str(local_path(spec["url"])))
+
+
+def source_fingerprint(section, name):
+    """A `params:` entry that changes when the local source `<section>.sources.<name>` is changed in place (its
+    content, or for a folder its files), so the rules that read it re-run; None for an http(s) URL and for a path
+    the workflow writes itself."""
+
+    def fingerprint(wildcards):
+        url = config[section]["sources"][name]["url"]
+        return None if produced_by_workflow(url) else local_fingerprint(url)
+
+    return fingerprint
 
 
 MODEL_RESOURCES = dict(

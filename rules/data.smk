@@ -1,5 +1,9 @@
 # Data: fetch VALSE existence, its Visual7W images and CANNOT; prepare the instances.
 
+# Where the Visual7W images are downloaded to from an http(s) URL; a local zip or folder is read in place.
+VISUAL7W_DOWNLOAD = "results/raw/downloads/visual7w_images.zip"
+
+
 # A local source's content is a `params:` entry (`fingerprint`), so changing the file in place (or an
 # image in a local folder) re-runs its fetch and everything downstream of it.
 # The fetches need the internet, which compute nodes often lack: on a cluster they run where Snakemake runs.
@@ -17,7 +21,7 @@ STUDY_TARGETS["negation"] += expand(
 STUDY_TARGETS["negation"] += expand("results/datasets/{model}/cannot_pairs.parquet", model=MODELS)
 
 
-rule fetch_valse:
+use rule fetch_source as fetch_valse with:
     output:
         "results/raw/valse/existence.json",
     params:
@@ -25,50 +29,35 @@ rule fetch_valse:
         name="negation.sources.valse_existence",
         kind="json",
         json_shape="object",
-        fingerprint=source_fingerprint("valse_existence"),
+        fingerprint=source_fingerprint("negation", "valse_existence"),
     log:
         rule_log("fetch_valse"),
     benchmark:
         rule_benchmark("fetch_valse")
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../workflow/scripts/fetch_source.py"
 
 
-rule download_visual7w_images:
+use rule fetch_source as download_visual7w_images with:
     output:
-        "results/raw/downloads/visual7w_images.zip",
+        VISUAL7W_DOWNLOAD,
     params:
         source=NEGATION["sources"]["visual7w_images"],
         name="negation.sources.visual7w_images",
         kind="zip",
-        json_shape=None,
-        fingerprint=source_fingerprint("visual7w_images"),
+        fingerprint=source_fingerprint("negation", "visual7w_images"),
     log:
         rule_log("download_visual7w_images"),
     benchmark:
         rule_benchmark("download_visual7w_images")
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../workflow/scripts/fetch_source.py"
 
 
 rule extract_valse_images:
     input:
         valse="results/raw/valse/existence.json",
-        archive=images_archive(),
+        archive=source_path("negation", "visual7w_images", download=VISUAL7W_DOWNLOAD),
     output:
         directory("results/raw/images"),
     params:
-        fingerprint=source_fingerprint("visual7w_images"),
+        fingerprint=source_fingerprint("negation", "visual7w_images"),
     log:
         rule_log("extract_valse_images"),
     benchmark:
@@ -82,26 +71,18 @@ rule extract_valse_images:
         "../workflow/scripts/extract_images.py"
 
 
-rule fetch_cannot:
+use rule fetch_source as fetch_cannot with:
     output:
         "results/raw/cannot/cannot_dataset_v1.1.tsv",
     params:
         source=NEGATION["sources"]["cannot"],
         name="negation.sources.cannot",
         kind="tsv",
-        json_shape=None,
-        fingerprint=source_fingerprint("cannot"),
+        fingerprint=source_fingerprint("negation", "cannot"),
     log:
         rule_log("fetch_cannot"),
     benchmark:
         rule_benchmark("fetch_cannot")
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../workflow/scripts/fetch_source.py"
 
 
 rule prepare_valse:

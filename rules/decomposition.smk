@@ -46,7 +46,7 @@ DECOMPOSITION_KINDS = {
 }
 
 
-rule fetch_decomposition_source:
+use rule fetch_source as fetch_decomposition_source with:
     output:
         "results/raw/decomposition/{name}",
     wildcard_constraints:
@@ -55,27 +55,19 @@ rule fetch_decomposition_source:
         source=lambda wildcards: DECOMPOSITION_SOURCES[wildcards.name],
         name=lambda wildcards: f"decomposition.sources.{wildcards.name}",
         kind=lambda wildcards: DECOMPOSITION_KINDS[wildcards.name],
-        json_shape=None,
     log:
         rule_log("fetch_decomposition_source", "{name}"),
     benchmark:
         rule_benchmark("fetch_decomposition_source", "{name}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../workflow/scripts/fetch_source.py"
 
 
 rule extract_waterbirds:
     input:
-        archive=decomposition_source("waterbirds"),
+        archive=source_path("decomposition", "waterbirds"),
     output:
         directory("results/raw/decomposition/waterbirds_extracted"),
     params:
-        fingerprint=decomposition_fingerprint("waterbirds"),
+        fingerprint=source_fingerprint("decomposition", "waterbirds"),
     log:
         rule_log("extract_waterbirds"),
     benchmark:
@@ -97,9 +89,9 @@ checkpoint decomposition_image_list:
     params:
         split=DECOMPOSITION["spurious"]["split"],
         fingerprint=lambda wildcards: (
-            decomposition_fingerprint("waterbirds")(wildcards)
+            source_fingerprint("decomposition", "waterbirds")(wildcards)
             if wildcards.imageset == "waterbirds"
-            else decomposition_fingerprint("classification_images")(wildcards)
+            else source_fingerprint("decomposition", "classification_images")(wildcards)
         ),
     log:
         rule_log("decomposition_image_list", "{imageset}"),
@@ -222,7 +214,7 @@ rule textspan:
         store=f"{DECOMPOSITION_OUT}/store/classification.h5",
         classifier=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
         texts=f"{DECOMPOSITION_OUT}/text/descriptions.npy",
-        pool=decomposition_source("descriptions"),
+        pool=source_path("decomposition", "descriptions"),
     output:
         table=f"{DECOMPOSITION_OUT}/textspan.parquet",
         reconstruction=f"{DECOMPOSITION_OUT}/textspan_reconstruction.parquet",
@@ -250,7 +242,7 @@ rule textspan:
 
 rule decomposition_segmentation:
     input:
-        mat=decomposition_source("segmentation"),
+        mat=source_path("decomposition", "segmentation"),
         classifier=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
         model=model_files,
     output:
@@ -268,7 +260,7 @@ rule decomposition_segmentation:
         convention=DECOMPOSITION["convention"],
         device=DEVICE,
         batch_size=IMAGE_BATCH_SIZE,
-        fingerprint=decomposition_fingerprint("segmentation"),
+        fingerprint=source_fingerprint("decomposition", "segmentation"),
     log:
         rule_log("decomposition_segmentation", "{model}"),
     benchmark:

@@ -1,7 +1,7 @@
 # The decomposition study's settings (config section `decomposition`) and helpers shared by its rule files.
 
 from clip_interp.config import ConfigError
-from clip_interp.sources import is_remote, local_fingerprint, local_path
+from clip_interp.sources import is_remote, local_path
 
 DECOMPOSITION = config["decomposition"]
 DECOMPOSITION_SOURCES = DECOMPOSITION["sources"]
@@ -9,36 +9,9 @@ DECOMPOSITION_OUT = "results/decomposition/{model}"
 IMAGE_SETS = ["classification", "waterbirds"]
 
 
-def produced_by_workflow(path):
-    """Whether the workflow itself writes this path (the demo's synthetic sets), so it need not exist yet."""
-    return os.path.normpath(str(path)).startswith(os.path.join("results", "synthetic"))
-
-
-def decomposition_source(name):
-    """The local path of source `decomposition.sources.<name>`, or where its fetch rule puts a download;
-    None when the source is not configured."""
-    spec = DECOMPOSITION_SOURCES.get(name)
-    if spec is None:
-        return None
-    if is_remote(spec["url"]):
-        return f"results/raw/decomposition/{name}"
-    return os.path.normpath(str(local_path(spec["url"])))
-
-
-def decomposition_fingerprint(name):
-    """A `params:` entry that changes when a local source is changed in place (None: a download or a
-    path produced by the workflow)."""
-
-    def fingerprint(wildcards):
-        url = DECOMPOSITION_SOURCES[name]["url"]
-        return None if produced_by_workflow(url) else local_fingerprint(url)
-
-    return fingerprint
-
-
 def waterbirds_folder():
     """The extracted Waterbirds folder: a configured local folder, else the extraction of the tarball."""
-    path = decomposition_source("waterbirds")
+    path = source_path("decomposition", "waterbirds")
     if not is_remote(DECOMPOSITION_SOURCES["waterbirds"]["url"]) and (
         os.path.isdir(path) or produced_by_workflow(path)
     ):
@@ -50,18 +23,18 @@ def image_list_inputs(wildcards):
     """The image folder (and labels/class-names files) an image set's list is made from."""
     if wildcards.imageset == "waterbirds":
         return {"folder": waterbirds_folder()}
-    inputs = {"folder": decomposition_source("classification_images")}
+    inputs = {"folder": source_path("decomposition", "classification_images")}
     for name in ("classification_labels", "class_names"):
         if DECOMPOSITION_SOURCES.get(name):
-            inputs[name] = decomposition_source(name)
+            inputs[name] = source_path("decomposition", name)
     return inputs
 
 
 def text_inputs(wildcards):
-    inputs = {name: decomposition_source(name) for name in ("class_names", "templates") if DECOMPOSITION_SOURCES.get(name)}
-    inputs["descriptions"] = decomposition_source("descriptions")
+    inputs = {name: source_path("decomposition", name) for name in ("class_names", "templates") if DECOMPOSITION_SOURCES.get(name)}
+    inputs["descriptions"] = source_path("decomposition", "descriptions")
     if DECOMPOSITION_SOURCES.get("place_descriptions"):
-        inputs["place_descriptions"] = decomposition_source("place_descriptions")
+        inputs["place_descriptions"] = source_path("decomposition", "place_descriptions")
     inputs["model"] = model_files(wildcards)
     return inputs
 

@@ -23,7 +23,7 @@ localrules:
     fetch_heads_source,
 
 
-rule fetch_heads_source:
+use rule fetch_source as fetch_heads_source with:
     output:
         "results/raw/heads/{name}",
     wildcard_constraints:
@@ -32,18 +32,10 @@ rule fetch_heads_source:
         source=lambda wildcards: HEADS_SOURCES[wildcards.name],
         name=lambda wildcards: f"heads.sources.{wildcards.name}",
         kind="tsv",
-        json_shape=None,
     log:
         rule_log("fetch_heads_source", "{name}"),
     benchmark:
         rule_benchmark("fetch_heads_source", "{name}")
-    threads: 1
-    resources:
-        mem_mb=1000,
-    conda:
-        "../envs/data.yaml"
-    script:
-        "../workflow/scripts/fetch_source.py"
 
 
 rule heads_labels:

@@ -3,21 +3,13 @@
 
 from clip_interp.config import ConfigError
 from clip_interp.heads.published import PAPER_SCORES
-from clip_interp.sources import is_remote, local_fingerprint, local_path
+from clip_interp.sources import is_remote, local_path
 
 HEADS = config["heads"]
 HEADS_SOURCES = HEADS["sources"]
 HEADS_OUT = "results/heads/{model}"
 HEADS_ANALYSES = ["property_neighbours", "topic_maps", "contrastive_maps", "image_neighbours", "text_neighbours"]
 HEADS_CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers"]
-
-
-def heads_source(name):
-    """The local path of source `heads.sources.<name>`, or where its fetch rule puts a download."""
-    url = HEADS_SOURCES[name]["url"]
-    if is_remote(url):
-        return f"results/raw/heads/{name}"
-    return os.path.normpath(str(local_path(url)))
 
 
 def published_model(model):
@@ -30,12 +22,12 @@ def published_model(model):
 
 def heads_published_input(wildcards):
     """The published labels, for a model they cover (the agreement is computed there only; elsewhere NaN)."""
-    return {"published": heads_source("published_labels")} if published_model(wildcards.model) else {}
+    return {"published": source_path("heads", "published_labels")} if published_model(wildcards.model) else {}
 
 
 def heads_published_fingerprint(wildcards):
-    url = HEADS_SOURCES["published_labels"]["url"]
-    return local_fingerprint(url) if published_model(wildcards.model) and not is_remote(url) else None
+    """The published labels' fingerprint (`source_fingerprint`), for a model they cover; elsewhere None."""
+    return source_fingerprint("heads", "published_labels")(wildcards) if published_model(wildcards.model) else None
 
 
 def heads_label_tables(wildcards):

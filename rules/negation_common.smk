@@ -1,7 +1,7 @@
 # The negation study's settings (config section `negation`) and helpers shared by its rule files.
 
 from clip_interp.config import ConfigError, text_layer_problems
-from clip_interp.sources import is_remote, local_fingerprint, local_path
+from clip_interp.sources import is_remote, local_path
 
 NEGATION = config["negation"]
 VARIANTS = list(NEGATION["dataset"]["variants"])
@@ -21,12 +21,6 @@ def images_dir():
     return "results/raw/images"
 
 
-def images_archive():
-    """The images source to extract from: a downloaded zip, or the configured local zip/folder."""
-    url = NEGATION["sources"]["visual7w_images"]["url"]
-    return "results/raw/downloads/visual7w_images.zip" if is_remote(url) else str(local_path(url))
-
-
 def analysis_variant(analysis):
     """The dataset variant an analysis reads (`negation.<name>.variant`), checked against `negation.dataset.variants`."""
     variant = NEGATION[analysis]["variant"]
@@ -36,16 +30,6 @@ def analysis_variant(analysis):
             f"{VARIANTS}; add it to negation.dataset.variants or choose one of them"
         )
     return variant
-
-
-def source_fingerprint(name):
-    """A `params:` entry that changes when the local source `negation.sources.<name>` is changed in place
-    (its content, or for a folder its files), so the rules that read it re-run; None for a download."""
-
-    def fingerprint(wildcards):
-        return local_fingerprint(NEGATION["sources"][name]["url"])
-
-    return fingerprint
 
 
 def local_source_problems():

@@ -69,8 +69,8 @@ def tiny_clip_factory(tmp_path_factory):
 
     import torch
 
+    from clip_interp.demo.toy_clip import toy_clip_config
     from clip_interp.models import load_model
-    from clip_interp.toy_clip import toy_clip_config
 
     folder = tmp_path_factory.mktemp("tiny_clip_configs")
     built, originals = {}, {}

@@ -44,7 +44,7 @@ def good_image(seed: int) -> bytes:
 
 def setup_study(root: Path, valse: dict) -> tuple[Path, Path, Path, Path]:
     """A copy of the workflow, a local VALSE-format file and image folder, and a tiny random-init model."""
-    from clip_interp.toy_clip import toy_clip_config
+    from clip_interp.demo.toy_clip import toy_clip_config
 
     workdir = copy_workflow(root / "wf")
     data = root / "data"

@@ -19,10 +19,10 @@ from clip_interp.decomposition.spurious import select_heads_by_descriptions, sel
 from clip_interp.decomposition.store import (DecompositionStore, gather_shards, n_shards, shard_rows,
                                              write_decomposition)
 from clip_interp.decomposition.textspan import textspan_heads, textspan_table
-from clip_interp.errors import InputError
-from clip_interp.synthetic import COLOURS
-from clip_interp.synthetic_decomposition import (CLASSES, PLACES, WATERBIRD_SHAPES, description_pool,
+from clip_interp.demo.decomposition_sets import (CLASSES, PLACES, WATERBIRD_SHAPES, description_pool,
                                                  generate_decomposition_sets)
+from clip_interp.demo.negation_benchmark import COLOURS
+from clip_interp.errors import InputError
 
 from test_config import SCHEMA, load
 
@@ -224,7 +224,7 @@ def test_gathered_store_moves_with_its_shards_and_is_byte_stable(stores, tmp_pat
 
 
 def test_every_pool_description_has_one_kind():
-    from clip_interp.synthetic_decomposition import description_kind
+    from clip_interp.demo.decomposition_sets import description_kind
 
     kinds = [description_kind(text) for text in description_pool()]
     counts = {kind: kinds.count(kind) for kind in set(kinds)}
@@ -241,7 +241,7 @@ def test_the_waterbirds_extraction_runs_without_torch():
 
 
 def test_planted_structure_checks_on_hand_made_tables():
-    from clip_interp.synthetic_decomposition import planted_structure_checks
+    from clip_interp.demo.decomposition_sets import planted_structure_checks
 
     textspan = pd.DataFrame({"layer": [3, 3, 3, 3], "head": [0, 0, 1, 1], "rank": [1, 2, 1, 2],
                              "text": ["Something red.", "A photo of a dog.", "There is a circle.", "Something blue."],

@@ -151,7 +151,7 @@ def test_manifest_errors_name_the_file(tmp_path):
 
 
 def test_planted_property_is_the_most_named_kind():
-    from clip_interp.synthetic_decomposition import GENERAL_DESCRIPTIONS, planted_property
+    from clip_interp.demo.decomposition_sets import GENERAL_DESCRIPTIONS, planted_property
 
     general = GENERAL_DESCRIPTIONS[0]
     assert planted_property(["Some squares.", "There is a red thing.", general, "Something blue."]) == "colours"

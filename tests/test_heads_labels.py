@@ -50,8 +50,8 @@ def test_general_taxonomy_file():
 
 
 def test_demo_taxonomy_covers_the_synthetic_vocabulary():
-    from clip_interp.synthetic import COLOURS, SHAPES
-    from clip_interp.synthetic_decomposition import POSITIONS, SIZES
+    from clip_interp.demo.decomposition_sets import POSITIONS, SIZES
+    from clip_interp.demo.negation_benchmark import COLOURS, SHAPES
 
     taxonomy = load_taxonomy(DEMO)
     assert taxonomy.names == ("colours", "shapes", "positions", "sizes", "backgrounds")
@@ -168,7 +168,7 @@ def test_every_seed_is_matched_to_its_own_property_by_a_tiny_clip(tiny_clip, one
 
 
 def test_label_heads_with_a_tiny_clip_is_deterministic(tiny_clip, one_thread):
-    from clip_interp.synthetic_decomposition import description_pool
+    from clip_interp.demo.decomposition_sets import description_pool
 
     pool = description_pool()
     heads = {(layer, head): pool[4 * head + layer: 4 * head + layer + 5] for layer in (2, 3) for head in range(4)}

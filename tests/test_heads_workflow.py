@@ -56,7 +56,7 @@ def test_demo_labels_and_scores(heads_run):
 def test_demo_labels_judge_each_heads_textspan_texts_and_the_planted_check_runs(heads_run):
     """Each label row carries its own head's top TEXTSPAN texts in rank order (a wrong head would show), and the
     planted-structure check (README) gives every head a planted property from those texts."""
-    from clip_interp.synthetic_decomposition import planted_label_check
+    from clip_interp.demo.decomposition_sets import planted_label_check
 
     model = heads_run / "results"
     labels = pd.read_parquet(model / "heads" / "toy-clip" / "labels_taxonomy.parquet")

@@ -581,7 +581,7 @@ def test_demo_planted_structure(demo_run):
     """On the reduced demo, TEXTSPAN finds colour heads and shape/position heads, and the decomposition's
     segmentation beats the raw last-layer attention in mIoU. The third planted check (ablating background heads
     raises the worst-group accuracy) does not hold on the toy and is reported in the README, not asserted."""
-    from clip_interp.synthetic_decomposition import planted_structure_checks
+    from clip_interp.demo.decomposition_sets import planted_structure_checks
 
     workdir, _ = demo_run
     out = workdir / "results" / "decomposition" / "toy-clip"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clip_interp.synthetic_decomposition import head_kinds, planted_structure_checks
+from clip_interp.demo.decomposition_sets import head_kinds, planted_structure_checks
 
 
 def main(argv=None) -> int:

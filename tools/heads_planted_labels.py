@@ -1,7 +1,7 @@
 """The demo's head labels against the planted structure of the synthetic world.
 
 Every text of the demo's description pool names one planted kind (colour, shape, position, size, background) or
-none ("general"; clip_interp.synthetic_decomposition.description_kind), and the demo taxonomy has one property per
+none ("general"; clip_interp.demo.decomposition_sets.description_kind), and the demo taxonomy has one property per
 kind. A head's planted property is the kind most of its judged TEXTSPAN texts name (general texts left out; ties
 to the kind of the earlier text; none when all are general). Prints, per head, the label the workflow gave, the
 planted property and the kinds of its texts, then the share of heads with a planted property whose label equals it.
@@ -15,7 +15,7 @@ import argparse
 
 import pandas as pd
 
-from clip_interp.synthetic_decomposition import planted_label_check
+from clip_interp.demo.decomposition_sets import planted_label_check
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from clip_interp.synthetic import generate_existence_benchmark
-from clip_interp.synthetic_decomposition import append_train_records, generate_decomposition_sets
+from clip_interp.demo.decomposition_sets import append_train_records, generate_decomposition_sets
+from clip_interp.demo.negation_benchmark import generate_existence_benchmark
 from clip_interp.workflow import run_rule
 
 

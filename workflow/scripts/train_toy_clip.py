@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from clip_interp.toy_clip import train_toy_clip
+from clip_interp.demo.toy_clip import train_toy_clip
 from clip_interp.workflow import run_rule
 
 

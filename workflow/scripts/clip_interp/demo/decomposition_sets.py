@@ -1,6 +1,6 @@
 """The offline demo's sets for the decomposition study, in the formats of the real data.
 
-Drawn from the same world as :mod:`clip_interp.synthetic` (coloured shapes on a 64-pixel canvas,
+Drawn from the same world as :mod:`clip_interp.demo.negation_benchmark` (coloured shapes on a 64-pixel canvas,
 objects on the toy CLIP's 8-pixel patch grid):
 
 * **Classification set** (``classification/``): one object per image on a noisy tinted background;
@@ -36,9 +36,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import InputError
-from .io import atomic_path
-from .synthetic import COLOURS, COLOUR_JITTER, NOISE_STD, SHAPES, _png_bytes, _shape_mask, _write_bytes, sentence
+from ..errors import InputError
+from ..io import atomic_path
+from .negation_benchmark import (COLOUR_JITTER, COLOURS, NOISE_STD, SHAPES, png_bytes, sentence, shape_cell_mask,
+                                 write_bytes_atomically)
 
 CLASSES: list[tuple[str, str]] = [(c, s) for c in COLOURS for s in SHAPES]
 WATERBIRD_SHAPES = ("circle", "triangle")
@@ -94,7 +95,7 @@ def _draw_object(rng: np.random.Generator, canvas: np.ndarray, colour: str, shap
     cell = grid * int(rng.integers(low // grid, high // grid + 1))
     x = grid * int(rng.integers(0, (size - cell) // grid + 1))
     y = grid * int(rng.integers(0, (size - cell) // grid + 1))
-    shape_mask = _shape_mask(shape, cell)
+    shape_mask = shape_cell_mask(shape, cell)
     mask = np.zeros(canvas.shape[:2], dtype=bool)
     mask[y:y + cell, x:x + cell] = shape_mask
     colour_value = np.asarray(COLOURS[colour], dtype=float) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3)
@@ -142,7 +143,7 @@ def _classification_set(out: Path, n: int, image_size: int, seed: int) -> dict[s
         mask = _draw_object(rng, canvas, colour, shape)
         rgb = _finish(rng, canvas)
         name = f"cls_{index:05d}.png"
-        _write_bytes(_png_bytes(rgb), folder / name)
+        write_bytes_atomically(png_bytes(rgb), folder / name)
         labels.append(f"{name} {label}")
         images.append(rgb)
         masks.append(mask)
@@ -170,7 +171,7 @@ def _waterbirds_train(images_dir: Path, n: int, image_size: int, seed: int, corr
         place = y if rng.uniform() < correlation else 1 - y
         rgb, colour = _waterbird_image(rng, image_size, y, place)
         name = f"wb_train_{index:05d}.png"
-        _write_bytes(_png_bytes(rgb), images_dir / name)
+        write_bytes_atomically(png_bytes(rgb), images_dir / name)
         shown = (colour, WATERBIRD_SHAPES[y])
         absent_pool = [c for c in CLASSES if c != shown]
         absent = absent_pool[int(rng.integers(len(absent_pool)))]
@@ -192,7 +193,7 @@ def _waterbirds_test(out: Path, n: int, image_size: int, seed: int) -> None:
         y, place = divmod(index % 4, 2)
         rgb, _ = _waterbird_image(rng, image_size, y, place)
         name = f"images/wb_test_{index:05d}.png"
-        _write_bytes(_png_bytes(rgb), folder / name)
+        write_bytes_atomically(png_bytes(rgb), folder / name)
         rows.append(f"{name},{y},2,{place}")
     _write_lines(folder / "metadata.csv", rows)
 

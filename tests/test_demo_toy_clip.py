@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_interp.errors import InputError
-from clip_interp.synthetic import generate_existence_benchmark
-from clip_interp.toy_clip import (
-    CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_NAME, _preprocess, load_toy_clip, toy_clip_config,
+from clip_interp.demo.negation_benchmark import generate_existence_benchmark
+from clip_interp.demo.toy_clip import (
+    CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_NAME, evaluation_transform, load_toy_clip, toy_clip_config,
     train_toy_clip,
 )
+from clip_interp.errors import InputError
 
 QUICK = dict(epochs=1, batch_size=16, lr=1e-3, seed=0, threads=1, log=None, text_warmup_steps=5)
 
@@ -97,7 +97,7 @@ def test_reload_through_open_clip_gives_the_trained_logits(tiny_bench, tiny_run)
         with Image.open(tiny_bench / "images" / entries[key]["image_file"]) as image:
             rgb = image.convert("RGB")
             tensor = preprocess(rgb)
-            assert torch.equal(tensor, _preprocess(toy_clip_config())(rgb))
+            assert torch.equal(tensor, evaluation_transform(toy_clip_config())(rgb))
             images.append(tensor)
     with torch.no_grad():
         v = model.encode_image(torch.stack(images), normalize=True)

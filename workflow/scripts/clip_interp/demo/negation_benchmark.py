@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import InputError
-from .io import atomic_path, write_json
+from ..errors import InputError
+from ..io import atomic_path, write_json
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -88,7 +88,7 @@ def sentence(colour: str, shape: str, *, plural: bool, negated: bool, some: bool
     return f"There is {article} {colour} {noun}."
 
 
-def _shape_mask(shape: str, size: int) -> np.ndarray:
+def shape_cell_mask(shape: str, size: int) -> np.ndarray:
     """Boolean ``size``×``size`` mask of ``shape`` drawn inside its cell with a 1-pixel margin."""
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
@@ -163,7 +163,7 @@ def _draw_scene(rng: np.random.Generator, image_size: int, plural: bool, grid: i
     main_mask = np.zeros((image_size, image_size), dtype=bool)
     objects: dict[tuple[str, str], int] = {}
     for combo, x, y, s in placed:
-        shape_mask = _shape_mask(combo[1], s)
+        shape_mask = shape_cell_mask(combo[1], s)
         colour = np.asarray(COLOURS[combo[0]], dtype=float) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3)
         region = canvas[y:y + s, x:x + s]
         region[shape_mask] = colour
@@ -190,13 +190,15 @@ def _absent_subject(rng: np.random.Generator, main: tuple[str, str], objects) ->
     return pool[int(rng.integers(len(pool)))]
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
+    """The PNG file (zlib level 6) of an 8-bit image array: (H, W) grey or (H, W, 3) RGB."""
     buffer = _io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
 
 
-def _write_bytes(data: bytes, path: Path) -> None:
+def write_bytes_atomically(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed when complete (``clip_interp.io.atomic_path``)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
@@ -259,8 +261,8 @@ def _eval_instance(index: int, neg_caption: bool, plural: bool, *, seed: int, im
     caption, foil = (negative, affirmative) if neg_caption else (affirmative, negative)
     stem = f"eval_{index:05d}"
     image_file, mask_file = f"{stem}.png", f"{stem}_mask.png"
-    _write_bytes(_png_bytes(rgb), images_dir / image_file)
-    _write_bytes(_png_bytes(np.where(mask, 255, 0).astype(np.uint8)), masks_dir / mask_file)
+    write_bytes_atomically(png_bytes(rgb), images_dir / image_file)
+    write_bytes_atomically(png_bytes(np.where(mask, 255, 0).astype(np.uint8)), masks_dir / mask_file)
     return f"existence_synthetic_{index:05d}", {
         "dataset": "synthetic",
         "dataset_idx": str(index),
@@ -310,7 +312,7 @@ def _train_image(index: int, *, seed: int, image_size: int, grid: int, images_di
     plural = bool(rng.integers(2))
     rgb, main, _, count, objects = _draw_scene(rng, image_size, plural, grid)
     image_file = f"train_{index:05d}.png"
-    _write_bytes(_png_bytes(rgb), images_dir / image_file)
+    write_bytes_atomically(png_bytes(rgb), images_dir / image_file)
     present_list = [[c, s, n] for (c, s), n in sorted(objects.items())]
     lines = []
     for subject, subject_plural, negated in _train_statements(rng, main, plural, objects):

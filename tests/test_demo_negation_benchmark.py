@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clip_interp.demo.negation_benchmark import COLOURS, SHAPES, generate_existence_benchmark, sentence
 from clip_interp.errors import InputError
-from clip_interp.synthetic import COLOURS, SHAPES, generate_existence_benchmark, sentence
 
 VALSE_KEYS = {
     "caption", "foil", "image_file", "mturk", "provenance_of_foils", "dataset", "dataset_idx",

@@ -46,9 +46,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .images import load_images
-from .errors import InputError
-from .io import atomic_path, write_json
+from ..errors import InputError
+from ..images import load_images
+from ..io import atomic_path, write_json
 
 MODEL_NAME = "ToyCLIP"
 CONFIG_FILE = f"{MODEL_NAME}.json"
@@ -113,7 +113,7 @@ def toy_clip_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
-def _preprocess(config: dict[str, Any]):
+def evaluation_transform(config: dict[str, Any]):
     """open_clip's evaluation transform with its default preprocessing at the model's image size."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -132,7 +132,7 @@ def _read_train(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise InputError(
             f"training pairs {path} not found; create them with "
-            "clip_interp.synthetic.generate_existence_benchmark(benchmark_dir, ...)"
+            "clip_interp.demo.negation_benchmark.generate_existence_benchmark(benchmark_dir, ...)"
         )
     records = []
     required = ("image_file", "caption", "foil", "subject", "caption_negated", "objects")
@@ -148,7 +148,7 @@ def _read_train(path: Path) -> list[dict[str, Any]]:
             if missing:
                 raise InputError(
                     f"{path} line {number} lacks keys {missing}; each training pair needs {list(required)} "
-                    "(as written by clip_interp.synthetic)"
+                    "(as written by clip_interp.demo.negation_benchmark)"
                 )
             records.append(record)
     if len(records) < 2:
@@ -158,7 +158,8 @@ def _read_train(path: Path) -> list[dict[str, Any]]:
 
 def _read_eval(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     if not path.exists():
-        raise InputError(f"benchmark {path} not found; create it with clip_interp.synthetic.generate_existence_benchmark")
+        raise InputError(f"benchmark {path} not found; create it with "
+                         "clip_interp.demo.negation_benchmark.generate_existence_benchmark")
     with open(path) as handle:
         entries = json.load(handle)
     keys = sorted(entries)
@@ -543,6 +544,28 @@ def _metrics(config: dict[str, Any], hyperparameters: dict[str, Any], *, n_train
     }
 
 
+def _save_model(out: Path, config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """Write the open_clip model config (``ToyCLIP.json``) and the state dict (``toy_clip.pt``) under ``out``."""
+    write_json(config, out / CONFIG_FILE)
+    with atomic_path(out / CHECKPOINT_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def _timings_and_versions(*, started: float, loaded: float, trained: float, cpu_started: float) -> dict[str, Any]:
+    """Wall seconds of loading, training and in total since ``started`` (``time.perf_counter``), CPU seconds
+    since ``cpu_started`` (``time.process_time``), and the torch and open_clip versions."""
+    import open_clip
+
+    return {
+        "seconds_loading": loaded - started,
+        "seconds_training": trained - loaded,
+        "seconds_total": time.perf_counter() - started,
+        "cpu_seconds_total": time.process_time() - cpu_started,
+        "torch_version": torch.__version__,
+        "open_clip_version": open_clip.__version__,
+    }
+
+
 def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                    epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
                    seed: int = 0, threads: int = 1, log: Callable[[str], Any] | None = print,
@@ -593,7 +616,7 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
     with _DeterministicCPU(threads):
         torch.manual_seed(seed)
         model = open_clip.CLIP(**copy.deepcopy(config))
-        preprocess = _preprocess(config)
+        preprocess = evaluation_transform(config)
         tokenizer = _tokenizer()
         data = _train_data(records, benchmark, preprocess, tokenizer)
         evaluation = _eval_data(eval_entries, benchmark, preprocess, tokenizer)
@@ -613,20 +636,11 @@ def train_toy_clip(benchmark_dir: str | os.PathLike, out_dir: str | os.PathLike,
         accuracy_some, _, _ = _evaluate(model, evaluation.images, evaluation.captions_some, evaluation.foils_some)
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
-    write_json(config, out / CONFIG_FILE)
-    with atomic_path(out / CHECKPOINT_FILE) as tmp:
-        torch.save(state, tmp)
+    _save_model(out, config, state)
     metrics = _metrics(config, hyperparameters, n_train_pairs=len(records), data=data, eval_keys=eval_keys,
                        negated_caption=evaluation.negated_caption, steps=step, history=history, accuracy=accuracy,
                        accuracy_some=accuracy_some, caption_logits=caption_logits, foil_logits=foil_logits)
-    metrics.update({
-        "seconds_loading": loaded - started,
-        "seconds_training": trained - loaded,
-        "seconds_total": time.perf_counter() - started,
-        "cpu_seconds_total": time.process_time() - cpu_started,
-        "torch_version": torch.__version__,
-        "open_clip_version": open_clip.__version__,
-    })
+    metrics.update(_timings_and_versions(started=started, loaded=loaded, trained=trained, cpu_started=cpu_started))
     write_json(metrics, out / METRICS_FILE)
     say(f"toy CLIP trained in {metrics['seconds_total']:.0f}s: held-out accuracy {accuracy:.3f} "
         f"(with 'some': {accuracy_some:.3f}); wrote {out / CONFIG_FILE}, {out / CHECKPOINT_FILE}")
