@@ -104,8 +104,11 @@ def load_images(paths: Sequence[str | Path], preprocess, keys: Sequence[str] | N
 
 
 def centre_view(image, size: int, resample):
-    """A PIL image with its shorter side resized to ``size`` (the longer side truncated as torchvision's
-    ``Resize`` does), then centre-cropped to ``size`` x ``size`` (offsets rounded as ``CenterCrop``'s)."""
+    """The model's centre crop of a PIL image, as open_clip's evaluation preprocessing takes it (torchvision's
+    ``Resize(size)`` then ``CenterCrop(size)``): the shorter side resized to ``size`` and the longer one to
+    ``int(size * longer / shorter)`` (truncated), then the ``size`` x ``size`` square whose left and top offsets
+    are ``int(round((side - size) / 2))``. ``resample`` is the PIL filter of the resize (the model's is
+    ``Image.BICUBIC``)."""
     width, height = image.size
     if width <= height:
         new_size = (size, int(size * height / width))

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..contributions import decompose, scores_to_maps  # noqa: F401
-from ..images import centre_view as _resize_and_crop
+from ..images import centre_view
 
 METHODS = ("decomposition", "last_layer_attention", "attention_rollout")
 
@@ -89,7 +89,7 @@ def preprocess_mask(mask: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
     image = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
-    return np.asarray(_resize_and_crop(image, size, Image.NEAREST)) > 127
+    return np.asarray(centre_view(image, size, Image.NEAREST)) > 127
 
 
 def display_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -97,7 +97,7 @@ def display_image(image: np.ndarray, size: int) -> np.ndarray:
     in [0, 1]: what the maps and masks of an example figure lie on."""
     from PIL import Image
 
-    return np.asarray(_resize_and_crop(Image.fromarray(image), size, Image.BICUBIC)) / 255.0
+    return np.asarray(centre_view(Image.fromarray(image), size, Image.BICUBIC)) / 255.0
 
 
 @dataclass
