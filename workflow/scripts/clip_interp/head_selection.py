@@ -7,7 +7,7 @@ configuration lists, never in tables.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import InputError
 

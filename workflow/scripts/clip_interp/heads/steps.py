@@ -169,8 +169,8 @@ def _neighbour_table(index, parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def property_neighbour_table(index, rows: Sequence[int], properties: Sequence[str], k: int) -> pd.DataFrame:
-    """(a) per query image and property: ``query_row, query_image, property, n_heads, rank, row, image, path, score`` (paths relative
-    to the working directory)."""
+    """(a) per query image and property: ``query_row, query_image, property, n_heads, rank, row, image, path,
+    score`` (paths relative to the working directory)."""
     parts = []
     for row in rows:
         image = _query_image(index, row)
