@@ -12,7 +12,7 @@ from clip_interp.heads import cli
 from clip_interp.heads.explorer import pictures
 from clip_interp.heads.explorer.layout import build_app, guarded
 from clip_interp.heads.explorer.pictures import DISPLAY_SIZE, THUMBNAIL_SIZE, overlay
-from clip_interp.heads.explorer.requests import MAP_SCOPES, ExplorerInputError
+from clip_interp.heads.explorer.request_checks import MAP_SCOPES, ExplorerInputError
 from clip_interp.heads.explorer.server import serve
 from clip_interp.heads.explorer.state import Explorer
 from clip_interp.heads.index import HeadIndex

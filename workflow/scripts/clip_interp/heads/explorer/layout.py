@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from ...errors import InputError
 from ...images import centre_view
 from .pictures import DISPLAY_SIZE
-from .requests import DEFAULT_K, MAP_SCOPES, MAX_K
+from .request_checks import DEFAULT_K, MAP_SCOPES, MAX_K
 from .state import Explorer
 
 LOG = logging.getLogger(__name__)

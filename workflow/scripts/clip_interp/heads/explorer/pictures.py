@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from ...images import centre_view
-from .requests import ExplorerInputError
+from .request_checks import ExplorerInputError
 
 LOG = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from .layout import build_app
-from .requests import ExplorerInputError
+from .request_checks import ExplorerInputError
 from .state import DEFAULT_MAX_UPLOAD_MB, Explorer
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

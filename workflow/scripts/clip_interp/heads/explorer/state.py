@@ -13,7 +13,7 @@ from .. import analyses
 from ..analyses import ALL_HEADS
 from ..index import HeadIndex
 from .pictures import overlay
-from .requests import (
+from .request_checks import (
     MAP_SCOPES,
     ExplorerInputError,
     call_analysis,
