@@ -67,7 +67,7 @@ rule heads_scores:
     input:
         unpack(heads_label_tables),
         unpack(heads_published_input),
-        textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
+        textspan=HEADS_DECOMPOSITION["textspan"],
         taxonomy=HEADS["taxonomy"],
         model=model_files,
     output:
@@ -95,9 +95,7 @@ rule heads_scores:
 rule heads_explorer_manifest:
     input:
         unpack(heads_label_tables),
-        store=f"{DECOMPOSITION_OUT}/store/{HEADS['image_set']}.h5",
-        images=f"results/decomposition/datasets/{HEADS['image_set']}.parquet",
-        textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
+        **HEADS_DECOMPOSITION,
         scores=f"{HEADS_OUT}/scores.parquet",
     output:
         f"{HEADS_OUT}/explorer.json",
@@ -185,7 +183,6 @@ rule heads_cross_model:
         layers_pdf="results/heads/figures/property_layers.pdf",
     params:
         models=MODELS,
-        specs=[config["models"][m] for m in MODELS],
     log:
         rule_log("heads_cross_model"),
     benchmark:

@@ -2,13 +2,13 @@
 # It reads the decomposition study's outputs (stores, image lists, TEXTSPAN tables), so it needs that study.
 
 from clip_interp.config import ConfigError
+from clip_interp.heads import ANALYSES as HEADS_ANALYSES
 from clip_interp.heads.published import PAPER_SCORES
 from clip_interp.sources import is_remote, local_path
 
 HEADS = config["heads"]
 HEADS_SOURCES = HEADS["sources"]
 HEADS_OUT = "results/heads/{model}"
-HEADS_ANALYSES = ["property_neighbours", "topic_maps", "contrastive_maps", "image_neighbours", "text_neighbours"]
 HEADS_CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers"]
 
 
@@ -41,7 +41,7 @@ def heads_label_tables(wildcards):
 def heads_labeller_inputs(wildcards):
     """What a labeller reads: the model's TEXTSPAN table, the taxonomy, the model files (and the LLM's examples)."""
     inputs = {
-        "textspan": f"results/decomposition/{wildcards.model}/textspan.parquet",
+        "textspan": HEADS_DECOMPOSITION["textspan"].format(model=wildcards.model),
         "taxonomy": HEADS["taxonomy"],
         "model": model_files(wildcards),
     }
@@ -52,12 +52,9 @@ def heads_labeller_inputs(wildcards):
 
 def heads_index_inputs(wildcards):
     """Everything the explorer's index of a model names: its manifest and the files the manifest points at."""
-    image_set = HEADS["image_set"]
     return {
         "manifest": f"results/heads/{wildcards.model}/explorer.json",
-        "store": f"results/decomposition/{wildcards.model}/store/{image_set}.h5",
-        "images": f"results/decomposition/datasets/{image_set}.parquet",
-        "textspan": f"results/decomposition/{wildcards.model}/textspan.parquet",
+        **{name: path.format(model=wildcards.model) for name, path in HEADS_DECOMPOSITION.items()},
         "scores": f"results/heads/{wildcards.model}/scores.parquet",
         **heads_label_tables(wildcards),
         "model": model_files(wildcards),
@@ -143,3 +140,12 @@ def check_heads_inputs():
 
 
 check_heads_inputs()
+
+
+# The decomposition study's outputs that the heads study reads (with the {model} wildcard): the image set's store
+# and image table, and the TEXTSPAN table (defined once the checks above found the decomposition study).
+HEADS_DECOMPOSITION = {
+    "store": f"{DECOMPOSITION_OUT}/store/{HEADS['image_set']}.h5",
+    "images": f"results/decomposition/datasets/{HEADS['image_set']}.parquet",
+    "textspan": f"{DECOMPOSITION_OUT}/textspan.parquet",
+}

@@ -188,6 +188,13 @@ def test_query_heads_and_rows(index):
     assert query_properties(index, ["shapes", "animals"]) == (["shapes"], ["animals"])
 
 
+def test_every_analysis_has_one_step():
+    from clip_interp.heads import ANALYSES
+    from clip_interp.heads.steps import ANALYSIS_STEPS
+
+    assert sorted(ANALYSIS_STEPS) == sorted(ANALYSES) and len(ANALYSES) == 5
+
+
 SETTINGS = {"images": [1], "heads": [[3, 1]], "properties": "auto", "texts": ["a red circle"],
             "contrastive": [["a red circle", "a blue square"]], "k": 3}
 
@@ -206,3 +213,17 @@ def test_each_analysis_writes_its_table_and_grid(index, tmp_path, analysis, n_ro
         assert (firsts["row"] == 1).all() and np.allclose(firsts["score"], 1.0, atol=1e-5)
     if "path" in table:  # as the image table holds them: relative to the workflow's folder, not where it ran
         assert table["path"].tolist() == [f"images/img{row}.png" for row in table["row"]]
+
+
+def test_map_tables_name_the_model_scope_with_null_layer_and_head(index, tmp_path):
+    from clip_interp.heads.steps import HEAD_SCOPE, MODEL_SCOPE, run_analysis
+
+    for analysis in ("topic_maps", "contrastive_maps"):
+        table, _ = run_analysis(analysis, index, SETTINGS, [tmp_path / f"{analysis}.png"])
+        heads = table[table["scope"] == HEAD_SCOPE]
+        model = table[table["scope"] == MODEL_SCOPE]
+        assert set(table["scope"]) == {HEAD_SCOPE, MODEL_SCOPE} and len(heads) == len(model)
+        assert heads[["layer", "head"]].values.tolist() == [[3, 1]] * len(heads)
+        assert model["layer"].isna().all() and model["head"].isna().all()
+        assert str(table["layer"].dtype) == "Int64" and list(table.columns).index("scope") + 1 == list(
+            table.columns).index("layer")

@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from clip_interp.heads import ANALYSES
+from clip_interp.heads.steps import MODEL_SCOPE
+
 from test_workflow import SMALL_DEMO, copy_workflow, deep_merge, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
-ANALYSES = ["property_neighbours", "topic_maps", "contrastive_maps", "image_neighbours", "text_neighbours"]
 CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers"]
 SIX_MODELS = ["laion2b-ViT-B-16", "openai-ViT-B-16", "datacomp-ViT-B-32", "openai-ViT-B-32", "laion2b-ViT-L-14",
               "openai-ViT-L-14"]
@@ -87,7 +89,7 @@ def test_demo_explorer_index_and_analyses(heads_run):
         assert (table.groupby([c for c in table.columns if c.startswith("query") or c in ("layer", "head", "property")])
                 .size() == k).all()
     topic = pd.read_parquet(analyses / "topic_maps.parquet")
-    assert (topic["layer"] == -1).any() and topic["patch_scores"].map(len).eq(64).all()  # an 8x8 patch grid
+    assert (topic["scope"] == MODEL_SCOPE).any() and topic["patch_scores"].map(len).eq(64).all()  # an 8x8 patch grid
     contrast = pd.read_parquet(analyses / "contrastive_maps.parquet")
     pairs = contrast.pivot_table(index=["query_row", "layer", "head"], columns="direction", values="max_score")
     assert len(pairs) and set(pairs.columns) == {"a-b", "b-a"}

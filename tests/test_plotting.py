@@ -2,10 +2,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clip_interp.plotting import (
-    annotated_heatmap, layer_head_heatmap, layer_profile, new_figure, save_figure, symmetric_limit,
+    annotated_heatmap, layer_head_heatmap, layer_profile, new_figure, plt, ranked_picture_row, save_figure,
+    symmetric_limit,
 )
 
 
@@ -83,3 +85,14 @@ def test_importing_plotting_does_not_import_torch_and_selects_agg():
             "assert matplotlib.get_backend().lower() == 'agg', matplotlib.get_backend()")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_ranked_picture_row_shows_each_rank_with_its_score_and_blanks_missing_ranks():
+    ranked = pd.DataFrame({"rank": [2, 1], "row": [7, 3], "score": [0.25, 0.5]})
+    pictures = {3: np.zeros((4, 4, 3)), 7: np.ones((4, 4, 3))}
+    fig, axes = new_figure(1, 3, squeeze=False)
+    ranked_picture_row(axes[0], ranked, pictures, caption="#{rank} {score:.3f}")
+    assert [ax.get_xlabel() for ax in axes[0][:2]] == ["#1 0.500", "#2 0.250"]
+    assert np.array_equal(axes[0][1].images[0].get_array(), pictures[7])
+    assert not axes[0][2].axison and not axes[0][2].images and list(axes[0][0].get_xticks()) == []
+    plt.close(fig)

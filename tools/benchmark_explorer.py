@@ -78,7 +78,8 @@ def main() -> None:
     calls = {
         "(a) property neighbours": lambda: analyses.property_neighbours(index, image, prop, args.k),
         "(b) topic map, one head": lambda: analyses.head_topic_map(index, image, "a photo of a dog.", layer, head),
-        "(b) topic map, all heads": lambda: analyses.head_topic_map(index, image, "a photo of a dog.", None, None),
+        "(b) topic map, all heads": lambda: analyses.head_topic_map(index, image, "a photo of a dog.",
+                                                                    *analyses.ALL_HEADS),
         "(c) contrastive maps": lambda: analyses.contrastive_maps(index, image, "a dog.", "a cat.", layer, head),
         "(d) head image neighbours": lambda: analyses.head_image_neighbours(index, image, layer, head, args.k),
         "(e) head text neighbours": lambda: analyses.head_text_neighbours(index, "a photo of a dog.", layer, head, args.k),

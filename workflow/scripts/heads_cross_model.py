@@ -10,7 +10,11 @@ from clip_interp.workflow import run_rule
 def main(smk, log):
     scores = [pd.read_parquet(path) for path in smk.input.scores]
     labels = [pd.read_parquet(path) for path in smk.input.labels]
-    table, layers = cross_model(smk.params.models, smk.params.specs, scores, labels, smk.output)
+    output = smk.output
+    table, layers = cross_model(smk.params.models, scores, labels,
+                                scores_figure=[output.scores_png, output.scores_pdf],
+                                distribution_figure=[output.distribution_png, output.distribution_pdf],
+                                layers_figure=[output.layers_png, output.layers_pdf])
     log.info("%d models, %d (model, property, layer) rows", len(table), len(layers))
     write_parquet(table, smk.output.table, metadata={"models": smk.params.models})
     write_parquet(layers, smk.output.layers, metadata={"models": smk.params.models})

@@ -103,9 +103,16 @@ def load_images(paths: Sequence[str | Path], preprocess, keys: Sequence[str] | N
     return read_images(paths, preprocess, keys, unreadable="stop").pixels
 
 
-def centre_view(image, size: int, resample):
-    """A PIL image with its shorter side resized to ``size`` (the longer side truncated as torchvision's
-    ``Resize`` does), then centre-cropped to ``size`` x ``size`` (offsets rounded as ``CenterCrop``'s)."""
+def centre_view(image, size: int, resample: int | None = None):
+    """The model's centre crop of a PIL image, as open_clip's evaluation preprocessing takes it (torchvision's
+    ``Resize(size)`` then ``CenterCrop(size)``): the shorter side resized to ``size`` and the longer one to
+    ``int(size * longer / shorter)`` (truncated), then the ``size`` x ``size`` square whose left and top offsets
+    are ``int(round((side - size) / 2))``. ``resample`` is the PIL filter of the resize (default the model's,
+    ``Image.BICUBIC``)."""
+    if resample is None:
+        from PIL import Image
+
+        resample = Image.BICUBIC
     width, height = image.size
     if width <= height:
         new_size = (size, int(size * height / width))

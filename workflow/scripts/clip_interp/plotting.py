@@ -10,6 +10,7 @@ nor any study package: the figure rules run in an environment without torch.
   mask) framed, layer labels 1-based or 0-based as the caller says, optional colour bar;
 * :func:`annotated_heatmap` — the same drawing for any rows × columns grid (no layer/head ticks);
 * :func:`layer_profile` — one line per group over layers, optionally with error bars;
+* :func:`ranked_picture_row` — one row of a neighbour grid: pictures in rank order, each captioned with its score;
 * :func:`save_figure` — write a figure to PNG/PDF/... paths atomically and close it.
 """
 
@@ -29,7 +30,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 __all__ = ["plt", "new_figure", "save_figure", "symmetric_limit", "annotated_heatmap", "layer_head_heatmap",
-           "layer_profile"]
+           "layer_profile", "ranked_picture_row"]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, **kwargs):
@@ -177,3 +178,19 @@ def layer_profile(ax, profiles: Mapping[str, tuple[Sequence, Sequence]], *,
     if grid:
         ax.grid(alpha=0.3)
     return handles
+
+
+def ranked_picture_row(axes: Sequence, ranked, pictures: Mapping[int, np.ndarray], *,
+                       caption: str = "{score:.3f}") -> None:
+    """Draw the ranks 1..len(axes) of ``ranked`` (a table with ``rank``, ``row``, ``score``) on ``axes``: cell j
+    shows ``pictures[row]`` of the rank-(j+1) entry, without ticks, captioned below with ``caption`` formatted
+    with ``rank`` and ``score``; a cell whose rank is absent is left blank with its axis hidden."""
+    for j, ax in enumerate(axes):
+        ax.set_xticks([]), ax.set_yticks([])
+        match = ranked[ranked["rank"] == j + 1]
+        if match.empty:
+            ax.axis("off")
+            continue
+        entry = match.iloc[0]
+        ax.imshow(pictures[int(entry["row"])])
+        ax.set_xlabel(caption.format(rank=j + 1, score=entry["score"]), fontsize=6)

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..plotting import new_figure, save_figure
+from ..plotting import new_figure, ranked_picture_row, save_figure
 
 
 def accuracy_vs_ablated_layers(table: pd.DataFrame, paths, title: str) -> None:
@@ -104,18 +104,8 @@ def neighbour_grids(table: pd.DataFrame, images: Mapping[int, np.ndarray], paths
     k = int(table["rank"].max())
     fig, axes = new_figure(len(groups), k, figsize=(1.3 * k, 1.5 * len(groups)), squeeze=False)
     for i, ((layer, head, query), rows) in enumerate(groups):
-        for j in range(k):
-            ax = axes[i][j]
-            ax.set_xticks([]), ax.set_yticks([])
-            match = rows[rows["rank"] == j + 1]
-            if match.empty:
-                ax.axis("off")
-                continue
-            row = match.iloc[0]
-            ax.imshow(images[int(row["row"])])
-            ax.set_xlabel(f"{row['score']:.3f}", fontsize=6)
-            if j == 0:
-                label = "\n".join(textwrap.wrap(str(query), 22)[:3])
-                ax.set_ylabel(f"L{layer} H{head}\n{label}", fontsize=6)
+        ranked_picture_row(axes[i][:k], rows, images)
+        label = "\n".join(textwrap.wrap(str(query), 22)[:3])
+        axes[i][0].set_ylabel(f"L{layer} H{head}\n{label}", fontsize=6)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, paths)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..head_selection import HeadOutsideModel, select_heads
 from ..io import atomic_path, exclusion_record
 from .classifier import Ablation, imagenet_zero_shot_metadata
 from .data import read_description_pool, read_imagenet_val, read_waterbirds
@@ -95,14 +96,12 @@ def shard_count(table_path, shard_size: int) -> int:
 
 def resolve_heads(heads: Sequence[Sequence[int]], n_layers: int, n_heads: int, key: str) -> list[tuple[int, int]]:
     """Configured ``[layer, head]`` pairs as (layer 1..L, head 0..H-1); negative layers count from the end."""
-    out = []
-    for layer, head in heads:
-        resolved = layer + n_layers + 1 if layer < 0 else layer
-        if not 1 <= resolved <= n_layers or not 0 <= head < n_heads:
-            raise InputError(f"`{key}` names head [{layer}, {head}], but the model has layers 1..{n_layers} "
-                             f"(or -1..-{n_layers}) and heads 0..{n_heads - 1}; fix the list")
-        out.append((resolved, int(head)))
-    return out
+    try:
+        return select_heads(heads, n_layers, n_heads)
+    except HeadOutsideModel as error:
+        layer, head = error.given
+        raise InputError(f"`{key}` names head [{layer}, {head}], but the model has layers 1..{n_layers} "
+                         f"(or -1..-{n_layers}) and heads 0..{n_heads - 1}; fix the list") from None
 
 
 def ablation_set(n_layers: int, n_heads: int, mlps: bool) -> list[Ablation]:

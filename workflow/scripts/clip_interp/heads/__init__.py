@@ -5,3 +5,8 @@ Layers are numbered 1..L and heads 0..H-1, as everywhere in the package (:mod:`c
 the published CLIP-InterpreT tables (0-based layers) are converted where they are read
 (:mod:`clip_interp.heads.published`).
 """
+
+# The five analyses of the explorer run over the image set by the workflow, in the order of their rules and
+# tables (``results/heads/{model}/analyses/{name}.parquet``); :data:`clip_interp.heads.steps.ANALYSIS_STEPS` maps
+# each to its step.
+ANALYSES = ("property_neighbours", "topic_maps", "contrastive_maps", "image_neighbours", "text_neighbours")

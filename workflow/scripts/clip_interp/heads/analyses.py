@@ -30,6 +30,10 @@ from ..errors import InputError
 from ..models import layer_index
 from .index import HeadIndex
 
+# The (layer, head) of the maps (b) and (c) over every head of every layer; ``(layer, None)`` is every head of one
+# layer, ``(layer, head)`` one head.
+ALL_HEADS: tuple[None, None] = (None, None)
+
 
 def _check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

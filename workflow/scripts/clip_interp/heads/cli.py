@@ -10,13 +10,13 @@ import argparse
 import sys
 
 from ..errors import InputError
+from .explorer.server import check_host, serve
+from .explorer.state import DEFAULT_MAX_UPLOAD_MB, check_results_dir
 
 USAGE_ERROR = 2
 
 
 def parser() -> argparse.ArgumentParser:
-    from .app import DEFAULT_MAX_UPLOAD_MB
-
     main = argparse.ArgumentParser(prog="clip-interp", description="Tools over the clip_interp workflow's results.")
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
     explore = commands.add_parser(
@@ -39,8 +39,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def explore(args: argparse.Namespace) -> None:
-    from .app import check_host, check_results_dir, serve
-
     if args.port is not None and not 0 < args.port < 65536:
         raise InputError(f"--port {args.port} is not a port number (1..65535)")
     check_host(args.host, args.allow_network)

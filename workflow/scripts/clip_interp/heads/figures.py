@@ -11,18 +11,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from ..plotting import new_figure, save_figure
+from ..images import centre_view
+from ..plotting import annotated_heatmap, new_figure, ranked_picture_row, save_figure
 
 MAP_ALPHA = 0.55
 
 
 def model_view(path, size: int) -> np.ndarray:
-    """The image at ``path`` as the model sees it, (size, size, 3) floats in [0, 1]."""
-    from PIL import Image
-
-    from ..images import centre_view
-
+    """The image at ``path`` as the model sees it (:func:`clip_interp.images.centre_view`, bicubic), (size, size, 3)
+    floats in [0, 1]."""
     with Image.open(path) as image:
         return np.asarray(centre_view(image.convert("RGB"), size, Image.BICUBIC)) / 255.0
 
@@ -53,16 +52,7 @@ def neighbour_grid(groups: Sequence[tuple[str, np.ndarray | None, pd.DataFrame]]
             else:
                 ax.imshow(picture)
                 ax.set_xlabel("query", fontsize=6)
-        for j in range(k):
-            ax = axes[i][offset + j]
-            _blank(ax)
-            match = rows[rows["rank"] == j + 1]
-            if match.empty:
-                ax.axis("off")
-                continue
-            row = match.iloc[0]
-            ax.imshow(pictures[int(row["row"])])
-            ax.set_xlabel(f"#{j + 1} {row['score']:.3f}", fontsize=6)
+        ranked_picture_row(axes[i][offset:offset + k], rows, pictures, caption="#{rank} {score:.3f}")
         axes[i][0].set_ylabel(_wrapped(label), fontsize=6)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, paths)
@@ -126,8 +116,6 @@ def scores_per_model(table: pd.DataFrame, paths, title: str) -> None:
 
 def property_distribution(counts: pd.DataFrame, paths, title: str) -> None:
     """Heads per property (rows) and model (columns), annotated counts."""
-    from ..plotting import annotated_heatmap
-
     fig, ax = new_figure(figsize=(1.1 * counts.shape[1] + 3, 0.32 * counts.shape[0] + 1.6))
     annotated_heatmap(ax, counts.to_numpy(dtype=float), limit=float(max(1, counts.to_numpy().max())), fmt="{:.0f}")
     ax.set_xticks(range(counts.shape[1]), counts.columns, rotation=35, ha="right", fontsize=7)

@@ -8,10 +8,15 @@ import pytest
 from PIL import Image
 
 from clip_interp.errors import InputError
-from clip_interp.heads import app as explorer_app
 from clip_interp.heads import cli
-from clip_interp.heads.app import DISPLAY_SIZE, MAP_SCOPES, Explorer, ExplorerInputError, overlay
+from clip_interp.heads.explorer import pictures
+from clip_interp.heads.explorer.layout import build_app, guarded
+from clip_interp.heads.explorer.pictures import DISPLAY_SIZE, THUMBNAIL_SIZE, overlay
+from clip_interp.heads.explorer.request_checks import MAP_SCOPES, ExplorerInputError
+from clip_interp.heads.explorer.server import serve
+from clip_interp.heads.explorer.state import Explorer
 from clip_interp.heads.index import HeadIndex
+from clip_interp.images import centre_view
 
 from heads_results import PROPERTIES, image_set, write_results
 
@@ -77,7 +82,7 @@ def test_an_image_of_the_set_is_its_own_nearest_neighbour_for_every_ranking(expl
         assert found.table["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
         assert found.table["score"].is_monotonic_decreasing
         picture, caption = found.gallery[0]
-        assert picture.size == (explorer_app.THUMBNAIL_SIZE,) * 2 and caption == "#1 · 1.000 · red_square_white"
+        assert picture.size == (THUMBNAIL_SIZE,) * 2 and caption == "#1 · 1.000 · red_square_white"
 
 
 def test_text_neighbours_rank_every_image_when_k_exceeds_the_set(explorer, tiny_clip):
@@ -87,8 +92,8 @@ def test_text_neighbours_rank_every_image_when_k_exceeds_the_set(explorer, tiny_
 
 
 def test_an_image_file_gone_since_indexing_keeps_its_rank_and_is_counted(explorer, monkeypatch):
-    real = explorer_app.thumbnail
-    monkeypatch.setattr(explorer_app, "thumbnail", lambda path, *a: None if "red_" in Path(path).name else real(path, *a))
+    real = pictures.thumbnail
+    monkeypatch.setattr(pictures, "thumbnail", lambda path, *a: None if "red_" in Path(path).name else real(path, *a))
     found = explorer.text_neighbours("toy", "a red circle", "3:2", 12)
     unreadable = [caption for _, caption in found.gallery if caption.endswith(" (file unreadable)")]
     assert len(found.gallery) == 12 and len(unreadable) == 4 and all("· red_" in c for c in unreadable)
@@ -107,7 +112,7 @@ def test_maps_are_drawn_over_the_query_for_each_scope(explorer, query, tiny_clip
 def test_an_overlay_of_zeros_is_the_centre_crop_and_of_ones_the_blend():
     image = Image.new("RGB", (80, 40), (200, 100, 50))
     plain = overlay(image, np.zeros((7, 7)), size=32)
-    assert np.array_equal(np.asarray(plain), np.asarray(explorer_app.centre_crop(image, 32)))
+    assert np.array_equal(np.asarray(plain), np.asarray(centre_view(image, 32)))
     full = np.asarray(overlay(image, np.ones((7, 7)), alpha=1.0, size=32))
     from matplotlib import colormaps
     assert np.abs(full[5, 5] - np.round(np.array(colormaps["inferno"](1.0)[:3]) * 255)).max() <= 1
@@ -123,7 +128,7 @@ def test_uploads_are_read_and_bad_ones_named(explorer, tmp_path):
         explorer.upload(str(text))
     big = tmp_path / "big.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)).save(big)
-    small_limit = Explorer(explorer.results_dir, max_upload_mb=0.1, open_index=explorer._open_index)
+    small_limit = Explorer(explorer.results_dir, max_upload_mb=0.1, open_index=explorer.open_index)
     with pytest.raises(ExplorerInputError, match=r"big.png is 0.\d MB, above the upload limit of 0.1 MB"):
         small_limit.upload(str(big))
     with pytest.raises(ExplorerInputError, match="upload an image"):
@@ -186,16 +191,16 @@ def test_the_page_turns_errors_into_a_status_line_and_clears_the_outputs():
     def broken(x):
         raise RuntimeError("boom")
 
-    assert explorer_app._guarded(lambda x: (x, x + 1, "done"), 2)(1) == (1, 2, "done")
+    assert guarded(lambda x: (x, x + 1, "done"), 2)(1) == (1, 2, "done")
     with pytest.warns(UserWarning, match="value 7 is bad"):  # gr.Warning outside a page is a Python warning
-        assert explorer_app._guarded(bad_input, 2)(7) == (None, None, "⚠ value 7 is bad")
+        assert guarded(bad_input, 2)(7) == (None, None, "⚠ value 7 is bad")
     with pytest.warns(UserWarning, match="internal error"):
-        assert explorer_app._guarded(broken, 1)(7) == (None, "⚠ internal error (RuntimeError: boom); see the server log")
+        assert guarded(broken, 1)(7) == (None, "⚠ internal error (RuntimeError: boom); see the server log")
 
 
 def test_the_page_builds_with_every_analysis(explorer):
     pytest.importorskip("gradio")
-    config = explorer_app.build_app(explorer).config
+    config = build_app(explorer).config
     ids = {c["props"].get("elem_id") for c in config["components"]}
     for name in ("property", "topic", "contrast", "image", "text"):
         assert f"run-{name}" in ids
@@ -204,7 +209,7 @@ def test_the_page_builds_with_every_analysis(explorer):
 
 def test_the_server_binds_to_the_network_only_when_allowed(results):
     with pytest.raises(ExplorerInputError, match="host '0.0.0.0' would expose the explorer .* --allow-network"):
-        explorer_app.serve(results, host="0.0.0.0")
+        serve(results, host="0.0.0.0")
 
 
 @pytest.mark.parametrize("argv, message", [

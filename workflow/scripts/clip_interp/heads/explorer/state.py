@@ -1,0 +1,256 @@
+"""The explorer's state and handlers over one results folder: the processed models, their indices (opened once,
+on first use), and one method per request of the page (model overview, head card, query image, five analyses)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from ...errors import InputError
+from .. import analyses
+from ..analyses import ALL_HEADS
+from ..index import HeadIndex
+from .pictures import overlay
+from .request_checks import (
+    MAP_SCOPES,
+    ExplorerInputError,
+    call_analysis,
+    check_k,
+    map_target_name,
+    require_image,
+    require_text,
+)
+from .results import (
+    ModelOverview,
+    Neighbours,
+    head_cards,
+    model_scores,
+    neighbours_with_gallery,
+    textspan_list,
+)
+
+DEFAULT_MAX_UPLOAD_MB = 10.0
+
+
+def processed_models(results_dir: str | Path) -> list[str]:
+    """The models with ``heads/{model}/explorer.json`` under ``results_dir``, sorted by name."""
+    heads = Path(results_dir) / "heads"
+    if not heads.is_dir():
+        return []
+    return sorted(p.parent.name for p in heads.glob("*/explorer.json"))
+
+
+def check_results_dir(results_dir: str | Path) -> list[str]:
+    """The processed models of ``results_dir``; an :class:`ExplorerInputError` when it is missing or has none."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ExplorerInputError(f"results folder {results_dir} does not exist; give the folder the workflow wrote "
+                                 "(the one holding heads/), e.g. --results results/")
+    models = processed_models(results_dir)
+    if not models:
+        raise ExplorerInputError(f"no processed model under {results_dir}: no "
+                                 f"{results_dir}/heads/<model>/explorer.json; run the workflow with 'heads' in "
+                                 "`studies` first (e.g. snakemake --cores 2 "
+                                 "--configfile config/demo.yaml)")
+    return models
+
+
+class Explorer:
+    """The explorer's state and handlers over one results folder.
+
+    ``open_index(results_dir, model)`` opens a model's index (default :meth:`HeadIndex.open`); each model's index
+    is opened once, on first use, and kept. ``max_upload_mb`` bounds the size of an uploaded file.
+    """
+
+    def __init__(self, results_dir: str | Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                 open_index: Callable | None = None):
+        if not max_upload_mb > 0:
+            raise ExplorerInputError(f"the upload limit must be positive, got {max_upload_mb} MB")
+        self.results_dir = Path(results_dir)
+        self.models = check_results_dir(self.results_dir)
+        self.max_upload_mb = float(max_upload_mb)
+        if open_index is None:
+            open_index = HeadIndex.open
+        self.open_index = open_index
+        self._indices: dict[str, object] = {}
+
+    # -- models and heads ---------------------------------------------------------------------------------------
+
+    def index(self, model: str):
+        """The index of ``model``, opened on first use."""
+        if not model:
+            raise ExplorerInputError("choose a model first")
+        if model not in self._indices:
+            manifest = self.results_dir / "heads" / str(model) / "explorer.json"
+            if model not in self.models or not manifest.is_file():
+                raise ExplorerInputError(f"model {model!r} has no results: {manifest} does not exist; processed "
+                                         f"models: {', '.join(self.models)}")
+            try:
+                self._indices[model] = self.open_index(self.results_dir, model)
+            except InputError as exc:
+                raise ExplorerInputError(f"the results of model {model!r} cannot be read: {exc}") from exc
+        return self._indices[model]
+
+    def head(self, model: str, choice: str) -> tuple[int, int]:
+        """``(layer, head)`` of a head-menu value ``"layer:head"``, checked against the model's analysed layers
+        and its heads."""
+        index = self.index(model)
+        layers, n_heads = list(index.layers), int(index.n_heads)
+        text = str(choice or "").strip()
+        if not text:
+            raise ExplorerInputError("choose a head first")
+        layer_text, _, head_text = text.partition(":")
+        try:
+            layer, head = int(layer_text), int(head_text)
+        except ValueError:
+            raise ExplorerInputError(f"head {text!r} is not of the form 'layer:head' (e.g. '{layers[-1]}:0')") from None
+        if layer not in layers or not 0 <= head < n_heads:
+            raise ExplorerInputError(f"head {text!r} is outside model {model!r}: its analysed layers are "
+                                     f"{', '.join(map(str, layers))} and its heads 0..{n_heads - 1}")
+        return layer, head
+
+    def map_target(self, model: str, choice: str, scope: str) -> tuple[int | None, int | None]:
+        """``(layer, head)`` for a map over ``scope`` (:data:`MAP_SCOPES`): the chosen head, ``(layer, None)`` for
+        every head of its layer, :data:`~clip_interp.heads.analyses.ALL_HEADS` for every head of the model."""
+        if scope not in MAP_SCOPES:
+            raise ExplorerInputError(f"map scope {scope!r} is not one of {', '.join(MAP_SCOPES)}")
+        if scope == MAP_SCOPES[2]:
+            self.index(model)
+            return ALL_HEADS
+        layer, head = self.head(model, choice)
+        return (layer, head) if scope == MAP_SCOPES[0] else (layer, None)
+
+    def labeller(self, model: str, labeller: str | None) -> str:
+        """``labeller``, or the model's default labeller when None; one without a label table is an error."""
+        index = self.index(model)
+        if not labeller:
+            return index.default_labeller
+        if labeller not in index.labels:
+            raise ExplorerInputError(f"labeller {labeller!r} has no labels for model {model!r}; its labellers: "
+                                     f"{', '.join(sorted(index.labels))}")
+        return labeller
+
+    def overview(self, model: str, labeller: str | None = None) -> ModelOverview:
+        """The head menu (each head with its label by ``labeller``, default the model's), properties, image set,
+        scores and head cards of ``model``."""
+        index = self.index(model)
+        labeller = self.labeller(model, labeller)
+        cards = head_cards(index, labeller)
+        choices = [(f"L{r.layer} H{r.head} · {r.label} ({r.confidence:.0%})", f"{r.layer}:{r.head}")
+                   for r in cards.itertuples()]
+        properties = sorted(cards["label"].unique()) if len(cards) else []
+        image_choices = [f"{i}: {key}" for i, key in enumerate(index.images["key"])]
+        summary = (f"**{model}** ({index.manifest.get('image_set', 'image set')}): {index.n} images in the index; "
+                   f"layers {', '.join(map(str, index.layers))} (of 1..{index.n_layers}) × "
+                   f"heads 0..{index.n_heads - 1} "
+                   f"analysed; labels by the `{labeller}` labeller, {len(properties)} properties.")
+        return ModelOverview(choices, sorted(index.labels), labeller, properties, image_choices, model_scores(index),
+                             cards, summary)
+
+    def head_card(self, model: str, choice: str, labeller: str | None = None) -> str:
+        """A Markdown card of one head: its label, the labeller's confidence and its top TEXTSPAN texts."""
+        layer, head = self.head(model, choice)
+        cards = head_cards(self.index(model), self.labeller(model, labeller))
+        row = cards[(cards["layer"] == layer) & (cards["head"] == head)]
+        if row.empty:
+            return f"### L{layer} H{head}\nNo label: this head is not in the label table."
+        row = row.iloc[0]
+        return (f"### L{layer} H{head}: {row['label']}\n"
+                f"Labeller `{row['labeller']}`, confidence {row['confidence']:.0%} (the share of its judged texts "
+                f"with this property).\n\nTop TEXTSPAN texts (share of the head's variance):\n\n"
+                f"{textspan_list(self.index(model), layer, head, row['texts'])}")
+
+    # -- the query image ---------------------------------------------------------------------------------------
+
+    def upload(self, path: str | Path | None):
+        """The uploaded file at ``path`` as an RGB image; too large or not an image is an ExplorerInputError."""
+        if not path:
+            raise ExplorerInputError("upload an image, or pick one from the image set")
+        path = Path(path)
+        name = path.name
+        if not path.is_file():
+            raise ExplorerInputError(f"the upload {name} did not arrive; upload it again")
+        size_mb = path.stat().st_size / 2**20
+        if size_mb > self.max_upload_mb:
+            raise ExplorerInputError(f"{name} is {size_mb:.1f} MB, above the upload limit of {self.max_upload_mb:g} "
+                                     "MB; upload a smaller image (or start the explorer with a larger --max-upload-mb)")
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return image.convert("RGB")
+        except Image.DecompressionBombError:
+            raise ExplorerInputError(f"{name} has too many pixels to be decoded safely; "
+                                     "upload a smaller image") from None
+        except (OSError, ValueError, SyntaxError):
+            raise ExplorerInputError(f"{name} is not an image Pillow can read; upload a PNG, JPEG, WebP or other "
+                                     "image file") from None
+
+    def image_from_set(self, model: str, choice: str):
+        """Image ``choice`` (``"row: name"`` or a row number) of the model's image set, as an RGB image."""
+        index = self.index(model)
+        text = str(choice or "").strip()
+        try:
+            row = int(text.split(":", 1)[0])
+        except ValueError:
+            raise ExplorerInputError(f"image {text!r} is not of the form 'row: name'; pick one from the list") from None
+        if not 0 <= row < index.n:
+            raise ExplorerInputError(f"image row {row} is outside the image set of {model!r} (rows 0..{index.n - 1})")
+        path = index.images["path"].iloc[row]
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise ExplorerInputError(f"image {path} of the image set cannot be read: {exc}") from None
+
+    # -- the five analyses -------------------------------------------------------------------------------------
+
+    def property_neighbours(self, model: str, image, prop: str, k: int, labeller: str | None = None) -> Neighbours:
+        """(a) The images whose summed contribution of every head labelled ``prop`` (by ``labeller``) is nearest
+        (cosine) to the query's."""
+        index = self.index(model)
+        query = require_image(image)
+        labeller = self.labeller(model, labeller)
+        if not prop:
+            raise ExplorerInputError("choose a property first")
+        table = call_analysis(analyses.property_neighbours, index, query, prop, check_k(k), labeller)
+        return neighbours_with_gallery(table, f"{len(table)} nearest images by the heads labelled '{prop}'")
+
+    def topic_map(self, model: str, image, text: str, choice: str, scope: str = MAP_SCOPES[0]):
+        """(b) The query image with the map on ``text`` of one head, of its layer's heads or of all heads
+        (``scope``), and a caption."""
+        index = self.index(model)
+        query, text = require_image(image), require_text(text, "a text")
+        layer, head = self.map_target(model, choice, scope)
+        heat = call_analysis(analyses.head_topic_map, index, query, text, layer, head)
+        return overlay(query, heat), f"'{text}' on {map_target_name(layer, head)}"
+
+    def contrastive_maps(self, model: str, image, text_a: str, text_b: str, choice: str,
+                         scope: str = MAP_SCOPES[0]) -> list[tuple[object, str]]:
+        """(c) Two captioned overlays: the map of ``text_a`` minus ``text_b``, and the reverse (over ``scope``)."""
+        index = self.index(model)
+        query = require_image(image)
+        text_a, text_b = require_text(text_a, "text A"), require_text(text_b, "text B")
+        layer, head = self.map_target(model, choice, scope)
+        map_a, map_b = call_analysis(analyses.contrastive_maps, index, query, text_a, text_b, layer, head)
+        name = map_target_name(layer, head)
+        return [(overlay(query, map_a), f"'{text_a}' minus '{text_b}' ({name})"),
+                (overlay(query, map_b), f"'{text_b}' minus '{text_a}' ({name})")]
+
+    def image_neighbours(self, model: str, image, choice: str, k: int) -> Neighbours:
+        """(d) The images whose contribution of one head is nearest (cosine) to the query's."""
+        index = self.index(model)
+        query = require_image(image)
+        layer, head = self.head(model, choice)
+        table = call_analysis(analyses.head_image_neighbours, index, query, layer, head, check_k(k))
+        return neighbours_with_gallery(table, f"{len(table)} nearest images by {map_target_name(layer, head)}")
+
+    def text_neighbours(self, model: str, text: str, choice: str, k: int) -> Neighbours:
+        """(e) The images whose contribution of one head is nearest (cosine) to the text's embedding."""
+        index = self.index(model)
+        text = require_text(text, "a text")
+        layer, head = self.head(model, choice)
+        table = call_analysis(analyses.head_text_neighbours, index, text, layer, head, check_k(k))
+        summary = f"{len(table)} nearest images to '{text}' by {map_target_name(layer, head)}"
+        return neighbours_with_gallery(table, summary)
