@@ -112,6 +112,14 @@ def toy_model_files():
     return [spec[key] for spec in config["models"].values() if spec.get("train_toy") for key in ("config", "path")]
 
 
+def toy_model_configs():
+    """The open_clip config that the toy-CLIP rule writes, by the path each `train_toy` model entry names, so the
+    layer and head numbers of the config are checked at start against the model it will be."""
+    from clip_interp.toy_clip import DEFAULT_CONFIG
+
+    return {spec["config"]: DEFAULT_CONFIG for spec in config["models"].values() if spec.get("train_toy")}
+
+
 def check_runtime_settings():
     """The device and the models' local files, checked before anything runs. A job that requests GPUs
     from a cluster (`cluster_resources.gpu` > 0) runs where CUDA is, so the device is then checked by the job."""
