@@ -147,8 +147,11 @@ rule decompose_shard:
 rule gather_decomposition:
     input:
         parts=shard_parts,
+        table="results/decomposition/datasets/{imageset}.parquet",
     output:
         "results/decomposition/{model}/store/{imageset}.h5",
+    params:
+        shard_size=DECOMPOSITION["shard_size"],
     log:
         rule_log("gather_decomposition", "{model}", "{imageset}"),
     benchmark:
