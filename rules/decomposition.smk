@@ -323,7 +323,7 @@ rule waterbirds:
 rule head_neighbours:
     input:
         store=f"{DECOMPOSITION_OUT}/store/classification.h5",
-        table="results/decomposition/datasets/classification.parquet",
+        table=neighbour_image_list,
         textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
         model=model_files,
     output:

@@ -1,6 +1,6 @@
 # The decomposition study's settings (config section `decomposition`) and helpers shared by its rule files.
 
-from clip_interp.config import ConfigError, local_decomposition_problems, produced_by_workflow
+from clip_interp.config import ConfigError, image_row_problems, local_decomposition_problems, produced_by_workflow
 from clip_interp.sources import is_remote, local_fingerprint, local_path
 
 DECOMPOSITION = config["decomposition"]
@@ -70,6 +70,23 @@ def shard_parts(wildcards):
     return [
         f"results/decomposition/{wildcards.model}/store/{wildcards.imageset}/shard_{k:05d}.h5" for k in range(count)
     ]
+
+
+def checked_image_list(imageset, key, rows):
+    """The image list of `imageset` once its checkpoint has written it, with the image rows configured under `key`
+    checked against its length: a row beyond the list stops the run when the list is written, before any job that
+    reads the rows."""
+    table = checkpoints.decomposition_image_list.get(imageset=imageset).output.table
+    problems = image_row_problems(key, rows, parquet_rows(table), table)
+    if problems:
+        raise WorkflowError(str(ConfigError(problems, "the config's image rows do not fit the image list")))
+    return table
+
+
+def neighbour_image_list(wildcards):
+    """The classification list, once written, its rows checked against `decomposition.neighbours.image_queries`."""
+    return checked_image_list("classification", "decomposition.neighbours.image_queries",
+                              DECOMPOSITION["neighbours"]["image_queries"])
 
 
 def check_decomposition_inputs():

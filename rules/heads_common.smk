@@ -59,17 +59,22 @@ def heads_labeller_inputs(wildcards):
 
 
 def heads_index_inputs(wildcards):
-    """Everything the explorer's index of a model names: its manifest and the files the manifest points at."""
+    """Everything the explorer's index of a model names: its manifest and the files the manifest points at, but
+    the image list (:func:`heads_query_image_list`)."""
     image_set = HEADS["image_set"]
     return {
         "manifest": f"results/heads/{wildcards.model}/explorer.json",
         "store": f"results/decomposition/{wildcards.model}/store/{image_set}.h5",
-        "images": f"results/decomposition/datasets/{image_set}.parquet",
         "textspan": f"results/decomposition/{wildcards.model}/textspan.parquet",
         "scores": f"results/heads/{wildcards.model}/scores.parquet",
         **heads_label_tables(wildcards),
         "model": model_files(wildcards),
     }
+
+
+def heads_query_image_list(wildcards):
+    """The image list the analyses search, once written, its rows checked against `heads.analyses.images`."""
+    return checked_image_list(HEADS["image_set"], "heads.analyses.images", HEADS["analyses"]["images"])
 
 
 def heads_index_mem_mb(wildcards, input):
