@@ -10,6 +10,7 @@ from clip_interp.config import (description_count, head_list_problems, heads_mis
                                 image_row_problems, local_decomposition_problems, open_clip_model_config,
                                 produced_by_workflow, vision_tower_shape)
 from clip_interp.toy_clip import DEFAULT_CONFIG
+
 from test_workflow import REPO, deep_merge
 
 TOY_CONFIG = "results/models/toy-clip/ToyCLIP.json"
@@ -49,19 +50,19 @@ def test_head_lists_are_checked_against_the_image_tower():
     assert head_list_problems("decomposition.neighbours.heads", [[12, 11], [-12, 0]], VIT_B_32) == []
     assert head_list_problems("decomposition.neighbours.heads", "auto", VIT_B_32) == []
     lines = head_list_problems("decomposition.neighbours.heads", [[99, 0], [1, 12], [2, 3]], VIT_B_32)
-    assert lines == ["`decomposition.neighbours.heads` is [[99, 0], [1, 12], [2, 3]], but [[99, 0], [1, 12]] name no "
-                     "head of the image tower of model `clip`: allowed are layers 1..12, or counted from the end "
-                     "-1..-12, and heads 0..11"]
+    assert lines == [("`decomposition.neighbours.heads` is [[99, 0], [1, 12], [2, 3]], but [[99, 0], [1, 12]] name "
+                      "no head of the image tower of model `clip`: allowed are layers 1..12, or counted from the end "
+                      "-1..-12, and heads 0..11")]
     lines = head_list_problems("heads.analyses.heads", [[8, 0], [-4, 0]], VIT_B_32, last_layers=4)
-    assert lines == ["`heads.analyses.heads` is [[8, 0], [-4, 0]], but [[8, 0]] name no head of the image tower "
-                     "of model `clip`: allowed are layers 9..12 (the last 4), or counted from the end -1..-4, and "
-                     "heads 0..11"]
+    assert lines == [("`heads.analyses.heads` is [[8, 0], [-4, 0]], but [[8, 0]] name no head of the image tower "
+                      "of model `clip`: allowed are layers 9..12 (the last 4), or counted from the end -1..-4, and "
+                      "heads 0..11")]
 
 
 @pytest.mark.parametrize("override, expected", [
     ({"neighbours": {"heads": [[99, 0]]}},
-     "`decomposition.neighbours.heads` is [[99, 0]], but [[99, 0]] name no head of the image tower of model "
-     "`toy-clip`: allowed are layers 1..3"),
+     ("`decomposition.neighbours.heads` is [[99, 0]], but [[99, 0]] name no head of the image tower of model "
+      "`toy-clip`: allowed are layers 1..3")),
     ({"spurious": {"heads": [[1, 4]]}}, "`decomposition.spurious.heads` is [[1, 4]], but [[1, 4]] name no head"),
     ({"textspan": {"texts_per_head": 30, "rank": 20}}, "`decomposition.textspan.texts_per_head` (30) exceeds"),
     ({"sources": {"segmentation": {"url": "/nonexistent/gtsegs_ijcv.mat"}}},
@@ -83,8 +84,9 @@ def test_a_local_description_pool_smaller_than_texts_per_head_is_named(demo, tmp
     assert description_count(pool) == 3
     config = deep_merge(demo, {"decomposition": {"sources": {"descriptions": {"url": str(pool)}}}})
     assert local_decomposition_problems(config, WRITTEN) == [
-        f"`decomposition.sources.descriptions.url` is {str(pool)!r}, a pool of 3 descriptions (non-empty lines), "
-        "fewer than `decomposition.textspan.texts_per_head` (5); give a larger pool or set texts_per_head to at most 3"]
+        (f"`decomposition.sources.descriptions.url` is {str(pool)!r}, a pool of 3 descriptions (non-empty lines), "
+         "fewer than `decomposition.textspan.texts_per_head` (5); give a larger pool or set texts_per_head to at "
+         "most 3")]
     assert produced_by_workflow("results/synthetic/decomposition/descriptions.txt")  # the demo's: checked by its rule
 
 
@@ -97,8 +99,8 @@ def test_a_local_description_pool_smaller_than_texts_per_head_is_named(demo, tmp
     ({"heads": {"taxonomy": "resources/heads/nope.yaml"}},
      "`heads.taxonomy` is 'resources/heads/nope.yaml', which does not exist"),
     ({"heads": {"analyses": {"heads": [[1, 0]]}}},
-     "`heads.analyses.heads` is [[1, 0]], but [[1, 0]] name no head of the image tower of model `toy-clip`: "
-     "allowed are layers 2..3 (the last 2)"),
+     ("`heads.analyses.heads` is [[1, 0]], but [[1, 0]] name no head of the image tower of model `toy-clip`: "
+      "allowed are layers 2..3 (the last 2)")),
 ], ids=["needs-decomposition", "textspan-layers", "n-texts", "min-matches", "taxonomy", "analysed-layers"])
 def test_heads_problems_name_the_key(demo, override, expected):
     lines = heads_problems(deep_merge(demo, override), written_configs=WRITTEN)
@@ -117,5 +119,5 @@ def test_heads_files_published_labels_only_when_a_model_has_them(demo):
 def test_image_rows_beyond_the_list_are_named():
     assert image_row_problems("heads.analyses.images", [0, 1], 45, "list.parquet") == []
     assert image_row_problems("heads.analyses.images", [0, 100000], 45, "list.parquet") == [
-        "`heads.analyses.images` is [0, 100000], but the image list list.parquet has 45 images, so rows [100000] "
-        "do not exist; allowed are rows 0..44"]
+        ("`heads.analyses.images` is [0, 100000], but the image list list.parquet has 45 images, so rows [100000] "
+         "do not exist; allowed are rows 0..44")]

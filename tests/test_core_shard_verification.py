@@ -61,7 +61,8 @@ def test_a_shard_without_its_completion_record_is_named_with_the_rerun(tmp_path)
     ({"keys": IMAGE_KEYS[2:4], "rows": 1}, "records 2 rows but holds"),
     ({"keys": IMAGE_KEYS[2:4], "recorded_keys": ["other_a", "other_b"]}, "image keys other than those it recorded"),
     ({"keys": IMAGE_KEYS[2:3]}, "holds 1 images ('img_002.png'), but its rows of the image list are 2 images"),
-    ({"keys": ["img_009.png", "img_010.png"]}, "its rows of the image list are 2 images ('img_002.png'..'img_003.png')"),
+    ({"keys": ["img_009.png", "img_010.png"]},
+     "its rows of the image list are 2 images ('img_002.png'..'img_003.png')"),
 ], ids=["row-count", "keys-digest", "fewer-rows", "other-images"])
 def test_a_shard_with_wrong_rows_or_keys_is_named(tmp_path, shard_kwargs, expected):
     parts = good_shards(tmp_path)

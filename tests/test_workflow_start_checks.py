@@ -25,13 +25,13 @@ def dry_run_fails(tmp_path, overrides: dict) -> str:
 
 @pytest.mark.parametrize("override, expected", [
     ({"decomposition": {"neighbours": {"heads": [[99, 0]]}}},
-     "`decomposition.neighbours.heads` is [[99, 0]], but [[99, 0]] name no head of the image tower of model "
-     "`toy-clip`: allowed are layers 1..3, or counted from the end -1..-3, and heads 0..3"),
+     ("`decomposition.neighbours.heads` is [[99, 0]], but [[99, 0]] name no head of the image tower of model "
+      "`toy-clip`: allowed are layers 1..3, or counted from the end -1..-3, and heads 0..3")),
     ({"decomposition": {"spurious": {"heads": [[2, 7]]}}},
      "`decomposition.spurious.heads` is [[2, 7]], but [[2, 7]] name no head of the image tower"),
     ({"heads": {"analyses": {"heads": [[1, 0]]}}},
-     "`heads.analyses.heads` is [[1, 0]], but [[1, 0]] name no head of the image tower of model `toy-clip`: "
-     "allowed are layers 2..3 (the last 2)"),
+     ("`heads.analyses.heads` is [[1, 0]], but [[1, 0]] name no head of the image tower of model `toy-clip`: "
+      "allowed are layers 2..3 (the last 2)")),
 ], ids=["neighbour-heads", "spurious-heads", "analysed-heads"])
 def test_head_numbers_beyond_the_model_stop_the_dry_run(tmp_path, override, expected):
     assert expected in dry_run_fails(tmp_path, override)
@@ -54,9 +54,9 @@ def test_image_rows_beyond_the_image_list_stop_before_the_analysis_jobs(tmp_path
     n_images = SMALL_DEMO["demo"]["synthetic"]["decomposition"]["n_classification"]
     for override, expected in [
         ({"heads": {"analyses": {"images": [0, 100000]}}},
-         f"`heads.analyses.images` is [0, 100000], but the image list "
-         f"results/decomposition/datasets/classification.parquet has {n_images} images, so rows [100000] do not "
-         f"exist; allowed are rows 0..{n_images - 1}"),
+         (f"`heads.analyses.images` is [0, 100000], but the image list "
+          f"results/decomposition/datasets/classification.parquet has {n_images} images, so rows [100000] do not "
+          f"exist; allowed are rows 0..{n_images - 1}")),
         ({"decomposition": {"neighbours": {"image_queries": [n_images]}}},
          f"`decomposition.neighbours.image_queries` is [{n_images}], but the image list"),
     ]:

@@ -381,7 +381,9 @@ def vision_tower_shape(spec: Mapping, written_configs: Mapping[str, Mapping] | N
     if backend == "open_clip":
         data = open_clip_model_config(spec, written_configs)
         vision = data.get("vision_cfg") if data else None
-        if not isinstance(vision, Mapping) or vision.get("timm_model_name") or not isinstance(vision.get("layers", 12), int):
+        if not isinstance(vision, Mapping) or vision.get("timm_model_name"):
+            return None
+        if not isinstance(vision.get("layers", 12), int):  # a ResNet's stages
             return None
         return int(vision.get("layers", 12)), int(vision.get("width", 768)) // int(vision.get("head_width", 64))
     if backend in ("hf", "transformers"):
@@ -396,7 +398,8 @@ def vision_tower_shape(spec: Mapping, written_configs: Mapping[str, Mapping] | N
 
 
 def head_list_problems(key: str, heads: Any, models: Mapping[str, Mapping],
-                       written_configs: Mapping[str, Mapping] | None = None, last_layers: int | None = None) -> list[str]:
+                       written_configs: Mapping[str, Mapping] | None = None,
+                       last_layers: int | None = None) -> list[str]:
     """One line per configured ``[layer, head]`` of config key ``key`` that is no head of a model's image tower.
 
     A layer is 1..L or -1..-L (counted from the end), a head 0..H-1, with (L, H) from
@@ -414,9 +417,10 @@ def head_list_problems(key: str, heads: Any, models: Mapping[str, Mapping],
         first = n_layers - min(last_layers, n_layers) + 1 if last_layers else 1
         bad = [pair for pair in heads if not _names_a_head(pair, n_layers, n_heads, first)]
         if bad:
-            layers = f"{first}..{n_layers}" + (f" (the last {n_layers - first + 1})" if first > 1 else "")
+            counted = n_layers - first + 1
+            layers = f"{first}..{n_layers}" + (f" (the last {counted})" if first > 1 else "")
             lines.append(f"`{key}` is {_show(heads)}, but {_show(bad)} name no head of the image tower of model "
-                         f"`{model}`: allowed are layers {layers}, or counted from the end -1..-{n_layers - first + 1}, "
+                         f"`{model}`: allowed are layers {layers}, or counted from the end -1..-{counted}, "
                          f"and heads 0..{n_heads - 1}")
     return lines
 
@@ -432,8 +436,8 @@ def image_row_problems(key: str, rows: Iterable[int], n_images: int, image_list:
     bad = [row for row in rows if not 0 <= row < n_images]
     if not bad:
         return []
-    return [f"`{key}` is {_show(list(rows))}, but the image list {image_list} has {n_images} images, so rows "
-            f"{_show(bad)} do not exist; allowed are rows 0..{n_images - 1}"]
+    return [(f"`{key}` is {_show(list(rows))}, but the image list {image_list} has {n_images} images, so rows "
+             f"{_show(bad)} do not exist; allowed are rows 0..{n_images - 1}")]
 
 
 def description_count(path: str | Path) -> int:
@@ -540,10 +544,8 @@ def heads_problems(config: Mapping, uses_published_labels: bool = False,
     (:func:`heads_missing_files`); ``analyses.heads`` are heads of the analysed layers (:func:`head_list_problems`).
     """
     if "decomposition" not in config["studies"]:
-        return [
-            "`studies` lists heads but not decomposition; the heads study reads the decomposition study's stores "
-            "and TEXTSPAN tables: add decomposition to `studies`"
-        ]
+        return [("`studies` lists heads but not decomposition; the heads study reads the decomposition study's stores "
+                 "and TEXTSPAN tables: add decomposition to `studies`")]
     heads, textspan, lines = config["heads"], config["decomposition"]["textspan"], []
     if textspan["n_layers"] < heads["n_layers"]:
         lines.append(
@@ -551,7 +553,8 @@ def heads_problems(config: Mapping, uses_published_labels: bool = False,
             f"({heads['n_layers']}): TEXTSPAN must cover the last min({heads['n_layers']}, L) layers that the heads "
             f"study labels; raise `decomposition.textspan.n_layers` to {heads['n_layers']}"
         )
-    for key, value in (("heads.n_texts", heads["n_texts"]), ("heads.association.n_texts", heads["association"]["n_texts"])):
+    judged = (("heads.n_texts", heads["n_texts"]), ("heads.association.n_texts", heads["association"]["n_texts"]))
+    for key, value in judged:
         if value > textspan["texts_per_head"]:
             lines.append(
                 f"`{key}` ({value}) exceeds `decomposition.textspan.texts_per_head` ({textspan['texts_per_head']}), "

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from .batching import row_slices
+from .contributions import FIELDS, decompose
 from .errors import InputError
 from .images import load_images
 from .io import atomic_path
 from .store import RowWriter, decode_keys, require_datasets, write_header
-from .contributions import FIELDS, decompose
 
 DTYPES = ("float16", "float32")
 # The shard attribute that records a finished shard: JSON {"rows": n, "keys_sha256": keys_digest(keys)}.
@@ -149,8 +149,9 @@ def _shard_faults(parts: Sequence[str | Path], image_keys: Sequence[str] | None,
     faults: list[tuple[str | None, str]] = []
     against_list = image_keys is not None and shard_size is not None
     if against_list and len(parts) != n_shards(len(image_keys), shard_size):
-        faults.append((None, f"{len(parts)} shard files for an image list of {len(image_keys)} images, which makes "
-                             f"{n_shards(len(image_keys), shard_size)} shards of {shard_size}"))
+        count = (f"{len(parts)} shard files for an image list of {len(image_keys)} images, which makes "
+                 f"{n_shards(len(image_keys), shard_size)} shards of {shard_size}")
+        faults.append((None, count))
         against_list = False
     for k, part in enumerate(parts):
         expected = list(image_keys[shard_rows(len(image_keys), shard_size, k)]) if against_list else None
