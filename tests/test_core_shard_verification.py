@@ -1,12 +1,15 @@
 """The gather's verification of decomposition shards: a shard finished by a job that Snakemake lost track of
 (its incomplete marker left behind) passes; one cut short, or holding other rows than the image list's, is named."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
-from clip_interp.contribution_store import (COMPLETION_ATTRIBUTE, completion_record, gather_shards, shard_problems,
-                                            verify_shards)
+from clip_interp.contribution_store import (COMPLETION_ATTRIBUTE, completion_record, gather_shards, keys_digest,
+                                            shard_problems, verify_shards, write_decomposition)
 from clip_interp.contributions import FIELDS
 from clip_interp.errors import InputError
 
@@ -75,3 +78,16 @@ def test_a_missing_shard_of_the_image_list_is_counted(tmp_path):
     parts = good_shards(tmp_path)[:2]
     lines = verify_shards(parts, IMAGE_KEYS, SHARD_SIZE)
     assert lines == ["2 shard files for an image list of 5 images, which makes 3 shards of 2"]
+
+
+def test_the_shard_writer_records_its_rows_and_keys(tiny_clip, tmp_path):
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (20, 16), colour).save(paths[-1])
+    keys = ["a", "b", "c"]
+    write_decomposition(tiny_clip, paths, keys, tmp_path / "shard.h5", model_id="tiny", dtype="float32", batch_size=2)
+    with h5py.File(tmp_path / "shard.h5", "r") as f:
+        assert json.loads(f.attrs[COMPLETION_ATTRIBUTE]) == {"rows": 3, "keys_sha256": keys_digest(keys)}
+    assert shard_problems(tmp_path / "shard.h5", keys) is None
+    assert "its rows of the image list are 2 images" in shard_problems(tmp_path / "shard.h5", keys[:2])
