@@ -1,7 +1,7 @@
 import os
 import re
 
-from clip_interp.config import ConfigError, device_problem, model_path_problems
+from clip_interp.config import ConfigError, device_problem, model_path_problems, produced_by_workflow
 from clip_interp.sources import is_remote, local_fingerprint, local_path
 
 # Shared by all studies: the models, runtime settings and cluster resources. Each study's settings
@@ -43,11 +43,6 @@ def all_targets():
 
 
 # The configured sources of every study (`<section>.sources.<name>`: an http(s) URL, a file:// URL or a local path).
-
-
-def produced_by_workflow(path):
-    """Whether the workflow itself writes this path (the demo's synthetic data), so it need not exist yet."""
-    return os.path.normpath(str(path)).startswith(os.path.join("results", "synthetic"))
 
 
 def source_path(section, name, download=None):
@@ -143,6 +138,14 @@ check_model_entries()
 def toy_model_files():
     """The model files written by the workflow itself (the demo's toy CLIP), not expected to exist yet."""
     return [spec[key] for spec in config["models"].values() if spec.get("train_toy") for key in ("config", "path")]
+
+
+def toy_model_configs():
+    """The open_clip config that the toy-CLIP rule writes, by the path each `train_toy` model entry names, so the
+    layer and head numbers of the config are checked at start against the model it will be."""
+    from clip_interp.toy_clip import DEFAULT_CONFIG
+
+    return {spec["config"]: DEFAULT_CONFIG for spec in config["models"].values() if spec.get("train_toy")}
 
 
 def check_runtime_settings():

@@ -145,6 +145,7 @@ rule cannot_pairs:
         model=model_spec,
         spacy_model=NEGATION["spacy_model"],
         reading=NEGATION["selectivity"]["cannot_reading"],
+        source_url=NEGATION["sources"]["cannot"]["url"],
     group:
         PREPARATION_GROUP
     log:

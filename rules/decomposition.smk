@@ -139,8 +139,11 @@ rule decompose_shard:
 rule gather_decomposition:
     input:
         parts=shard_parts,
+        table="results/decomposition/datasets/{imageset}.parquet",
     output:
         "results/decomposition/{model}/store/{imageset}.h5",
+    params:
+        shard_size=DECOMPOSITION["shard_size"],
     log:
         rule_log("gather_decomposition", "{model}", "{imageset}"),
     benchmark:
@@ -312,7 +315,7 @@ rule waterbirds:
 rule head_neighbours:
     input:
         store=f"{DECOMPOSITION_OUT}/store/classification.h5",
-        table="results/decomposition/datasets/classification.parquet",
+        table=neighbour_image_list,
         textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
         model=model_files,
     output:

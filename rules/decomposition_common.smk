@@ -1,6 +1,6 @@
 # The decomposition study's settings (config section `decomposition`) and helpers shared by its rule files.
 
-from clip_interp.config import ConfigError
+from clip_interp.config import ConfigError, image_row_problems, local_decomposition_problems
 from clip_interp.sources import is_remote, local_path
 
 DECOMPOSITION = config["decomposition"]
@@ -50,41 +50,27 @@ def shard_parts(wildcards):
     ]
 
 
-def local_decomposition_problems():
-    """One line per local source of the decomposition section that does not exist (paths the workflow
-    writes itself excepted); ImageNet validation must be a local folder."""
-    lines = []
-    images = DECOMPOSITION_SOURCES["classification_images"]["url"]
-    if is_remote(images):
-        lines.append(
-            f"`decomposition.sources.classification_images.url` is {images!r}; the classification images "
-            "(ImageNet validation) are read from a local folder only; download them with your ImageNet "
-            "account and give the folder"
-        )
-    for name, spec in DECOMPOSITION_SOURCES.items():
-        url = spec["url"]
-        if is_remote(url) or produced_by_workflow(local_path(url)):
-            continue
-        if not local_path(url).exists():
-            lines.append(
-                f"`decomposition.sources.{name}.url` is {url!r}, which does not exist (looked for "
-                f"{str(local_path(url))!r}); fix the path, put the file there, or give an http(s) URL"
-            )
-    if DECOMPOSITION["spurious"]["heads"] == "auto" and not DECOMPOSITION_SOURCES.get("place_descriptions"):
-        lines.append(
-            "`decomposition.spurious.heads` is 'auto', which needs `decomposition.sources.place_descriptions` "
-            "(a file of place/background descriptions); add it or list the heads"
-        )
-    if DECOMPOSITION["textspan"]["texts_per_head"] > DECOMPOSITION["textspan"]["rank"]:
-        lines.append(
-            f"`decomposition.textspan.texts_per_head` ({DECOMPOSITION['textspan']['texts_per_head']}) exceeds "
-            f"`decomposition.textspan.rank` ({DECOMPOSITION['textspan']['rank']}); lower it or raise the rank"
-        )
-    return lines
+def checked_image_list(imageset, key, rows):
+    """The image list of `imageset` once its checkpoint has written it, with the image rows configured under `key`
+    checked against its length: a row beyond the list stops the run when the list is written, before any job that
+    reads the rows."""
+    table = checkpoints.decomposition_image_list.get(imageset=imageset).output.table
+    problems = image_row_problems(key, rows, parquet_rows(table), table)
+    if problems:
+        raise WorkflowError(str(ConfigError(problems, "the config's image rows do not fit the image list")))
+    return table
+
+
+def neighbour_image_list(wildcards):
+    """The classification list, once written, its rows checked against `decomposition.neighbours.image_queries`."""
+    return checked_image_list("classification", "decomposition.neighbours.image_queries",
+                              DECOMPOSITION["neighbours"]["image_queries"])
 
 
 def check_decomposition_inputs():
-    problems = local_decomposition_problems()
+    """The decomposition section's settings (:func:`clip_interp.config.local_decomposition_problems`), checked
+    before anything runs."""
+    problems = local_decomposition_problems(config, written_configs=toy_model_configs())
     if problems:
         raise WorkflowError(str(ConfigError(problems, "the decomposition section of the config cannot run as given")))
 

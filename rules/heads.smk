@@ -126,6 +126,7 @@ for heads_analysis in HEADS_ANALYSES:
             f"heads_{heads_analysis}"
         input:
             unpack(heads_index_inputs),
+            images=heads_query_image_list,
         output:
             table=f"{HEADS_OUT}/analyses/{heads_analysis}.parquet",
             png=report(

@@ -1,7 +1,7 @@
 # The head-properties study's settings (config section `heads`) and helpers shared by its rule files.
 # It reads the decomposition study's outputs (stores, image lists, TEXTSPAN tables), so it needs that study.
 
-from clip_interp.config import ConfigError
+from clip_interp.config import ConfigError, heads_missing_files, heads_problems
 from clip_interp.heads import ANALYSES as HEADS_ANALYSES
 from clip_interp.heads.published import PAPER_SCORES
 from clip_interp.sources import is_remote, local_path
@@ -51,14 +51,20 @@ def heads_labeller_inputs(wildcards):
 
 
 def heads_index_inputs(wildcards):
-    """Everything the explorer's index of a model names: its manifest and the files the manifest points at."""
+    """Everything the explorer's index of a model names: its manifest and the files the manifest points at, but
+    the image list (:func:`heads_query_image_list`)."""
     return {
         "manifest": f"results/heads/{wildcards.model}/explorer.json",
-        **{name: path.format(model=wildcards.model) for name, path in HEADS_DECOMPOSITION.items()},
+        **{name: HEADS_DECOMPOSITION[name].format(model=wildcards.model) for name in ("store", "textspan")},
         "scores": f"results/heads/{wildcards.model}/scores.parquet",
         **heads_label_tables(wildcards),
         "model": model_files(wildcards),
     }
+
+
+def heads_query_image_list(wildcards):
+    """The image list the analyses search, once written, its rows checked against `heads.analyses.images`."""
+    return checked_image_list(HEADS["image_set"], "heads.analyses.images", HEADS["analyses"]["images"])
 
 
 def heads_index_mem_mb(wildcards, input):
@@ -77,49 +83,6 @@ def heads_index_mem_mb(wildcards, input):
     return config["cluster_resources"]["model_mem_mb"] + int(2 * index_bytes / 1e6) + 1
 
 
-def heads_problems():
-    """One line per setting of the heads section (or of the sections it depends on) that cannot work."""
-    lines = []
-    if "decomposition" not in STUDIES:
-        return [
-            "`studies` lists heads but not decomposition; the heads study reads the decomposition study's stores "
-            "and TEXTSPAN tables: add decomposition to `studies`"
-        ]
-    textspan = config["decomposition"]["textspan"]
-    if textspan["n_layers"] < HEADS["n_layers"]:
-        lines.append(
-            f"`decomposition.textspan.n_layers` ({textspan['n_layers']}) is smaller than `heads.n_layers` "
-            f"({HEADS['n_layers']}): TEXTSPAN must cover the last min({HEADS['n_layers']}, L) layers that the heads "
-            f"study labels; raise `decomposition.textspan.n_layers` to {HEADS['n_layers']}"
-        )
-    for key, value in (("heads.n_texts", HEADS["n_texts"]), ("heads.association.n_texts", HEADS["association"]["n_texts"])):
-        if value > textspan["texts_per_head"]:
-            lines.append(
-                f"`{key}` ({value}) exceeds `decomposition.textspan.texts_per_head` ({textspan['texts_per_head']}), "
-                "the TEXTSPAN texts there are per head; lower it or raise texts_per_head"
-            )
-    if HEADS["association"]["min_matches"] > HEADS["association"]["n_texts"]:
-        lines.append(
-            f"`heads.association.min_matches` ({HEADS['association']['min_matches']}) exceeds "
-            f"`heads.association.n_texts` ({HEADS['association']['n_texts']}); no head could be associated"
-        )
-    files = [("heads.taxonomy", HEADS["taxonomy"])]
-    if "llm" in HEADS["labellers"]:
-        files.append(("heads.llm.examples", HEADS["llm"]["examples"]))
-    if any(published_model(model) for model in MODELS):
-        files += [
-            (f"heads.sources.{name}.url", spec["url"])
-            for name, spec in HEADS_SOURCES.items()
-            if not is_remote(spec["url"])
-        ]
-    missing = [(key, path) for key, path in files if not local_path(path).exists()]
-    for key, path in missing:
-        lines.append(f"`{key}` is {path!r}, which does not exist; fix the path or put the file there")
-    if not missing and "llm" in HEADS["labellers"]:
-        lines += llm_example_problems()
-    return lines
-
-
 def llm_example_problems():
     """The LLM labeller's examples must be labelled with properties of the configured taxonomy."""
     from clip_interp.errors import InputError
@@ -134,7 +97,12 @@ def llm_example_problems():
 
 
 def check_heads_inputs():
-    problems = heads_problems()
+    """The heads section's settings (:func:`clip_interp.config.heads_problems`) and, once its files exist, the LLM
+    labeller's examples, checked before anything runs."""
+    uses_published = any(published_model(model) for model in MODELS)
+    problems = heads_problems(config, uses_published, written_configs=toy_model_configs())
+    if "llm" in HEADS["labellers"] and not heads_missing_files(config, uses_published):
+        problems += llm_example_problems()
     if problems:
         raise WorkflowError(str(ConfigError(problems, "the heads section of the config cannot run as given")))
 

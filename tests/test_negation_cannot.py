@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from clip_interp.negation.cannot import (build_cannot_v11_from_parts, load_cannot, require_pairs_left,
-                                        select_no_some_pairs)
+from clip_interp.negation.cannot import (build_cannot_v11_from_parts, configured_source, load_cannot,
+                                        require_pairs_left, select_no_some_pairs)
 from clip_interp.errors import InputError, SourceError
 
 PAIR_COLUMNS = ["source_index", "negated", "non_negated", "negator_pos", "eot_pos", "n_tokens"]
@@ -149,3 +149,28 @@ def test_select_on_real_stand_in(shared_data, tok, nlp):
         a, b = tok.encode(neg), tok.encode(non)
         assert tok.token_str(a[pos]) == "no" and tok.token_str(b[pos]) == "some"
         assert [i for i, (x, y) in enumerate(zip(a, b)) if x != y] == [pos]
+
+
+def test_a_cannot_file_with_wrong_columns_is_named_as_configured(tmp_path):
+    """The workflow reads its copy of the source; the message names the config key and the user's own file."""
+    copy = write(tmp_path / "cannot_dataset_v1.1.tsv", "sentence\tnegated\nA.\tNot A.\n")
+    source = configured_source("negation.sources.cannot", "/data/mine/cannot.tsv")
+    with pytest.raises(InputError) as err:
+        load_cannot(copy, source=source)
+    message = str(err.value)
+    assert message.startswith("CANNOT file `negation.sources.cannot` ('/data/mine/cannot.tsv') has columns")
+    assert "'sentence', 'negated'" in message and "cannot_dataset_v1.1.tsv" not in message
+    labels = write(tmp_path / "labels.tsv", "premise\thypothesis\tlabel\nA.\tNot A.\tyes\n")
+    with pytest.raises(InputError, match=r"^`negation.sources.cannot` \('/data/mine/cannot.tsv'\): 1 labels"):
+        load_cannot(labels, source=source)
+
+
+@pytest.mark.parametrize("reading, other", [("noun_chunk", "subject_only"), ("subject_only", "noun_chunk")])
+def test_no_pair_left_suggests_the_other_reading(reading, other):
+    report = {"reading": reading, "rows": 1, "steps": ["rows"]}
+    with pytest.raises(InputError) as err:
+        require_pairs_left(pd.DataFrame(), report, "`negation.sources.cannot` ('mine.tsv')", "m")
+    message = str(err.value)
+    assert f"under the reading {reading!r}" in message
+    assert message.endswith(f"choose negation.selectivity.cannot_reading: {other}")
+    assert "of `negation.sources.cannot` ('mine.tsv') is left" in message

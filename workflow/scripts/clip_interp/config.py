@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -329,11 +329,7 @@ def text_layer_count(spec: Mapping) -> int | None:
     """
     backend = spec.get("backend")
     if backend == "open_clip":
-        if spec.get("config"):
-            data = _read_json(Path(spec["config"]))
-        else:
-            folder = _open_clip_config_dir()
-            data = _read_json(folder / f"{spec.get('name')}.json") if folder and spec.get("name") else None
+        data = open_clip_model_config(spec)
         text = data.get("text_cfg") if data else None
         return int(text.get("layers", 12)) if isinstance(text, Mapping) else None
     if backend in ("hf", "transformers"):
@@ -357,3 +353,219 @@ def text_layer_problems(key: str, layer: int, models: Mapping[str, Mapping]) -> 
             lines.append(f"`{key}` is {_show(layer)}, but the text tower of model `{model}` has {count} layers "
                          f"(numbered 1..{count}); choose a layer in 1..{count}")
     return lines
+
+
+def open_clip_model_config(spec: Mapping, written_configs: Mapping[str, Mapping] | None = None) -> Mapping | None:
+    """The open_clip model config of model entry ``spec``; None when it is not known without loading the model.
+
+    The entry's ``config`` JSON when ``written_configs`` has it (by normalised path: a file the workflow writes
+    itself, such as the demo's toy CLIP) or when it exists, else open_clip's bundled ``model_configs/<name>.json``.
+    """
+    if spec.get("config"):
+        written = {os.path.normpath(str(path)): data for path, data in (written_configs or {}).items()}
+        key = os.path.normpath(str(spec["config"]))
+        return written[key] if key in written else _read_json(Path(spec["config"]))
+    folder = _open_clip_config_dir()
+    return _read_json(folder / f"{spec.get('name')}.json") if folder and spec.get("name") else None
+
+
+def vision_tower_shape(spec: Mapping, written_configs: Mapping[str, Mapping] | None = None) -> tuple[int, int] | None:
+    """(blocks, attention heads per block) of the image tower of model entry ``spec``; None when unknown.
+
+    open_clip (a ViT; see :func:`open_clip_model_config`): ``vision_cfg.layers`` (default 12) and
+    ``vision_cfg.width // vision_cfg.head_width`` (defaults 768 and 64); a ResNet or timm tower is unknown.
+    Hugging Face: ``vision_config.num_hidden_layers`` and ``num_attention_heads`` (defaults 12) of a local
+    ``path``'s ``config.json``, or the default CLIPConfig's (12, 12) for a ``random_init`` entry without ``path``.
+    """
+    backend = spec.get("backend")
+    if backend == "open_clip":
+        data = open_clip_model_config(spec, written_configs)
+        vision = data.get("vision_cfg") if data else None
+        if not isinstance(vision, Mapping) or vision.get("timm_model_name"):
+            return None
+        if not isinstance(vision.get("layers", 12), int):  # a ResNet's stages
+            return None
+        return int(vision.get("layers", 12)), int(vision.get("width", 768)) // int(vision.get("head_width", 64))
+    if backend in ("hf", "transformers"):
+        if spec.get("path"):
+            data = _read_json(Path(spec["path"]) / "config.json")
+            vision = data.get("vision_config", {}) if data else None
+            if not isinstance(vision, Mapping):
+                return None
+            return int(vision.get("num_hidden_layers", 12)), int(vision.get("num_attention_heads", 12))
+        return (12, 12) if spec.get("random_init") else None
+    return None
+
+
+def head_list_problems(key: str, heads: Any, models: Mapping[str, Mapping],
+                       written_configs: Mapping[str, Mapping] | None = None,
+                       last_layers: int | None = None) -> list[str]:
+    """One line per configured ``[layer, head]`` of config key ``key`` that is no head of a model's image tower.
+
+    A layer is 1..L or -1..-L (counted from the end), a head 0..H-1, with (L, H) from
+    :func:`vision_tower_shape`; with ``last_layers`` = n the layer must also be one of the last min(n, L).
+    ``auto`` and models whose shape is not known without loading them are left to the rule.
+    """
+    if not isinstance(heads, list):
+        return []
+    lines = []
+    for model, spec in models.items():
+        shape = vision_tower_shape(spec, written_configs) if isinstance(spec, Mapping) else None
+        if shape is None:
+            continue
+        n_layers, n_heads = shape
+        first = n_layers - min(last_layers, n_layers) + 1 if last_layers else 1
+        bad = [pair for pair in heads if not _names_a_head(pair, n_layers, n_heads, first)]
+        if bad:
+            counted = n_layers - first + 1
+            layers = f"{first}..{n_layers}" + (f" (the last {counted})" if first > 1 else "")
+            lines.append(f"`{key}` is {_show(heads)}, but {_show(bad)} name no head of the image tower of model "
+                         f"`{model}`: allowed are layers {layers}, or counted from the end -1..-{counted}, "
+                         f"and heads 0..{n_heads - 1}")
+    return lines
+
+
+def _names_a_head(pair: Sequence, n_layers: int, n_heads: int, first_layer: int) -> bool:
+    layer, head = pair
+    resolved = layer + n_layers + 1 if layer < 0 else layer
+    return first_layer <= resolved <= n_layers and 0 <= head < n_heads
+
+
+def image_row_problems(key: str, rows: Iterable[int], n_images: int, image_list: str) -> list[str]:
+    """The line saying which of the rows configured under ``key`` are beyond an image list of ``n_images`` rows."""
+    bad = [row for row in rows if not 0 <= row < n_images]
+    if not bad:
+        return []
+    return [(f"`{key}` is {_show(list(rows))}, but the image list {image_list} has {n_images} images, so rows "
+             f"{_show(bad)} do not exist; allowed are rows 0..{n_images - 1}")]
+
+
+def description_count(path: str | Path) -> int:
+    """The descriptions of a pool file: its non-empty lines (blank lines and surrounding spaces ignored)."""
+    return sum(1 for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+# --- checks across the sections of the decomposition and head-properties studies ---------------------------
+# The Snakefile calls these with the validated config (schema defaults filled in).
+
+
+def produced_by_workflow(path: str | Path) -> bool:
+    """Whether the workflow itself writes this path (the demo's synthetic sets under ``results/synthetic``)."""
+    return os.path.normpath(str(path)).startswith(os.path.join("results", "synthetic"))
+
+
+def local_decomposition_problems(config: Mapping, written_configs: Mapping[str, Mapping] | None = None) -> list[str]:
+    """One line per setting of the ``decomposition`` section that cannot work, found without running anything.
+
+    The classification images must be a local folder; every local source must exist (paths the workflow writes
+    excepted); ``spurious.heads: auto`` needs ``sources.place_descriptions``; ``textspan.texts_per_head`` can
+    be at most ``textspan.rank`` and at most the descriptions of a local pool; configured heads must be heads of
+    each model's image tower (:func:`head_list_problems`).
+    """
+    from .sources import is_remote, local_path
+
+    decomposition = config["decomposition"]
+    sources = decomposition["sources"]
+    lines = []
+    images = sources["classification_images"]["url"]
+    if is_remote(images):
+        lines.append(
+            f"`decomposition.sources.classification_images.url` is {images!r}; the classification images "
+            "(ImageNet validation) are read from a local folder only; download them with your ImageNet "
+            "account and give the folder"
+        )
+    for name, spec in sources.items():
+        url = spec["url"]
+        if is_remote(url) or produced_by_workflow(local_path(url)):
+            continue
+        if not local_path(url).exists():
+            lines.append(
+                f"`decomposition.sources.{name}.url` is {url!r}, which does not exist (looked for "
+                f"{str(local_path(url))!r}); fix the path, put the file there, or give an http(s) URL"
+            )
+    if decomposition["spurious"]["heads"] == "auto" and not sources.get("place_descriptions"):
+        lines.append(
+            "`decomposition.spurious.heads` is 'auto', which needs `decomposition.sources.place_descriptions` "
+            "(a file of place/background descriptions); add it or list the heads"
+        )
+    return lines + _textspan_problems(decomposition) + [
+        line
+        for key in ("spurious", "neighbours")
+        for line in head_list_problems(f"decomposition.{key}.heads", decomposition[key]["heads"], config["models"],
+                                       written_configs)
+    ]
+
+
+def _textspan_problems(decomposition: Mapping) -> list[str]:
+    """``textspan.texts_per_head`` against ``textspan.rank`` and against a local description pool's size."""
+    from .sources import is_remote, local_path
+
+    textspan, lines = decomposition["textspan"], []
+    if textspan["texts_per_head"] > textspan["rank"]:
+        lines.append(
+            f"`decomposition.textspan.texts_per_head` ({textspan['texts_per_head']}) exceeds "
+            f"`decomposition.textspan.rank` ({textspan['rank']}); lower it or raise the rank"
+        )
+    url = decomposition["sources"]["descriptions"]["url"]
+    pool = None if is_remote(url) or produced_by_workflow(local_path(url)) else local_path(url)
+    if pool is not None and pool.is_file():
+        count = description_count(pool)
+        if count < textspan["texts_per_head"]:
+            lines.append(
+                f"`decomposition.sources.descriptions.url` is {url!r}, a pool of {count} descriptions (non-empty "
+                f"lines), fewer than `decomposition.textspan.texts_per_head` ({textspan['texts_per_head']}); give a "
+                f"larger pool or set texts_per_head to at most {count}"
+            )
+    return lines
+
+
+def heads_missing_files(config: Mapping, uses_published_labels: bool = False) -> list[tuple[str, str]]:
+    """(config key, path) of each local file of the ``heads`` section that does not exist: the taxonomy, the
+    LLM's examples when ``llm`` labels, and the local published labels when a model has them
+    (``uses_published_labels``)."""
+    from .sources import is_remote, local_path
+
+    heads = config["heads"]
+    files = [("heads.taxonomy", heads["taxonomy"])]
+    if "llm" in heads["labellers"]:
+        files.append(("heads.llm.examples", heads["llm"]["examples"]))
+    if uses_published_labels:
+        files += [(f"heads.sources.{name}.url", spec["url"]) for name, spec in heads["sources"].items()
+                  if not is_remote(spec["url"])]
+    return [(key, path) for key, path in files if not local_path(path).exists()]
+
+
+def heads_problems(config: Mapping, uses_published_labels: bool = False,
+                   written_configs: Mapping[str, Mapping] | None = None) -> list[str]:
+    """One line per setting of the ``heads`` section (or of the sections it depends on) that cannot work.
+
+    The study needs the decomposition study; TEXTSPAN must cover the analysed layers and give at least the texts
+    judged per head; ``association.min_matches`` is at most ``association.n_texts``; the local files exist
+    (:func:`heads_missing_files`); ``analyses.heads`` are heads of the analysed layers (:func:`head_list_problems`).
+    """
+    if "decomposition" not in config["studies"]:
+        return [("`studies` lists heads but not decomposition; the heads study reads the decomposition study's stores "
+                 "and TEXTSPAN tables: add decomposition to `studies`")]
+    heads, textspan, lines = config["heads"], config["decomposition"]["textspan"], []
+    if textspan["n_layers"] < heads["n_layers"]:
+        lines.append(
+            f"`decomposition.textspan.n_layers` ({textspan['n_layers']}) is smaller than `heads.n_layers` "
+            f"({heads['n_layers']}): TEXTSPAN must cover the last min({heads['n_layers']}, L) layers that the heads "
+            f"study labels; raise `decomposition.textspan.n_layers` to {heads['n_layers']}"
+        )
+    judged = (("heads.n_texts", heads["n_texts"]), ("heads.association.n_texts", heads["association"]["n_texts"]))
+    for key, value in judged:
+        if value > textspan["texts_per_head"]:
+            lines.append(
+                f"`{key}` ({value}) exceeds `decomposition.textspan.texts_per_head` ({textspan['texts_per_head']}), "
+                "the TEXTSPAN texts there are per head; lower it or raise texts_per_head"
+            )
+    if heads["association"]["min_matches"] > heads["association"]["n_texts"]:
+        lines.append(
+            f"`heads.association.min_matches` ({heads['association']['min_matches']}) exceeds "
+            f"`heads.association.n_texts` ({heads['association']['n_texts']}); no head could be associated"
+        )
+    for key, path in heads_missing_files(config, uses_published_labels):
+        lines.append(f"`{key}` is {path!r}, which does not exist; fix the path or put the file there")
+    return lines + head_list_problems("heads.analyses.heads", heads["analyses"]["heads"], config["models"],
+                                      written_configs, last_layers=heads["n_layers"])

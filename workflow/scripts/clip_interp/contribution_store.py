@@ -6,9 +6,12 @@ holds ``keys`` and, one row per image, ``embedding`` (E,) float32 and the terms
 (L, E) and ``ln_bias`` (E,) in the store's dtype (float16 or float32), plus ``label`` when labels
 are given; attributes name the model, the convention and the shard. Images are decomposed
 ``batch_size`` at a time and written at once, so memory is bounded by the batch size. Files are
-written atomically: an interrupted shard leaves nothing and re-runs alone.
+written atomically: an interrupted shard leaves nothing and re-runs alone. The last thing a shard's writer
+does is record its completion (attribute :data:`COMPLETION_ATTRIBUTE`: its row count and a digest of its
+image keys), so that :func:`shard_problems` can tell a finished shard from one a workflow run lost track of.
 
-:func:`gather_shards` joins the parts as an HDF5 file of virtual datasets (no copy; the parts are
+:func:`gather_shards` verifies the parts against their completion records and the image list
+(:func:`shard_problems`), then joins them as an HDF5 file of virtual datasets (no copy; the parts are
 recorded by their paths relative to the gathered file's folder, which HDF5 resolves from that folder,
 so the gathered file and its parts may move together, and the same run in another folder writes the
 same bytes);
@@ -17,6 +20,7 @@ same bytes);
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,6 +39,8 @@ from .models import layer_index
 from .store import RowWriter, decode_keys, require_datasets, write_header
 
 DTYPES = ("float16", "float32")
+# The shard attribute that records a finished shard: JSON {"rows": n, "keys_sha256": keys_digest(keys)}.
+COMPLETION_ATTRIBUTE = "completed"
 
 
 def shard_rows(n_images: int, shard_size: int, shard: int) -> slice:
@@ -83,16 +89,101 @@ def write_decomposition(model, image_paths: Sequence[str | Path], keys: Sequence
             writer.write("embedding", sl, parts.embedding, full_precision=True)
             for name in FIELDS[1:]:
                 writer.write(name, sl, getattr(parts, name))
+        f.attrs[COMPLETION_ATTRIBUTE] = completion_record(keys)
 
 
-def gather_shards(parts: Sequence[str | Path], path) -> None:
-    """Join shard files (in order) into one file of virtual datasets; ``keys`` and ``label`` are copied."""
+def keys_digest(keys: Sequence[str]) -> str:
+    """SHA-256 (hex) of the image keys in order, as the UTF-8 bytes of their JSON list."""
+    return hashlib.sha256(json.dumps([str(key) for key in keys]).encode("utf-8")).hexdigest()
+
+
+def completion_record(keys: Sequence[str]) -> str:
+    """The value of a finished shard's :data:`COMPLETION_ATTRIBUTE`: its row count and :func:`keys_digest`."""
+    return json.dumps({"rows": len(keys), "keys_sha256": keys_digest(keys)}, sort_keys=True)
+
+
+def shard_problems(part: str | Path, expected_keys: Sequence[str] | None = None) -> str | None:
+    """Why ``part`` is not a finished shard (holding ``expected_keys`` in order, when given), or None.
+
+    A finished shard has its completion record (written last), every dataset has the recorded row count, its
+    ``keys`` match the recorded digest, and the record matches the expected keys.
+    """
+    if not Path(part).is_file():
+        return "is missing"
+    with h5py.File(part, "r") as f:
+        record = f.attrs.get(COMPLETION_ATTRIBUTE)
+        if record is None:
+            return ("has no completion record: its job did not finish writing it (or it was written before shards "
+                    "recorded their completion)")
+        record = json.loads(record)
+        keys = decode_keys(f["keys"][:]) if "keys" in f else []
+        lengths = {name: len(f[name]) for name in ("keys", *FIELDS) if name in f}
+    short = {name: n for name, n in lengths.items() if n != record["rows"]}
+    if len(lengths) < len(FIELDS) + 1 or short:
+        return f"records {record['rows']} rows but holds {short or 'not every dataset'}"
+    if keys_digest(keys) != record["keys_sha256"]:
+        return "holds image keys other than those it recorded"
+    if expected_keys is not None and (len(expected_keys) != record["rows"]
+                                      or keys_digest(expected_keys) != record["keys_sha256"]):
+        return (f"holds {record['rows']} images ({_show_keys(keys)}), but its rows of the image list are "
+                f"{len(expected_keys)} images ({_show_keys(expected_keys)})")
+    return None
+
+
+def _show_keys(keys: Sequence[str]) -> str:
+    return "none" if not len(keys) else f"{keys[0]!r}..{keys[-1]!r}" if len(keys) > 1 else repr(keys[0])
+
+
+def verify_shards(parts: Sequence[str | Path], image_keys: Sequence[str] | None = None,
+                  shard_size: int | None = None) -> list[str]:
+    """One line per shard of ``parts`` (shard k is ``parts[k]``) that :func:`shard_problems` finds at fault.
+
+    With ``image_keys`` (the image list's keys in row order) and ``shard_size``, shard k must hold the keys of
+    rows :func:`shard_rows` (n, shard_size, k), and ``parts`` must be every shard of the list.
+    """
+    return [line for _, line in _shard_faults(parts, image_keys, shard_size)]
+
+
+def _shard_faults(parts: Sequence[str | Path], image_keys: Sequence[str] | None,
+                  shard_size: int | None) -> list[tuple[str | None, str]]:
+    """(shard file or None for the whole set, problem) for :func:`verify_shards`."""
+    faults: list[tuple[str | None, str]] = []
+    against_list = image_keys is not None and shard_size is not None
+    if against_list and len(parts) != n_shards(len(image_keys), shard_size):
+        count = (f"{len(parts)} shard files for an image list of {len(image_keys)} images, which makes "
+                 f"{n_shards(len(image_keys), shard_size)} shards of {shard_size}")
+        faults.append((None, count))
+        against_list = False
+    for k, part in enumerate(parts):
+        expected = list(image_keys[shard_rows(len(image_keys), shard_size, k)]) if against_list else None
+        problem = shard_problems(part, expected)
+        if problem:
+            faults.append((str(part), f"shard {part} {problem}"))
+    return faults
+
+
+def gather_shards(parts: Sequence[str | Path], path, image_keys: Sequence[str] | None = None,
+                  shard_size: int | None = None) -> None:
+    """Join shard files (in order) into one file of virtual datasets; ``keys`` and ``label`` are copied.
+
+    Every shard is verified first (:func:`verify_shards`, against the image list when ``image_keys`` and
+    ``shard_size`` are given); an unfinished or mismatched shard stops the gather, naming each such shard.
+    """
     if not parts:
         raise InputError("no decomposition shards to gather")
-    shapes, keys, labels, attrs = {}, [], [], None
     for part in parts:
         if not Path(part).is_file():
             raise InputError(f"decomposition shard {part} is missing; re-run its rule (snakemake --rerun-incomplete)")
+    faults = _shard_faults(parts, image_keys, shard_size)
+    if faults:
+        named = " ".join(part for part, _ in faults if part)
+        raise InputError("decomposition shards that are not finished or do not match the image list:\n"
+                         + "\n".join(f"  - {line}" for _, line in faults)
+                         + f"\ndelete {'these shard files' if named else 'the shard folder'} and run the workflow "
+                           f"again with your usual options: `rm {named or Path(parts[0]).parent} && snakemake "
+                           "--rerun-incomplete ...` (README, \"Errors and re-runs\")")
+    shapes, keys, labels, attrs = {}, [], [], None
+    for part in parts:
         with h5py.File(part, "r") as f:
             require_datasets(f, ["keys", *FIELDS], part)
             current = {k: f.attrs[k] for k in ("model", "convention", "n_layers", "n_heads")}
@@ -113,7 +204,8 @@ def gather_shards(parts: Sequence[str | Path], path) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
         with h5py.File(parts[0], "r") as first:
             for k, v in first.attrs.items():
-                out.attrs[k] = v
+                if k != COMPLETION_ATTRIBUTE:
+                    out.attrs[k] = v
         out.attrs["shards"] = json.dumps(relative)
         out.create_dataset("keys", data=np.asarray(keys, dtype=object), dtype=h5py.string_dtype(),
                            track_times=False)

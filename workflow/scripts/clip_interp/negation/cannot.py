@@ -67,40 +67,50 @@ def build_cannot_v11_from_parts(parts_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def _with_int_labels(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _with_int_labels(df: pd.DataFrame, path: Path, source: str | None = None) -> pd.DataFrame:
     labels = pd.to_numeric(df["label"], errors="coerce")
     bad = df.index[labels.isna() | ~labels.isin([0, 1])]
     if len(bad):
         shown = ", ".join(f"row {i + 2}: {df['label'].iloc[i]!r}" for i in bad[:5])
         raise InputError(
-            f"{str(path)!r}: {len(bad)} labels are not 0 or 1 ({shown}); fix the file or use the released "
-            "CANNOT v1.1 TSV"
+            f"{source or repr(str(path))}: {len(bad)} labels are not 0 or 1 ({shown}); fix the file or use the "
+            "released CANNOT v1.1 TSV"
         )
     out = df.copy()
     out["label"] = labels.astype("int64")
     return out
 
 
-def load_cannot(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CANNOT v1.1 TSV and check its columns ``premise, hypothesis, label`` (label 0/1)."""
+def configured_source(key: str, url: str) -> str:
+    """How messages name a source: its config key and the path or URL the user gave there."""
+    return f"`{key}` ({str(url)!r})"
+
+
+def load_cannot(path: str | os.PathLike, source: str | None = None) -> pd.DataFrame:
+    """Read a CANNOT v1.1 TSV and check its columns ``premise, hypothesis, label`` (label 0/1).
+
+    ``source`` names the file in messages as the user configured it (:func:`configured_source`), for ``path``
+    being the workflow's copy of it; by default messages name ``path``.
+    """
     path = Path(path)
+    where = f"CANNOT file {source or repr(str(path))}"
     if not path.is_file():
-        raise InputError(f"CANNOT file {str(path)!r} does not exist; fetch it first or fix its path in the config")
+        raise InputError(f"{where} does not exist; fetch it first or fix its path in the config")
     with open(path, "rb") as handle:
         head = handle.read(len(LFS_POINTER_PREFIX) + 64).lstrip(b"\xef\xbb\xbf").lstrip()
     if head.startswith(LFS_POINTER_PREFIX):
         raise SourceError(
-            f"CANNOT file {str(path)!r} is a Git LFS pointer, not the data. Fetch the real TSV from the "
+            f"{where} is a Git LFS pointer, not the data. Fetch the real TSV from the "
             "LFS media URL (https://media.githubusercontent.com/media/<owner>/<repo>/<ref>/<path> for the "
             "GitHub file) or from a dataset-hub copy, or give a local path to a downloaded copy."
         )
     df = _read_tsv(path)
     if list(df.columns) != V11_COLUMNS:
         raise InputError(
-            f"CANNOT file {str(path)!r} has columns {list(df.columns)}; expected exactly "
+            f"{where} has columns {list(df.columns)}; expected exactly "
             f"{V11_COLUMNS} (tab-separated, with a header line). Is this the v1.1 TSV?"
         )
-    return _with_int_labels(df, path)
+    return _with_int_labels(df, path, source)
 
 
 def _determines_subject(token) -> bool:
@@ -207,11 +217,13 @@ def select_no_some_pairs(df: pd.DataFrame, tokenizer: ClipTokenizer, nlp, batch_
 
 
 def require_pairs_left(pairs: pd.DataFrame, report: dict, source, model: str) -> None:
-    """Fail when the filters of :func:`select_no_some_pairs` left no pair, naming the file, the reading and the
-    rows left after each step, since an empty table would make every selectivity score undefined."""
+    """Fail when the filters of :func:`select_no_some_pairs` left no pair, naming the file (``source``), the reading,
+    the rows left after each step and the other reading to try, since an empty table would make every selectivity
+    score undefined."""
     if not pairs.empty:
         return
     counts = ", ".join(f"{step}: {report[step]}" for step in report["steps"])
+    others = [reading for reading in READINGS if reading != report["reading"]]
     raise InputError(f"no \"no\"/\"some\" pair of {source} is left for model {model} under the reading "
                      f"{report['reading']!r} (rows left after each step: {counts}); check that the file is the "
-                     "CANNOT dataset, or choose negation.selectivity.cannot_reading: noun_chunk")
+                     f"CANNOT dataset, or choose negation.selectivity.cannot_reading: {' or '.join(others)}")
