@@ -143,7 +143,7 @@ def toy_model_files():
 def toy_model_configs():
     """The open_clip config that the toy-CLIP rule writes, by the path each `train_toy` model entry names, so the
     layer and head numbers of the config are checked at start against the model it will be."""
-    from clip_interp.toy_clip import DEFAULT_CONFIG
+    from clip_interp.demo.toy_clip import DEFAULT_CONFIG
 
     return {spec["config"]: DEFAULT_CONFIG for spec in config["models"].values() if spec.get("train_toy")}
 

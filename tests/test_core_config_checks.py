@@ -9,7 +9,7 @@ import yaml
 from clip_interp.config import (description_count, head_list_problems, heads_missing_files, heads_problems,
                                 image_row_problems, local_decomposition_problems, open_clip_model_config,
                                 produced_by_workflow, vision_tower_shape)
-from clip_interp.toy_clip import DEFAULT_CONFIG
+from clip_interp.demo.toy_clip import DEFAULT_CONFIG
 
 from test_workflow import REPO, deep_merge
 
