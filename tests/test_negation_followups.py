@@ -263,7 +263,8 @@ def test_pair_comparison_and_summary(case, pair_table):
     model, _, _ = case
     table = pair_table.assign(segment="correct")
     cmp = pair_comparison(table)
-    np.testing.assert_allclose(cmp["interaction"], cmp["cte_pair"] - cmp["cte_first"] - cmp["cte_second"], atol=0)
+    np.testing.assert_array_equal(cmp["sum_singles"], cmp["cte_first"] + cmp["cte_second"])
+    np.testing.assert_array_equal(cmp["interaction"], cmp["cte_pair"] - (cmp["cte_first"] + cmp["cte_second"]))
     row = cmp[(cmp["key"] == "people") & (cmp["layer"] == 1) & (cmp["pair"] == "negator+EOT")].iloc[0]
     singles = pair_table[(pair_table["key"] == "people") & (pair_table["layer"] == 1)].set_index("patch")["cte"]
     assert row["cte_first"] == singles["negator"] and row["cte_second"] == singles["EOT"]
