@@ -11,7 +11,7 @@ from clip_interp.config import config_problems
 from clip_interp.errors import InputError
 from clip_interp.interventions import (block_output_patch_values, iter_resid_patches, iter_resid_set_patches,
                                        replace_block_output_windows, replace_block_outputs)
-from clip_interp.models import patch_positions
+from clip_interp.models import layer_index, patch_positions
 from clip_interp.negation.ablation_windows import (layer_windows, window_ablation_effects_from_activations,
                                                    window_summary)
 from clip_interp.negation.caches import write_text_cache
@@ -145,7 +145,7 @@ def test_block_output_patch_equals_a_hooked_forward(case, site):
     for patched in iter_resid_patches(model.text, receiver["resid"], values, mask, torch.as_tensor(eot), first_layer=1):
         for k, layer in enumerate(range(1, model.text.n_layers)):
             p = patched.position
-            hook = patch_positions(donor[0, layer - 1, p][None], [0], [p])
+            hook = patch_positions(donor[0, layer_index(layer), p][None], [0], [p])
             direct = model.text.run(ids, hooks={(site, layer): hook}).embedding
             torch.testing.assert_close(patched.embeddings[k], direct, atol=1e-5, rtol=0)
     last = model.text.n_layers

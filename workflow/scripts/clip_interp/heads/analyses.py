@@ -70,7 +70,7 @@ def query_head_contributions(index: HeadIndex, image) -> torch.Tensor:
     """The query's per-head contributions of the analysed layers, (L_a, H, E) float32: one forward."""
     model = index.model()
     parts = decompose(model.vision, query_pixels(index, image), convention=_convention(index))
-    columns = torch.as_tensor([layer - 1 for layer in index.layers])
+    columns = torch.as_tensor([layer_index(layer) for layer in index.layers])
     return parts.heads[0, columns].float().cpu()
 
 

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 
 from ..errors import InputError
+from ..models import layer_index
 
 MANIFEST_FORMAT = "clip_interp.heads.explorer/1"
 MANIFEST_KEYS = ("format", "model", "spec", "root", "image_set", "store", "images", "textspan", "labels",
@@ -99,7 +100,7 @@ def read_contributions(store_path, layers, *, dtype: str = "float32", batch_size
     bad = [layer for layer in layers if not 1 <= layer <= store.n_layers]
     if bad:
         raise InputError(f"layers {bad} are not in the decomposition store {store_path} (layers 1..{store.n_layers})")
-    columns = [layer - 1 for layer in layers]
+    columns = [layer_index(layer) for layer in layers]
     with h5py.File(store.path, "r") as f:
         heads = f["heads"]
         out = np.empty((store.n, len(columns), store.n_heads, heads.shape[-1]), dtype=dtype)
