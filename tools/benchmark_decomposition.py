@@ -55,6 +55,7 @@ from clip_interp.decomposition.table import TERMS
 from clip_interp.decomposition.textspan import textspan_covariance, textspan_direct
 from clip_interp.encoding import encode_texts
 from clip_interp.models import layer_index, load_model
+
 from synthetic_images import synthetic_pixels
 
 REPO = Path(__file__).resolve().parents[1]

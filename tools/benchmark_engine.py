@@ -41,8 +41,11 @@ import torch
 from clip_interp.encoding import encode_images, encode_texts
 from clip_interp.models import load_model
 from clip_interp.negation.causal_tracing import causal_tracing_effects
-from clip_interp.negation.image_ablation import (image_ablation_activations, image_ablation_effects,
-                                                 image_ablation_effects_from_activations)
+from clip_interp.negation.image_ablation import (
+    image_ablation_activations,
+    image_ablation_effects,
+    image_ablation_effects_from_activations,
+)
 from clip_interp.negation.library_references import reference_causal_tracing, reference_image_ablation
 from clip_interp.negation.pair_patching import pair_patching_effects
 from clip_interp.negation.positions import with_generic_positions

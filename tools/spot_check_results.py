@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from clip_interp.images import load_images
-from clip_interp.negation.caches import single_colour
 from clip_interp.models import load_model, patch_positions
+from clip_interp.negation.caches import single_colour
 from clip_interp.negation.labels import COMPONENTS
 
 

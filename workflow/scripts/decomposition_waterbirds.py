@@ -18,7 +18,7 @@ def chosen_heads(smk, store, log) -> pd.DataFrame:
         heads["selected_by"] = "textspan_place_descriptions"
         return heads
     pairs = resolve_heads(smk.params.heads, store.n_layers, store.n_heads, "decomposition.spurious.heads")
-    return pd.DataFrame({"layer": [l for l, _ in pairs], "head": [h for _, h in pairs], "score": float("nan"),
+    return pd.DataFrame({"layer": [layer for layer, _ in pairs], "head": [head for _, head in pairs], "score": float("nan"),
                          "selected_by": "config"})
 
 

@@ -198,7 +198,6 @@ def gather_shards(parts: Sequence[str | Path], path, image_keys: Sequence[str] |
                 shapes.setdefault(name, []).append((f[name].shape, f[name].dtype))
     if labels and len(labels) != len(parts):
         raise InputError("some decomposition shards have labels and others do not; re-run them with one image set")
-    n = len(keys)
     folder = Path(path).resolve().parent
     relative = [os.path.relpath(Path(part).resolve(), folder) for part in parts]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:

@@ -10,8 +10,13 @@ Hooks for ablating a site inside a forward are in :mod:`clip_interp.models.hooks
 """
 
 from .ablation import REPLACEABLE_SITES, replace_block_output_windows, replace_block_outputs
-from .patching import (PatchedEmbeddings, PatchedSetEmbeddings, iter_resid_patches, iter_resid_set_patches,
-                       resid_patch_sweep)
+from .patching import (
+    PatchedEmbeddings,
+    PatchedSetEmbeddings,
+    iter_resid_patches,
+    iter_resid_set_patches,
+    resid_patch_sweep,
+)
 from .site_patching import PATCHABLE_BLOCK_SITES, block_output_patch_values
 
 __all__ = [

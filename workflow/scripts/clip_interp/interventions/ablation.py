@@ -59,7 +59,7 @@ def replace_block_outputs(tower, resid: torch.Tensor, resid_mid: torch.Tensor, v
     """
     sites = _check_sites(sites, values)
     n_layers = tower.n_layers
-    wanted = set(int(l) for l in layers)
+    wanted = set(int(layer) for layer in layers)
     b = resid.shape[0]
     pool = torch.zeros(b, dtype=torch.long, device=resid.device) if pool_index is None else pool_index.to(resid.device)
     x, order = None, []

@@ -21,8 +21,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..store import (SelectedRows, decode_keys, match_rows, require_datasets, unique_key_index, write_image_activations,
-                     write_text_activations)
+from ..store import (
+    SelectedRows,
+    decode_keys,
+    match_rows,
+    require_datasets,
+    unique_key_index,
+    write_image_activations,
+    write_text_activations,
+)
 from .labels import NEGATION_SIDES
 
 if TYPE_CHECKING:

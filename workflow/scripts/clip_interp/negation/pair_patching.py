@@ -33,8 +33,14 @@ from .labels import NEGATION_SIDES
 from .positions import generic_slot_positions
 from .statistics import standard_error
 from .tracing import SUMMARY_SEGMENTS, with_all_segment
-from .tracing_kernel import (aligned_image_embeddings, clean_pair_batch, length_batches, patched_similarities,
-                             tracing_effect, tracing_inputs)
+from .tracing_kernel import (
+    aligned_image_embeddings,
+    clean_pair_batch,
+    length_batches,
+    patched_similarities,
+    tracing_effect,
+    tracing_inputs,
+)
 
 PAIR_SLOTS = ("negator", "subject_first", "subject_further", "full_stop", "EOT")
 PAIRS = tuple(combinations(PAIR_SLOTS, 2))

@@ -29,8 +29,16 @@ from ..interventions import PATCHABLE_BLOCK_SITES, block_output_patch_values, it
 from ..plotting import new_figure
 from .labels import NEGATION_SIDES
 from .tracing import COLOUR_LIMIT, colour_bar_extend, draw_cte_heatmap, heatmap
-from .tracing_kernel import (CAUSAL_TRACING_COLUMNS, aligned_image_embeddings, clean_pair_batch, length_batches,
-                             patched_similarities, tracing_frame, tracing_inputs, tracing_mask)
+from .tracing_kernel import (
+    CAUSAL_TRACING_COLUMNS,
+    aligned_image_embeddings,
+    clean_pair_batch,
+    length_batches,
+    patched_similarities,
+    tracing_frame,
+    tracing_inputs,
+    tracing_mask,
+)
 
 SITE_LABELS = {"resid": "residual stream", "attn_out": "MHA output (attn_out)", "mlp_out": "MLP output (mlp_out)"}
 SITE_TRACING_COLUMNS = ["site", *CAUSAL_TRACING_COLUMNS]
