@@ -13,7 +13,8 @@ def main(smk, log):
     model = load_model(smk.params.model, smk.params.device)
     log.info("%d instances, device %s", len(df), model.device)
     write_text_cache(model, df["key"].tolist(),
-                     {"negated": [list(x) for x in df["negated_ids"]], "non_negated": [list(x) for x in df["non_negated_ids"]]},
+                     {"negated": [list(x) for x in df["negated_ids"]],
+                      "non_negated": [list(x) for x in df["non_negated_ids"]]},
                      smk.output[0], model_id=smk.wildcards.model, batch_size=smk.params.batch_size,
                      dtype=smk.params.dtype,
                      metadata={"variant": smk.wildcards.variant, "excluded": exclusions_of([smk.input.table])})

@@ -1,5 +1,5 @@
-"""Rule script: mean causal tracing effects and localisation per negation side and segment (Figure 8: the correct segment,
-all instances, and by segment)."""
+"""Rule script: mean causal tracing effects and localisation per negation side and segment (Figure 8: the correct
+segment, all instances, and by segment)."""
 
 import pandas as pd
 
