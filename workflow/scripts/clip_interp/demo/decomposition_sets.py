@@ -86,7 +86,8 @@ def _tinted_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def textured_background(rng: np.random.Generator, size: int, place: int) -> np.ndarray:
-    """The Waterbirds-like background: ``place`` 0 (land) brown/green horizontal bands, 1 (water) blue diagonal waves."""
+    """The Waterbirds-like background: ``place`` 0 (land) brown/green horizontal bands, 1 (water) blue diagonal
+    waves."""
     rows, cols = np.mgrid[0:size, 0:size]
     offset = int(rng.integers(0, 8))
     if place == 0:

@@ -21,7 +21,8 @@ REPLACEABLE_SITES = ("attn_out", "mlp_out")
 
 
 def _replaced_start(tower, layer: int, site: str, resid, resid_mid, values, pool: torch.Tensor) -> torch.Tensor:
-    """The residual after replacing ``site`` of block ``layer``: ``resid[layer]`` (B, T, D), at the last layer only the pooled position (B, 1, D)."""
+    """The residual after replacing ``site`` of block ``layer``: ``resid[layer]`` (B, T, D), at the last layer only
+    the pooled position (B, 1, D)."""
     rows = torch.arange(resid.shape[0], device=resid.device)
 
     def keep(x):

@@ -47,7 +47,8 @@ def single_colour(pixels: "torch.Tensor") -> "torch.Tensor":
 IMAGE_VIEWS = {"real": (None, ("resid", "resid_mid")), "single_colour": (single_colour, ("attn_out", "mlp_out"))}
 
 
-def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequence[Sequence[int]]], path, **kwargs) -> None:
+def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequence[Sequence[int]]], path,
+                     **kwargs) -> None:
     """The text cache of sentence pairs: ``sentences`` maps :data:`TEXT_GROUPS` (or a subset) to id sequences."""
     write_text_activations(model, keys, sentences, path, **kwargs)
 

@@ -55,7 +55,8 @@ def check_sites(sites: Iterable[str]) -> list[str]:
 
 
 def _site_chunk(model, neg, non, negator, eot, image_emb, sites):
-    """S(negated), S(non-negated) (B,) and per site S* (B, L+1, T) of one batch (layer 0: no patch, S* = S(non-negated))."""
+    """S(negated), S(non-negated) (B,) and per site S* (B, L+1, T) of one batch (layer 0: no patch,
+    S* = S(non-negated))."""
     tower, dev = model.text, model.device
     n_layers = tower.n_layers
     clean = clean_pair_batch(model, neg, non, eot, image_emb, ["resid", "resid_mid", *sites])
@@ -68,7 +69,8 @@ def _site_chunk(model, neg, non, negator, eot, image_emb, sites):
     for site in sites:
         values = block_output_patch_values(tower, site, receiver, clean.run.cache.stack(site)[:b])
         s_patch = s_non[:, None, None].expand(b, n_layers + 1, t).clone()
-        s_patch[rows, n_layers, eot_t] = model.similarity(image_emb, tower.to_joint_space(values[rows, n_layers, eot_t]))
+        s_patch[rows, n_layers, eot_t] = model.similarity(image_emb,
+                                                          tower.to_joint_space(values[rows, n_layers, eot_t]))
         for patched in iter_resid_patches(tower, resid[b:], values, mask, eot_t, first_layer=1):
             s_patch[patched.rows, 1:n_layers, patched.position] = patched_similarities(model, image_emb, patched).T
         out[site] = s_patch
