@@ -17,6 +17,7 @@ DRIVER_ONLY = {
     "snakemake": "runs the workflow; the jobs get its modules from Snakemake's script preamble",
     "jsonschema": "the config check in the Snakefile (clip_interp.config), before any job",
     "pytest": "the tests",
+    "ruff": "the linter (`ruff check`), a development tool",
     "gradio": "the explorer app (`clip-interp explore`), which no rule runs",
     "playwright": "the explorer's browser test",
 }

@@ -1,4 +1,4 @@
-"""Benchmark the decomposition study's two hot paths and print the figures the README records.
+r"""Benchmark the decomposition study's two hot paths and print the figures the README records.
 
 On random-init open_clip ViT-B/32 and ViT-B/16 (fixed seed) with synthetic 224x224 images:
 
@@ -14,10 +14,11 @@ On random-init open_clip ViT-B/32 and ViT-B/16 (fixed seed) with synthetic 224x2
    of ViT-B/32: ``--textspan-n`` images' contributions, a ``--pool`` of M descriptions embedded by the
    model's text tower, K = ``--texts-per-head`` texts, rank ``--rank``. The contributions of
    ``--textspan-images`` synthetic images are computed (``--texts random``: random unit directions
-stand in for the pool's embeddings, for a quick run; the timing depends on M and D only); when N is larger, each head's N rows are drawn
-   from a Gaussian with that head's empirical mean and covariance (the timing depends on N, M, D and K
-   only). The covariance form runs on every head, the direct form on the first ``--direct-heads``
-   heads; the same texts are required on those heads. Goal: >= 20x at N = 10,000, M = 3,498, K = 20.
+   stand in for the pool's embeddings, for a quick run; the timing depends on M and D only); when N is
+   larger, each head's N rows are drawn from a Gaussian with that head's empirical mean and covariance
+   (the timing depends on N, M, D and K only). The covariance form runs on every head, the direct form
+   on the first ``--direct-heads`` heads; the same texts are required on those heads. Goal: >= 20x at
+   N = 10,000, M = 3,498, K = 20.
 
 Peak memory on the CPU is the peak resident set size above the size before the call, sampled every
 millisecond by a thread, with glibc told (``mallopt``) to serve every allocation above 64 KiB by
@@ -26,7 +27,8 @@ millisecond by a thread, with glibc told (``mallopt``) to serve every allocation
 measurement; the calls of the agreement check are the warm-up.
 
     python tools/benchmark_decomposition.py --threads 1 --repeats 1 --batch 8 --models ViT-B-16 --sections reference
-    python tools/benchmark_decomposition.py --threads 1 --sections textspan --texts random --textspan-images 32 --direct-heads 2
+    python tools/benchmark_decomposition.py --threads 1 --sections textspan --texts random \
+        --textspan-images 32 --direct-heads 2
 
 Times are wall and process-CPU seconds; on the CPU the ratios use CPU seconds (the work done), which a
 shared, loaded machine does not inflate the way it inflates wall time.
@@ -55,6 +57,7 @@ from clip_interp.decomposition.table import TERMS
 from clip_interp.decomposition.textspan import textspan_covariance, textspan_direct
 from clip_interp.encoding import encode_texts
 from clip_interp.models import layer_index, load_model
+
 from synthetic_images import synthetic_pixels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,7 +224,8 @@ def bench_overhead(model, name: str, batch: int, args, device) -> None:
 
 
 @torch.inference_mode()
-def head_contributions(model, layers: list[int], n_images: int, batch: int, device) -> dict[tuple[int, int], torch.Tensor]:
+def head_contributions(model, layers: list[int], n_images: int, batch: int,
+                       device) -> dict[tuple[int, int], torch.Tensor]:
     """Each head's contributions (n_images, E) for ``layers``, from synthetic images."""
     parts = []
     for start in range(0, n_images, batch):
@@ -241,7 +245,8 @@ def resample(contributions: torch.Tensor, n: int, seed: int, shrinkage: float) -
     mean = c.mean(0)
     covariance = torch.cov(c.T, correction=0)
     d = covariance.shape[0]
-    covariance = (1 - shrinkage) * covariance + shrinkage * covariance.diagonal().mean() * torch.eye(d, dtype=torch.float64)
+    covariance = ((1 - shrinkage) * covariance
+                  + shrinkage * covariance.diagonal().mean() * torch.eye(d, dtype=torch.float64))
     factor = torch.linalg.cholesky(covariance)
     z = torch.randn(n, d, generator=g, dtype=torch.float64)
     return (mean + z @ factor.T).float()
@@ -255,20 +260,24 @@ def bench_textspan(args, device) -> bool:
     if args.texts == "model":
         with torch.inference_mode():
             texts = encode_texts(model, pool).float().cpu()
-        print(f"  {len(pool)} descriptions of {args.pool.name} embedded by the text tower in {time.perf_counter() - start:.1f} s")
+        print(f"  {len(pool)} descriptions of {args.pool.name} embedded by the text tower in "
+              f"{time.perf_counter() - start:.1f} s")
     else:
         g = torch.Generator().manual_seed(3)
         texts = torch.nn.functional.normalize(torch.randn(len(pool), model.vision.proj.shape[1], generator=g), dim=-1)
-        print(f"  {len(pool)} random unit text directions stand in for the descriptions of {args.pool.name} (--texts random)")
+        print(f"  {len(pool)} random unit text directions stand in for the descriptions of {args.pool.name} "
+              "(--texts random)")
     layers = list(range(model.vision.n_layers - args.textspan_layers + 1, model.vision.n_layers + 1))
     n_images = min(args.textspan_images, args.textspan_n)
     start = time.perf_counter()
     contributions = head_contributions(model, layers, n_images, args.batch, device)
+    resampled = (f"; each head's N = {args.textspan_n} rows drawn from a Gaussian with its empirical mean and "
+                 f"covariance (shrinkage {args.shrinkage})" if args.textspan_n > n_images else "")
     print(f"  contributions of {n_images} synthetic images for layers {layers[0]}..{layers[-1]} in "
-          f"{time.perf_counter() - start:.1f} s" + (f"; each head's N = {args.textspan_n} rows drawn from a Gaussian "
-                                                   f"with its empirical mean and covariance (shrinkage {args.shrinkage})" if args.textspan_n > n_images else ""))
+          f"{time.perf_counter() - start:.1f} s" + resampled)
     heads = sorted(contributions)
-    data = {key: resample(contributions[key], args.textspan_n, seed=i, shrinkage=args.shrinkage) for i, key in enumerate(heads)}
+    data = {key: resample(contributions[key], args.textspan_n, seed=i, shrinkage=args.shrinkage)
+            for i, key in enumerate(heads)}
     k, rank = args.texts_per_head, args.rank
     cov_times, direct_times, same, max_var_error = {}, {}, 0, 0.0
     for key in heads:
@@ -294,7 +303,8 @@ def bench_textspan(args, device) -> bool:
     print(f"    same texts on {same} of {n_direct} heads; max relative explained-variance difference "
           f"{max_var_error:.1e} ({'ok' if ok else 'FAIL'})")
     if n_direct < len(heads):
-        print(f"    projected direct form for all {len(heads)} heads: {direct_mean * len(heads) / 60:.1f} min ({unit[2:]})")
+        print(f"    projected direct form for all {len(heads)} heads: {direct_mean * len(heads) / 60:.1f} min "
+              f"({unit[2:]})")
     return ok
 
 

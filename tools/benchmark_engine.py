@@ -41,8 +41,11 @@ import torch
 from clip_interp.encoding import encode_images, encode_texts
 from clip_interp.models import load_model
 from clip_interp.negation.causal_tracing import causal_tracing_effects
-from clip_interp.negation.image_ablation import (image_ablation_activations, image_ablation_effects,
-                                                 image_ablation_effects_from_activations)
+from clip_interp.negation.image_ablation import (
+    image_ablation_activations,
+    image_ablation_effects,
+    image_ablation_effects_from_activations,
+)
 from clip_interp.negation.library_references import reference_causal_tracing, reference_image_ablation
 from clip_interp.negation.pair_patching import pair_patching_effects
 from clip_interp.negation.positions import with_generic_positions
@@ -161,7 +164,8 @@ def load_benchmark_model(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     load_before = os.getloadavg()[0]
-    model = load_model({"backend": "open_clip", "name": "ViT-B-32", "random_init": True, "seed": args.seed}, args.device)
+    model = load_model({"backend": "open_clip", "name": "ViT-B-32", "random_init": True, "seed": args.seed},
+                       args.device)
     print(f"model: random-init open_clip ViT-B-32 (seed {args.seed}) on {model.device}; torch {torch.__version__}, "
           f"{args.threads} thread(s), {os.cpu_count()} CPU(s), load average {load_before:.1f}")
     return model, load_before
@@ -453,7 +457,8 @@ def print_image_ablation(ia: ImageAblation, n_layers_vision: int) -> None:
 
 @dataclass
 class FollowupTiming:
-    """Wall and CPU time of causal tracing, pair patching and MHA/MLP tracing on the same instances, summed over repeats."""
+    """Wall and CPU time of causal tracing, pair patching and MHA/MLP tracing on the same instances, summed over
+    repeats."""
 
     causal_tracing: Timer
     pair_patching: Timer
@@ -543,7 +548,8 @@ def project_study_time(model, inst: Instances, ct: CausalTracing, ia: ImageAblat
         f"causal tracing ({n_tr} instances, image embedding included)": n_tr * ct.eng_per,
         f"image ablation from the cache ({n_im} images x {model.vision.n_layers} layers x 2 components)":
             n_im * (ia.ablations.wall + ia.text.wall) * per_instance,
-        f"CANNOT cache forwards ({n_cannot} pairs, both sentences, patterns)": n_cannot * t_text_cache.wall * per_instance,
+        f"CANNOT cache forwards ({n_cannot} pairs, both sentences, patterns)":
+            n_cannot * t_text_cache.wall * per_instance,
         f"subject size ({n_sized} images with the negation in the foil, CLIPSeg rd64 at 352 px, random init)":
             n_sized * clipseg_per_image,
         f"selectivity, summaries, figures ({n_tr} instances; read the caches and tables, no forwards)": 0.0,
@@ -568,7 +574,8 @@ def report_load(load_before: float) -> float:
     load_after = os.getloadavg()[0]
     if max(load_before, load_after) > (os.cpu_count() or 1):
         print(f"note: load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPU(s): other processes "
-              "share the CPU, so wall times are inflated and noisy; the speed-ups compare runs made under the same load")
+              "share the CPU, so wall times are inflated and noisy; the speed-ups compare runs made under the same "
+              "load")
     return load_after
 
 

@@ -82,7 +82,8 @@ def main() -> None:
                                                                     *analyses.ALL_HEADS),
         "(c) contrastive maps": lambda: analyses.contrastive_maps(index, image, "a dog.", "a cat.", layer, head),
         "(d) head image neighbours": lambda: analyses.head_image_neighbours(index, image, layer, head, args.k),
-        "(e) head text neighbours": lambda: analyses.head_text_neighbours(index, "a photo of a dog.", layer, head, args.k),
+        "(e) head text neighbours": lambda: analyses.head_text_neighbours(index, "a photo of a dog.", layer, head,
+                                                                          args.k),
     }
     print(f"{args.model} (random init), index of {args.images:,} images x {args.layers} layers x {index.n_heads} heads "
           f"x {index.contributions.shape[-1]} (float32, {index.contributions.nbytes / 2**30:.2f} GiB), "

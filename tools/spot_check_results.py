@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from clip_interp.images import load_images
-from clip_interp.negation.caches import single_colour
 from clip_interp.models import load_model, patch_positions
+from clip_interp.negation.caches import single_colour
 from clip_interp.negation.labels import COMPONENTS
 
 
@@ -51,8 +51,8 @@ def check_instance(model, row, pixels, tables, variants, rng) -> dict[str, float
     neg_pos, last = int(row["negator_pos"]), int(eot.item())
     donor = model.text.run(ids["negated"], cache=["resid", "pattern"], pool_index=eot).cache
     if "causal_tracing" in tables and key in tables["causal_tracing"].index.get_level_values(0):
-        cells = [(0, neg_pos), (n_text, last)] + [(int(rng.integers(0, n_text + 1)), int(rng.integers(neg_pos, last + 1)))
-                                                  for _ in range(2)]
+        cells = [(0, neg_pos), (n_text, last)] + [
+            (int(rng.integers(0, n_text + 1)), int(rng.integers(neg_pos, last + 1))) for _ in range(2)]
         for layer, pos in cells:
             hook = patch_positions(donor[("resid", layer)][:, pos], [0], [pos])
             emb = model.text.run(ids["non_negated"], hooks={("resid", layer): hook}, pool_index=eot).embedding
@@ -62,7 +62,8 @@ def check_instance(model, row, pixels, tables, variants, rng) -> dict[str, float
     if "selectivity" in tables and key in tables["selectivity"].index.get_level_values(0):
         clean = model.text.run(ids["non_negated"], cache=["pattern"], pool_index=eot).cache
         for layer in sorted({1, (n_text + 1) // 2, n_text}):
-            diff = donor[("pattern", layer)][0, :, neg_pos + 1:last + 1, neg_pos] - clean[("pattern", layer)][0, :, neg_pos + 1:last + 1, neg_pos]
+            diff = (donor[("pattern", layer)][0, :, neg_pos + 1:last + 1, neg_pos]
+                    - clean[("pattern", layer)][0, :, neg_pos + 1:last + 1, neg_pos])
             for head, a in enumerate(diff.max(dim=1).values.tolist()):
                 note("selectivity a", tables["selectivity"].loc[(key, layer, head), "a"], a)
     if "image_ablation" in tables and key in tables["image_ablation"].index.get_level_values(0):
@@ -76,7 +77,8 @@ def check_instance(model, row, pixels, tables, variants, rng) -> dict[str, float
             value = single[(site, layer)]
             emb = model.vision.run(pixels, hooks={(site, layer): lambda x, key, v=value: v.clone()}).embedding
             s_c_star, s_f_star = similarity_pair(model, emb, cap_emb, foil_emb)
-            note("image ablation IAE", tables["image_ablation"].loc[(key, layer, component), "iae"], d - (s_c_star - s_f_star))
+            note("image ablation IAE", tables["image_ablation"].loc[(key, layer, component), "iae"],
+                 d - (s_c_star - s_f_star))
     return worst
 
 
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
         else:
             print(f"{out / f'{name}.parquet'} not found: not checked")
     model = load_model(config["models"][model_id], args.device)
-    images = Path("results/synthetic/images") if negation.get("benchmark") == "synthetic" else Path("results/raw/images")
+    images = Path("results/synthetic/images" if negation.get("benchmark") == "synthetic" else "results/raw/images")
     rng = np.random.default_rng(args.seed)
     keys = rng.choice(positions.index.to_numpy(), min(args.instances, len(positions)), replace=False)
     worst: dict[str, float] = {}
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
     for what, err in worst.items():
         print(f"  max |table - direct| {what:<22} {err:.2e}")
     failed = [what for what, err in worst.items() if not err <= args.tol]
-    print("RESULT: " + (f"FAIL ({', '.join(failed)} above {args.tol:g})" if failed else f"PASS (all within {args.tol:g})"))
+    print("RESULT: "
+          + (f"FAIL ({', '.join(failed)} above {args.tol:g})" if failed else f"PASS (all within {args.tol:g})"))
     return 1 if failed else 0
 
 

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from clip_interp.negation.caches import write_text_cache
 from clip_interp.models import load_model
+from clip_interp.negation.caches import write_text_cache
 from clip_interp.workflow import run_rule
 
 

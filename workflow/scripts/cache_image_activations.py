@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from clip_interp.images import POLICY_DESCRIPTIONS
-from clip_interp.negation.caches import write_image_cache
 from clip_interp.models import load_model
+from clip_interp.negation.caches import write_image_cache
 from clip_interp.workflow import run_rule
 
 

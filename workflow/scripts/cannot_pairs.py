@@ -1,9 +1,9 @@
 """Rule script: CANNOT negated sentences with a determiner "no" (noun-chunk or subject-only reading) and
 their "some" counterparts; every filter step's count in the log, the table's metadata and the report."""
 
-from clip_interp.negation.cannot import configured_source, load_cannot, require_pairs_left, select_no_some_pairs
 from clip_interp.io import write_json, write_parquet
 from clip_interp.models import load_tokenizer
+from clip_interp.negation.cannot import configured_source, load_cannot, require_pairs_left, select_no_some_pairs
 from clip_interp.nlp import load_spacy
 from clip_interp.workflow import run_rule
 

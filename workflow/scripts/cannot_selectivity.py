@@ -4,10 +4,14 @@ import pandas as pd
 
 from clip_interp.errors import InputError
 from clip_interp.io import read_parquet_metadata, write_parquet
-from clip_interp.plotting import save_figure
 from clip_interp.negation.selectivity import (
-    NUMBERING, cannot_head_summary, cannot_selectivity, plot_cannot_comparison, read_negator_differences,
+    NUMBERING,
+    cannot_head_summary,
+    cannot_selectivity,
+    plot_cannot_comparison,
+    read_negator_differences,
 )
+from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 
 

@@ -6,8 +6,13 @@ import torch
 from clip_interp.io import write_parquet
 from clip_interp.models import load_model
 from clip_interp.negation.causal_tracing import causal_tracing_effects
-from clip_interp.negation.tracing import (generic_effects, image_embeddings_for_keys, label_generic_positions,
-                                          select_tracing_instances, selection_summary)
+from clip_interp.negation.tracing import (
+    generic_effects,
+    image_embeddings_for_keys,
+    label_generic_positions,
+    select_tracing_instances,
+    selection_summary,
+)
 from clip_interp.workflow import run_rule
 
 

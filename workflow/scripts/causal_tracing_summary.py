@@ -1,15 +1,19 @@
-"""Rule script: mean causal tracing effects and localisation per negation side and segment (Figure 8: the correct segment,
-all instances, and by segment)."""
+"""Rule script: mean causal tracing effects and localisation per negation side and segment (Figure 8: the correct
+segment, all instances, and by segment)."""
 
 import pandas as pd
 
 from clip_interp.errors import InputError
 from clip_interp.io import read_parquet_metadata, write_parquet
-from clip_interp.plotting import save_figure
 from clip_interp.negation.tracing import (
-    attach_segments, drop_undefined_effects, localisation_table, plot_causal_tracing, plot_causal_tracing_by_segment,
+    attach_segments,
+    drop_undefined_effects,
+    localisation_table,
+    plot_causal_tracing,
+    plot_causal_tracing_by_segment,
     summarise_effects,
 )
+from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 
 

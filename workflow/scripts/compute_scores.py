@@ -3,11 +3,11 @@
 import h5py
 import pandas as pd
 
-from clip_interp.negation.caches import caption_foil_embeddings
-from clip_interp.store import match_rows, read_keys
 from clip_interp.io import write_parquet
-from clip_interp.plotting import save_figure
+from clip_interp.negation.caches import caption_foil_embeddings
 from clip_interp.negation.scores import accuracy_table, classification_scores, plot_score_distribution, segment_table
+from clip_interp.plotting import save_figure
+from clip_interp.store import match_rows, read_keys
 from clip_interp.workflow import run_rule
 
 

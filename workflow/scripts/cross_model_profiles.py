@@ -3,8 +3,8 @@
 import pandas as pd
 
 from clip_interp.io import write_parquet
-from clip_interp.plotting import save_figure
 from clip_interp.negation.cross_model import check_profiles, layer_profiles, plot_layer_profiles
+from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 
 

@@ -31,7 +31,8 @@ def main(smk, log):
     parts = []
     for layer, head in heads:
         queries = [(f"text: {t}", texts[i], None) for i, t in enumerate(p["text_queries"])]
-        queries += [(f"image: {store.keys[row]}", image_query(store, layer, head, row), row) for row in p["image_queries"]]
+        queries += [(f"image: {store.keys[row]}", image_query(store, layer, head, row), row)
+                    for row in p["image_queries"]]
         for name, direction, exclude in queries:
             found = head_neighbours(store, layer, head, direction, p["k"], exclude=exclude)
             found.insert(0, "query", name)

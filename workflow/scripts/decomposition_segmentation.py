@@ -7,8 +7,13 @@ from PIL import Image
 
 from clip_interp.decomposition.data import ImageNetSegmentation
 from clip_interp.decomposition.figures import segmentation_examples
-from clip_interp.decomposition.segmentation import (display_image, evaluate_segmentation, method_scores, preprocess_mask,
-                                                    scores_to_maps)
+from clip_interp.decomposition.segmentation import (
+    display_image,
+    evaluate_segmentation,
+    method_scores,
+    preprocess_mask,
+    scores_to_maps,
+)
 from clip_interp.decomposition.steps import load_tensor
 from clip_interp.io import write_parquet
 from clip_interp.models import load_model

@@ -2,12 +2,12 @@
 
 import pandas as pd
 
+from clip_interp.decomposition.classifier import Ablation, ablation_accuracies
 from clip_interp.decomposition.data import read_description_pool
 from clip_interp.decomposition.figures import head_cards
 from clip_interp.decomposition.steps import load_tensor, textspan_layers
 from clip_interp.decomposition.store import DecompositionStore
 from clip_interp.decomposition.textspan import reconstruction_accuracy, textspan_heads, textspan_table
-from clip_interp.decomposition.classifier import ablation_accuracies, Ablation
 from clip_interp.io import write_parquet
 from clip_interp.workflow import run_rule
 
@@ -21,7 +21,8 @@ def main(smk, log):
              len(pool), p["texts_per_head"], p["rank"], store.n)
     spans = textspan_heads(store, load_tensor(smk.input.texts), layers, p["texts_per_head"], p["rank"])
     table = textspan_table(spans, pool)
-    table["head_variance"] = [spans[(l, h)].total_variance for l, h in zip(table["layer"], table["head"])]
+    table["head_variance"] = [spans[(layer, head)].total_variance
+                              for layer, head in zip(table["layer"], table["head"])]
     classifier = load_tensor(smk.input.classifier)
     reconstructed = reconstruction_accuracy(store, spans, classifier, store.labels)
     before = Ablation.layers(store.n_layers, store.n_heads, attention=range(1, layers[0]), name="before_textspan")
@@ -30,7 +31,8 @@ def main(smk, log):
     check = pd.DataFrame([
         {"condition": "no ablation", "accuracy": float(references["accuracy"].iloc[0])},
         {"condition": (f"attention layers 1..{layers[0] - 1} mean-ablated" if layers[0] > 1 else
-                       "nothing mean-ablated (TEXTSPAN covers every layer)"), "accuracy": float(references["accuracy"].iloc[1])},
+                       "nothing mean-ablated (TEXTSPAN covers every layer)"),
+         "accuracy": float(references["accuracy"].iloc[1])},
         {"condition": f"and the heads of layers {layers[0]}..{layers[-1]} replaced by their TEXTSPAN reconstruction",
          "accuracy": reconstructed},
     ])

@@ -18,8 +18,8 @@ def chosen_heads(smk, store, log) -> pd.DataFrame:
         heads["selected_by"] = "textspan_place_descriptions"
         return heads
     pairs = resolve_heads(smk.params.heads, store.n_layers, store.n_heads, "decomposition.spurious.heads")
-    return pd.DataFrame({"layer": [l for l, _ in pairs], "head": [h for _, h in pairs], "score": float("nan"),
-                         "selected_by": "config"})
+    return pd.DataFrame({"layer": [layer for layer, _ in pairs], "head": [head for _, head in pairs],
+                         "score": float("nan"), "selected_by": "config"})
 
 
 def main(smk, log):
@@ -33,7 +33,8 @@ def main(smk, log):
     table = spurious_table(store, load_tensor(smk.input.classifier), images["label"].to_numpy(),
                            images["place"].to_numpy(), pairs)
     log.info("group accuracies:\n%s", table.to_string())
-    meta = {"model": smk.wildcards.model, "class_names": list(smk.params.class_names), "heads": [list(p) for p in pairs]}
+    meta = {"model": smk.wildcards.model, "class_names": list(smk.params.class_names),
+            "heads": [list(p) for p in pairs]}
     write_parquet(table, smk.output.table, metadata=meta)
     write_parquet(heads, smk.output.heads, metadata=meta)
     waterbirds_groups(table, smk.params.class_names, [smk.output.png, smk.output.pdf],

@@ -10,7 +10,8 @@ from clip_interp.workflow import run_rule
 
 def main(smk, log):
     labels = {name: smk.input[f"labels_{name}"] for name in smk.params.labellers}
-    layers = sorted(set(pd.read_parquet(smk.input[f"labels_{smk.params.labellers[0]}"], columns=["layer"])["layer"].astype(int)))
+    first_labels = pd.read_parquet(smk.input[f"labels_{smk.params.labellers[0]}"], columns=["layer"])
+    layers = sorted(set(first_labels["layer"].astype(int)))
     with h5py.File(smk.input.store, "r") as f:
         n_images, n_layers, n_heads = f["heads"].shape[:3]
         convention = str(f.attrs["convention"])

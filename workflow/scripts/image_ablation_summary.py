@@ -5,9 +5,15 @@ score changes."""
 import pandas as pd
 
 from clip_interp.io import read_parquet_metadata, write_parquet
-from clip_interp.negation.image_ablation_summary import (FIGURE_SEGMENT, ablation_summary, iae_averages,
-                                                         plot_ablation_by_segment, plot_caption_foil_scores,
-                                                         plot_component_ablation, plot_mha_vs_mlp)
+from clip_interp.negation.image_ablation_summary import (
+    FIGURE_SEGMENT,
+    ablation_summary,
+    iae_averages,
+    plot_ablation_by_segment,
+    plot_caption_foil_scores,
+    plot_component_ablation,
+    plot_mha_vs_mlp,
+)
 from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 

@@ -1,4 +1,5 @@
-"""Rule script: contrast, brightness and colourfulness per image, and their regression on d with size, similarity and length."""
+"""Rule script: contrast, brightness and colourfulness per image, and their regression on d with size, similarity
+and length."""
 
 import pandas as pd
 

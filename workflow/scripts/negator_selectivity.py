@@ -5,11 +5,20 @@ import pandas as pd
 
 from clip_interp.errors import InputError
 from clip_interp.io import write_parquet
-from clip_interp.plotting import save_figure
 from clip_interp.negation.selectivity import (
-    NUMBERING, check_layer, head_summary, layer_summary, plot_selectivity_by_position, plot_selectivity_heads,
-    position_summary, read_negator_differences, select_instances, side_panels, valse_selectivity,
+    NUMBERING,
+    check_layer,
+    head_summary,
+    layer_summary,
+    plot_selectivity_by_position,
+    plot_selectivity_heads,
+    position_summary,
+    read_negator_differences,
+    select_instances,
+    side_panels,
+    valse_selectivity,
 )
+from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 
 

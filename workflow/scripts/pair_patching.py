@@ -5,10 +5,20 @@ import torch
 
 from clip_interp.io import write_parquet
 from clip_interp.models import load_model
-from clip_interp.negation.pair_patching import (pair_comparison, pair_counts, pair_patching_effects, pair_summary,
-                                                plot_pair_patching)
-from clip_interp.negation.tracing import (attach_segments, drop_undefined_effects, image_embeddings_for_keys,
-                                          select_tracing_instances, selection_summary)
+from clip_interp.negation.pair_patching import (
+    pair_comparison,
+    pair_counts,
+    pair_patching_effects,
+    pair_summary,
+    plot_pair_patching,
+)
+from clip_interp.negation.tracing import (
+    attach_segments,
+    drop_undefined_effects,
+    image_embeddings_for_keys,
+    select_tracing_instances,
+    selection_summary,
+)
 from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 

@@ -3,13 +3,22 @@
 import h5py
 import pandas as pd
 
-from clip_interp.store import read_keys
 from clip_interp.errors import InputError
 from clip_interp.io import read_parquet_metadata, write_parquet
+from clip_interp.negation.preliminary import (
+    REPEATED_CAPTION,
+    correlation_table,
+    instance_table,
+    length_accuracy,
+    pairwise_correlation_table,
+    pairwise_cosine,
+    plot_similarity_vs_score,
+    plot_subject_size,
+    repeated_caption_similarity,
+    size_accuracy,
+)
 from clip_interp.plotting import save_figure
-from clip_interp.negation.preliminary import (REPEATED_CAPTION, correlation_table, instance_table, length_accuracy,
-                                              pairwise_correlation_table, pairwise_cosine, plot_similarity_vs_score,
-                                              plot_subject_size, repeated_caption_similarity, size_accuracy)
+from clip_interp.store import read_keys
 from clip_interp.workflow import run_rule
 
 

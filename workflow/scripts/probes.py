@@ -28,8 +28,8 @@ def main(smk, log):
         "variant": smk.params.variant, "model": smk.wildcards.model, "n_instances": len(instances),
         "n_sentences": 2 * len(instances), "selection": selection, "instances_without_slot": skipped,
         "n_splits": smk.params.n_splits, "C": smk.params.C, "seed": smk.params.seed,
-        "probe": "StandardScaler + LogisticRegression (liblinear, L2), GroupKFold by instance; control: labels of a random "
-                 "half of the instances swapped",
+        "probe": "StandardScaler + LogisticRegression (liblinear, L2), GroupKFold by instance; control: labels of a "
+                 "random half of the instances swapped",
     }
     write_parquet(table, smk.output.table, meta)
     save_figure(plot_probes(table, smk.wildcards.model, smk.params.variant), [smk.output.png, smk.output.pdf])

@@ -1,10 +1,15 @@
 """Rule script: the reproduction report, every published number of the negation study beside ours."""
 
 from clip_interp.io import write_parquet
-from clip_interp.sources import sha256_of
+from clip_interp.negation.reproduction import (
+    load_published,
+    plot_reproduction,
+    read_sources,
+    reproduction_table,
+    setup_differences,
+)
 from clip_interp.plotting import save_figure
-from clip_interp.negation.reproduction import (load_published, plot_reproduction, read_sources, reproduction_table,
-                                               setup_differences)
+from clip_interp.sources import sha256_of
 from clip_interp.workflow import run_rule
 
 

@@ -7,9 +7,16 @@ from clip_interp.errors import InputError
 from clip_interp.io import read_parquet_metadata, write_parquet
 from clip_interp.models import load_model
 from clip_interp.negation.site_tracing import plot_site_tracing, site_tracing_effects
-from clip_interp.negation.tracing import (attach_segments, drop_undefined_effects, generic_effects,
-                                          image_embeddings_for_keys, label_generic_positions,
-                                          select_tracing_instances, selection_summary, summarise_effects)
+from clip_interp.negation.tracing import (
+    attach_segments,
+    drop_undefined_effects,
+    generic_effects,
+    image_embeddings_for_keys,
+    label_generic_positions,
+    select_tracing_instances,
+    selection_summary,
+    summarise_effects,
+)
 from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 

@@ -7,9 +7,14 @@ import pandas as pd
 from clip_interp.images import POLICY_DESCRIPTIONS
 from clip_interp.io import write_parquet
 from clip_interp.models.loading import resolve_device
+from clip_interp.negation.subject_size import (
+    clipseg_sizes,
+    describe_sizes,
+    load_clipseg,
+    size_agreement,
+    subject_size_table,
+)
 from clip_interp.nlp import load_spacy
-from clip_interp.negation.subject_size import (clipseg_sizes, describe_sizes, load_clipseg, size_agreement,
-                                      subject_size_table)
 from clip_interp.workflow import run_rule
 
 

@@ -5,8 +5,8 @@ import pandas as pd
 from clip_interp.errors import InputError
 from clip_interp.io import exclusion_record, write_json, write_parquet
 from clip_interp.models import load_tokenizer
-from clip_interp.nlp import load_spacy
 from clip_interp.negation.positions import TOO_LONG_REASON, add_positions
+from clip_interp.nlp import load_spacy
 from clip_interp.workflow import run_rule
 
 

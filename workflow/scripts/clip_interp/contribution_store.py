@@ -198,7 +198,6 @@ def gather_shards(parts: Sequence[str | Path], path, image_keys: Sequence[str] |
                 shapes.setdefault(name, []).append((f[name].shape, f[name].dtype))
     if labels and len(labels) != len(parts):
         raise InputError("some decomposition shards have labels and others do not; re-run them with one image set")
-    n = len(keys)
     folder = Path(path).resolve().parent
     relative = [os.path.relpath(Path(part).resolve(), folder) for part in parts]
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
@@ -257,7 +256,8 @@ class DecompositionStore:
     def batches(self, batch_size: int = 256) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
         with h5py.File(self.path, "r") as f:
             for sl in row_slices(self.n, batch_size):
-                yield sl, {name: torch.as_tensor(f[name][sl], dtype=torch.float32, device=self.device) for name in FIELDS}
+                yield sl, {name: torch.as_tensor(f[name][sl], dtype=torch.float32, device=self.device)
+                           for name in FIELDS}
 
     def head(self, layer: int, head: int, batch_size: int = 1024) -> torch.Tensor:
         """The contributions (N, E) of head (layer 1..L, head 0..H-1) to every image, float32."""

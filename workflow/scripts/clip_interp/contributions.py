@@ -42,8 +42,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .decompose import (CONVENTIONS, SOURCE_MODES, FinalReadout, ReadTerms, apply_final_ln, attention_bias_term,
-                        stack_head_terms)
+from .decompose import (
+    CONVENTIONS,
+    SOURCE_MODES,
+    FinalReadout,
+    ReadTerms,
+    apply_final_ln,
+    attention_bias_term,
+    stack_head_terms,
+)
 from .errors import InputError
 
 TERMS = ("embedding_term", "heads", "attn_bias", "mlps", "ln_bias")

@@ -203,7 +203,8 @@ def fetch_source(spec: Mapping[str, Any] | str, dest: str | os.PathLike, *, name
         )
     url = spec["url"].strip()
     expected = spec.get("sha256")
-    if expected is not None and (not isinstance(expected, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", expected.strip())):
+    if expected is not None and (not isinstance(expected, str)
+                                 or not re.fullmatch(r"[0-9a-fA-F]{64}", expected.strip())):
         raise InputError(
             f"config key {name!r}: sha256 {expected!r} is not a 64-digit hex SHA-256; fix it or remove it"
         )

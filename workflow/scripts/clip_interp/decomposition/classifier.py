@@ -133,7 +133,8 @@ def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.einsum("b...e,...->be", values, weights)
 
 
-def ablated_embeddings(terms: dict[str, torch.Tensor], means: dict[str, torch.Tensor], ablation: Ablation) -> torch.Tensor:
+def ablated_embeddings(terms: dict[str, torch.Tensor], means: dict[str, torch.Tensor],
+                       ablation: Ablation) -> torch.Tensor:
     """``e_S`` (B, E) for a batch of terms: the components of ``ablation`` replaced by their means."""
     masks = ablation.masks()
     ablated, total = ablation.count()
@@ -145,7 +146,8 @@ def ablated_embeddings(terms: dict[str, torch.Tensor], means: dict[str, torch.Te
         return out
     out = torch.zeros_like(terms["embedding"])
     for name in TERMS:
-        out += _masked_sum(terms[name], ~masks[name]) + _masked_sum(means[name].unsqueeze(0).expand_as(terms[name][:1]), masks[name])
+        out += (_masked_sum(terms[name], ~masks[name])
+                + _masked_sum(means[name].unsqueeze(0).expand_as(terms[name][:1]), masks[name]))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Readers of the study's data: ImageNet validation, image folders, ImageNet-segmentation, Waterbirds, description pools.
+"""Readers of the study's data: ImageNet validation, image folders, ImageNet-segmentation, Waterbirds, description
+pools.
 
 Every reader fails early with an :class:`~clip_interp.errors.InputError` that names the file or
 folder and the fix; images that cannot be read are counted, reported and skipped, never dropped
@@ -101,7 +102,8 @@ def scan_image_folder(folder, *, recursive: bool = True) -> ImageSet:
     root = _require_folder(folder, "image", "fix the image folder's path in the config's sources")
     files = _image_files(root, recursive)
     if not files:
-        raise InputError(f"image folder {root} holds no files ending in {IMAGE_SUFFIXES}; point the config at a folder of images")
+        raise InputError(f"image folder {root} holds no files ending in {IMAGE_SUFFIXES}; "
+                         "point the config at a folder of images")
     return _keep_readable(root, files, None)
 
 
@@ -114,7 +116,8 @@ def read_imagenet_val(folder, labels_file=None, *, n_classes: int = 1000) -> Ima
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if len(classes) != n_classes:
         raise InputError(f"ImageNet validation folder {root} has {len(classes)} class folders, not {n_classes}; "
-                         "use the class-folder layout (one folder per WordNet id) or give a labels file for a flat folder")
+                         "use the class-folder layout (one folder per WordNet id) "
+                         "or give a labels file for a flat folder")
     files, labels = [], []
     for index, class_folder in enumerate(classes):
         for path in _image_files(class_folder, recursive=False):
@@ -174,7 +177,8 @@ def _class_indices(pairs, labels_file: Path, n_classes: int) -> dict[str, int]:
 
 def _imagenet_flat(root: Path, labels_file: Path, n_classes: int) -> ImageSet:
     if not labels_file.is_file():
-        raise InputError(f"ImageNet labels file {labels_file} does not exist; give a file of '<file name> <class index>' lines")
+        raise InputError(f"ImageNet labels file {labels_file} does not exist; "
+                         "give a file of '<file name> <class index>' lines")
     labels = _class_indices(_labels_file_pairs(labels_file), labels_file, n_classes)
     files = _image_files(root, recursive=False)
     by_stem = all(Path(name).suffix == "" for name in labels)
@@ -214,7 +218,8 @@ class ImageNetSegmentation:
         if self._images.shape != self._masks.shape or self._images.ndim != 2 or self._images.shape[1] != 1:
             shapes = (self._images.shape, self._masks.shape)
             self._file.close()
-            raise InputError(f"{self.path}: /value/img and /value/gt must both be (N, 1) reference arrays, got {shapes}")
+            raise InputError(f"{self.path}: /value/img and /value/gt must both be (N, 1) reference arrays, "
+                             f"got {shapes}")
 
     def __len__(self) -> int:
         return int(self._images.shape[0])
@@ -242,7 +247,8 @@ def read_waterbirds(folder, *, split: str = "test") -> pd.DataFrame:
 
     Image files that are missing are an error naming them (an incomplete extraction).
     """
-    root = _require_folder(folder, "Waterbirds", "extract waterbird_complete95_forest2water2.tar.gz and give its folder")
+    root = _require_folder(folder, "Waterbirds",
+                           "extract waterbird_complete95_forest2water2.tar.gz and give its folder")
     metadata = root / "metadata.csv"
     if not metadata.is_file():
         raise InputError(f"Waterbirds folder {root} has no metadata.csv; give the extracted dataset's top folder")

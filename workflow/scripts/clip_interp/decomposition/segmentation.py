@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 from ..contributions import decompose, scores_to_maps  # noqa: F401
+from ..errors import InputError
 from ..images import centre_view
 
 METHODS = ("decomposition", "last_layer_attention", "attention_rollout")

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..head_selection import HeadOutsideModel, select_heads
 from ..io import atomic_path, exclusion_record
 from .classifier import Ablation, imagenet_zero_shot_metadata
-from .data import read_description_pool, read_imagenet_val, read_waterbirds
+from .data import read_imagenet_val, read_waterbirds
 
 IMAGE_SETS = ("classification", "waterbirds")
 
@@ -89,6 +89,7 @@ def load_tensor(path) -> torch.Tensor:
 
 def shard_count(table_path, shard_size: int) -> int:
     import pyarrow.parquet as pq
+
     from .store import n_shards
 
     return n_shards(pq.read_metadata(table_path).num_rows, shard_size)

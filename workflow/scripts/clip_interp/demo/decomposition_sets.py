@@ -31,15 +31,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_path
-from .negation_benchmark import (COLOUR_JITTER, COLOURS, NOISE_STD, SHAPES, png_bytes, sentence, shape_cell_mask,
-                                 write_bytes_atomically)
+from .negation_benchmark import (
+    COLOUR_JITTER,
+    COLOURS,
+    NOISE_STD,
+    SHAPES,
+    png_bytes,
+    sentence,
+    shape_cell_mask,
+    write_bytes_atomically,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CLASSES: list[tuple[str, str]] = [(c, s) for c in COLOURS for s in SHAPES]
 WATERBIRD_SHAPES = ("circle", "triangle")
@@ -75,7 +86,8 @@ def _tinted_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def textured_background(rng: np.random.Generator, size: int, place: int) -> np.ndarray:
-    """The Waterbirds-like background: ``place`` 0 (land) brown/green horizontal bands, 1 (water) blue diagonal waves."""
+    """The Waterbirds-like background: ``place`` 0 (land) brown/green horizontal bands, 1 (water) blue diagonal
+    waves."""
     rows, cols = np.mgrid[0:size, 0:size]
     offset = int(rng.integers(0, 8))
     if place == 0:
@@ -292,12 +304,15 @@ def planted_structure_checks(textspan, segmentation, waterbirds) -> "pd.DataFram
     shape = kinds[kinds["kind"] == "shape_or_position"]
     miou = segmentation.set_index("method")["miou"]
     worst = waterbirds.set_index("condition")["worst_group"]
-    heads = lambda table: ", ".join(f"L{r.layer}H{r.head}" for r in table.itertuples()) or "none"
+
+    def head_names(table) -> str:
+        return ", ".join(f"L{r.layer}H{r.head}" for r in table.itertuples()) or "none"
+
     return pd.DataFrame([
         {"check": "TEXTSPAN separates colour heads from shape/position heads",
          "holds": bool(len(colour) and len(shape)),
-         "evidence": f"colour heads: {heads(colour)}; shape/position heads: {heads(shape)}; "
-                     f"other: {heads(kinds[kinds['kind'] == 'other'])}"},
+         "evidence": f"colour heads: {head_names(colour)}; shape/position heads: {head_names(shape)}; "
+                     f"other: {head_names(kinds[kinds['kind'] == 'other'])}"},
         {"check": "segmentation by decomposition beats the raw last-layer attention in mIoU",
          "holds": bool(miou["decomposition"] > miou["last_layer_attention"]),
          "evidence": ", ".join(f"{m}: {v:.3f}" for m, v in miou.items())},

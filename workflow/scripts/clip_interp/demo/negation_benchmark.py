@@ -364,9 +364,10 @@ def generate_existence_benchmark(out_dir: str | os.PathLike, n_eval: int, n_trai
     ``masks/eval_NNNNN_mask.png`` (mode "L", 255 on subject pixels, 0 elsewhere),
     ``existence.json`` (VALSE existence format, one entry per eval image, plus
     ``mask_file`` (relative to ``masks/``), ``relative_size``, ``subject``, ``plural``,
-    ``negation_in`` and ``objects``, the [colour, shape, count] triples the image shows) and ``train.jsonl`` (one JSON object per line: ``image_file``,
-    ``caption``, ``foil``, ``subject`` {colour, shape}, ``caption_negated``, ``plural`` and
-    ``objects``, the [colour, shape, count] triples the image shows).
+    ``negation_in`` and ``objects``, the [colour, shape, count] triples the image shows) and
+    ``train.jsonl`` (one JSON object per line: ``image_file``, ``caption``, ``foil``, ``subject``
+    {colour, shape}, ``caption_negated``, ``plural`` and ``objects``, the [colour, shape, count]
+    triples the image shows).
 
     ``n_eval`` must be even and positive (half the instances negate the caption, half the
     foil); ``n_train`` is the number of training images.

@@ -659,7 +659,8 @@ def load_toy_clip(out_dir: str | os.PathLike):
     out = Path(out_dir)
     for name in (CONFIG_FILE, CHECKPOINT_FILE):
         if not (out / name).exists():
-            raise InputError(f"{out / name} not found; train the toy CLIP first with train_toy_clip(benchmark_dir, {str(out)!r})")
+            raise InputError(f"{out / name} not found; train the toy CLIP first with "
+                             f"train_toy_clip(benchmark_dir, {str(out)!r})")
     open_clip.add_model_config(out / CONFIG_FILE)
     model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME, pretrained=str(out / CHECKPOINT_FILE))
     model.eval()

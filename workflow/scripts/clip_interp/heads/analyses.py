@@ -62,7 +62,8 @@ def text_embedding(index: HeadIndex, text: str) -> torch.Tensor:
     from ..encoding import encode_texts
 
     text = _check_text(text)
-    return index.cached(("text", text), lambda: F.normalize(encode_texts(index.model(), [text])[0].float().cpu(), dim=0))
+    return index.cached(("text", text),
+                        lambda: F.normalize(encode_texts(index.model(), [text])[0].float().cpu(), dim=0))
 
 
 @torch.no_grad()

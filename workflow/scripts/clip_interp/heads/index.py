@@ -55,8 +55,8 @@ def manifest_path(results_dir, model: str) -> Path:
 
 
 def build_manifest(*, model: str, spec: Mapping, image_set: str, store, images, textspan, labels: Mapping[str, str],
-                   scores, layers, n_layers: int, n_heads: int, n_images: int, convention: str, default_labeller: str = "taxonomy",
-                   root: str = "../../..") -> dict:
+                   scores, layers, n_layers: int, n_heads: int, n_images: int, convention: str,
+                   default_labeller: str = "taxonomy", root: str = "../../..") -> dict:
     """The manifest as a dict (paths as given: relative to the workflow's working directory)."""
     if default_labeller not in labels:
         raise InputError(f"default labeller {default_labeller!r} has no label table (tables: {sorted(labels)})")
@@ -80,7 +80,8 @@ def read_manifest(path) -> dict:
         raise InputError(f"head-index manifest {path} is not valid JSON ({error}); re-run its rule") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise InputError(f"head-index manifest {path} has format {found!r}, expected {MANIFEST_FORMAT!r}; re-run its rule")
+        raise InputError(f"head-index manifest {path} has format {found!r}, expected {MANIFEST_FORMAT!r}; "
+                         "re-run its rule")
     missing = [key for key in MANIFEST_KEYS if key not in manifest]
     if missing:
         raise InputError(f"head-index manifest {path} lacks {missing}; re-run its rule")

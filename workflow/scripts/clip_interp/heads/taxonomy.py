@@ -78,7 +78,8 @@ def _check_taxonomy(taxonomy: Taxonomy) -> None:
             raise InputError(f"{where}: properties.{name}.seeds must be a non-empty list of non-empty strings")
         for spelling in (name, *taxonomy.aliases.get(name, ())):
             if not isinstance(spelling, str) or not normalise_label(spelling):
-                raise InputError(f"{where}: properties.{name}.aliases holds {spelling!r}; aliases are non-empty strings")
+                raise InputError(f"{where}: properties.{name}.aliases holds {spelling!r}; "
+                                 "aliases are non-empty strings")
             key = normalise_label(spelling)
             if key in owner and owner[key] != name:
                 raise InputError(f"{where}: {spelling!r} (properties.{name}) already names property {owner[key]!r}; "
@@ -96,7 +97,8 @@ def _string_list(value, where: str) -> tuple[str, ...]:
 
 
 def taxonomy_from_mapping(data, source: str) -> Taxonomy:
-    """A :class:`Taxonomy` from the parsed file content ``{"properties": {name: {"seeds": [...], "aliases": [...]}}}``."""
+    """A :class:`Taxonomy` from the parsed file content
+    ``{"properties": {name: {"seeds": [...], "aliases": [...]}}}``."""
     if not isinstance(data, dict) or set(data) != {"properties"}:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise InputError(f"{source}: a taxonomy file has exactly one top-level key, 'properties' (got {keys})")

@@ -21,7 +21,8 @@ REPLACEABLE_SITES = ("attn_out", "mlp_out")
 
 
 def _replaced_start(tower, layer: int, site: str, resid, resid_mid, values, pool: torch.Tensor) -> torch.Tensor:
-    """The residual after replacing ``site`` of block ``layer``: ``resid[layer]`` (B, T, D), at the last layer only the pooled position (B, 1, D)."""
+    """The residual after replacing ``site`` of block ``layer``: ``resid[layer]`` (B, T, D), at the last layer only
+    the pooled position (B, 1, D)."""
     rows = torch.arange(resid.shape[0], device=resid.device)
 
     def keep(x):
@@ -59,7 +60,7 @@ def replace_block_outputs(tower, resid: torch.Tensor, resid_mid: torch.Tensor, v
     """
     sites = _check_sites(sites, values)
     n_layers = tower.n_layers
-    wanted = set(int(l) for l in layers)
+    wanted = set(int(layer) for layer in layers)
     b = resid.shape[0]
     pool = torch.zeros(b, dtype=torch.long, device=resid.device) if pool_index is None else pool_index.to(resid.device)
     x, order = None, []

@@ -30,15 +30,18 @@ import torch
 
 @dataclass
 class PatchedEmbeddings:
-    """The embeddings of the receivers ``rows`` (n,) patched at ``position``: ``embeddings[l, i]`` (L, n, E) for a patch of ``resid[l]``."""
+    """The embeddings of the receivers ``rows`` (n,) patched at ``position``: ``embeddings[l, i]`` (L, n, E) for a
+    patch of ``resid[l]``."""
 
     position: int
     rows: torch.Tensor
     embeddings: torch.Tensor
 
 
-def _patched_start(receiver_resid, donor_resid, rows, layer: int, patch: torch.Tensor, first: int, end: int) -> torch.Tensor:
-    """``resid[layer]`` of the receivers ``rows`` over positions ``first..end-1``, taken from the donor where ``patch`` (n, T) is set."""
+def _patched_start(receiver_resid, donor_resid, rows, layer: int, patch: torch.Tensor, first: int,
+                   end: int) -> torch.Tensor:
+    """``resid[layer]`` of the receivers ``rows`` over positions ``first..end-1``, taken from the donor where
+    ``patch`` (n, T) is set."""
     start = receiver_resid[rows, layer, first:end]
     return torch.where(patch[:, first:end, None], donor_resid[rows, layer, first:end], start)
 
@@ -133,7 +136,8 @@ def iter_resid_patches(tower, receiver_resid: torch.Tensor, donor_resid: torch.T
 
 @dataclass
 class PatchedSetEmbeddings:
-    """The embeddings of the receivers ``rows`` (n,) patched at the positions of set ``index``: ``embeddings[l, i]`` (L, n, E) for ``resid[l]``."""
+    """The embeddings of the receivers ``rows`` (n,) patched at the positions of set ``index``: ``embeddings[l, i]``
+    (L, n, E) for ``resid[l]``."""
 
     index: int
     rows: torch.Tensor

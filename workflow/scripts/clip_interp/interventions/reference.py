@@ -95,8 +95,8 @@ def capturing_resid(blocks, store: dict):
 def capturing_block_outputs(blocks, sites: Sequence[str], store: dict):
     """A context in which the library forward stores each block's ``sites`` outputs in ``store[(site, layer)]``."""
     handles = [getattr(block, LIBRARY_OUTPUT_MODULES[site]).register_forward_hook(
-        lambda module, args, output, key=(site, l + 1): store.__setitem__(key, output.detach().clone()))
-        for l, block in enumerate(blocks) for site in sites]
+        lambda module, args, output, key=(site, index + 1): store.__setitem__(key, output.detach().clone()))
+        for index, block in enumerate(blocks) for site in sites]
     return _handles(handles)
 
 

@@ -36,7 +36,8 @@ def _required(receiver: Mapping[str, torch.Tensor], names) -> None:
 @torch.inference_mode()
 def block_output_patch_values(tower, site: str, receiver: Mapping[str, torch.Tensor],
                               donor_output: torch.Tensor) -> torch.Tensor:
-    """``out[:, l, p]`` (B, L+1, T, D): the receiver's ``resid[l][p]`` with block l's ``site`` output at ``p`` taken from the donor.
+    """``out[:, l, p]`` (B, L+1, T, D): the receiver's ``resid[l][p]`` with block l's ``site`` output at ``p`` taken
+    from the donor.
 
     ``receiver`` holds the receiver's clean ``resid`` (B, L+1, T, D) and ``resid_mid`` (B, L, T, D);
     ``donor_output`` (B, L, T, D) is the donor's ``site`` output of blocks 1..L. ``out[:, 0]``

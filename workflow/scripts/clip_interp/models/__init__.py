@@ -1,7 +1,18 @@
 """Hookable CLIP models: one interface over open_clip and Hugging Face ``transformers``."""
 
-from .hooked import (BLOCK_SITES, FINAL_SITES, SITES, ActivationCache, FinalNorm, HookedCLIP, HookedTower, TowerOutput,
-                     layer_index, patch_positions, site_layers)
+from .hooked import (
+    BLOCK_SITES,
+    FINAL_SITES,
+    SITES,
+    ActivationCache,
+    FinalNorm,
+    HookedCLIP,
+    HookedTower,
+    TowerOutput,
+    layer_index,
+    patch_positions,
+    site_layers,
+)
 from .hooks import SITE_AXES, mean_ablation_hook, replace_hook, zero_ablation_hook
 from .loading import load_model, load_tokenizer
 

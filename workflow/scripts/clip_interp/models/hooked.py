@@ -159,7 +159,8 @@ def _normalise_hooks(hooks) -> dict[HookKey, list[Hook]]:
     return out
 
 
-def patch_positions(values: torch.Tensor, rows: Sequence[int] | torch.Tensor, positions: Sequence[int] | torch.Tensor) -> Hook:
+def patch_positions(values: torch.Tensor, rows: Sequence[int] | torch.Tensor,
+                    positions: Sequence[int] | torch.Tensor) -> Hook:
     """A hook that overwrites ``x[rows[i], positions[i]] = values[i]`` and leaves the rest."""
     rows_t = torch.as_tensor(rows, dtype=torch.long)
     pos_t = torch.as_tensor(positions, dtype=torch.long)
@@ -314,7 +315,8 @@ class HookedTower:
                 scores = scores + mask
         return scores.softmax(dim=-1)
 
-    def _head_source_out(self, block: Block, pattern: torch.Tensor, v: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def _head_source_out(self, block: Block, pattern: torch.Tensor, v: torch.Tensor,
+                         query: torch.Tensor) -> torch.Tensor:
         """``pattern[h, q, j] * v_{h, j} W_O[:, h]^T`` at query position ``query`` (B,), shape (B, H, T_source, D).
 
         Built from the pooled query's pattern row alone, never the (B, T_query, T_source, H, D) tensor.
@@ -385,7 +387,8 @@ class HookedTower:
             x = self._block(self.block(layer), layer, x, run, kv, pool if pooled_only else None)
         if stop_layer is not None:
             return TowerOutput(embedding=None, cache=run.cache, resid_final=x)
-        pooled = x[:, 0] if x.shape[1] == 1 and pooled_query_only else x[torch.arange(x.shape[0], device=x.device), pool]
+        pooled = (x[:, 0] if x.shape[1] == 1 and pooled_query_only
+                  else x[torch.arange(x.shape[0], device=x.device), pool])
         self._final_sites(pooled, run)
         return TowerOutput(embedding=self.to_joint_space(pooled), cache=run.cache, resid_final=x)
 

@@ -35,7 +35,8 @@ def _selection(site: str, ndim: int, heads, positions) -> tuple:
         index[axes[name]] = torch.as_tensor(list(chosen), dtype=torch.long)
     if heads is not None and positions is not None:
         h, p = index[axes["head"]], index[axes["position"]]
-        index[axes["head"]], index[axes["position"]] = (h[:, None], p[None, :]) if axes["head"] < axes["position"] else (h[None, :], p[:, None])
+        index[axes["head"]], index[axes["position"]] = ((h[:, None], p[None, :]) if axes["head"] < axes["position"]
+                                                        else (h[None, :], p[:, None]))
     return tuple(index)
 
 

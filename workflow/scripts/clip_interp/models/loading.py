@@ -107,7 +107,8 @@ def hook_open_clip(model, tokenizer, preprocess, spec: Mapping, device: torch.de
         raise InputError(f"open_clip text pool type {pool_type!r} is unsupported")
 
     text = HookedTower(
-        "text", _blocks_from_open_clip(text_tower.transformer.resblocks), text_tower.transformer.resblocks[0].attn.num_heads,
+        "text", _blocks_from_open_clip(text_tower.transformer.resblocks),
+        text_tower.transformer.resblocks[0].attn.num_heads,
         embed=text_embed, pool_index=text_pool, ln_final=text_tower.ln_final, proj=text_tower.text_projection,
         causal=getattr(text_tower, "attn_mask", None) is not None,
     )
@@ -116,7 +117,8 @@ def hook_open_clip(model, tokenizer, preprocess, spec: Mapping, device: torch.de
     if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
         raise InputError(f"open_clip model {model_label(spec)}: only class-token pooling vision towers are supported")
     if not hasattr(visual, "conv1"):
-        raise InputError(f"open_clip model {model_label(spec)}: the vision tower is not a ViT ({type(visual).__name__})")
+        raise InputError(f"open_clip model {model_label(spec)}: the vision tower is not a ViT "
+                         f"({type(visual).__name__})")
 
     def vision_embed(pixels):
         x = visual.conv1(pixels.to(visual.conv1.weight.dtype))
@@ -132,7 +134,8 @@ def hook_open_clip(model, tokenizer, preprocess, spec: Mapping, device: torch.de
         patch_size=int(patch), grid_size=tuple(int(g) for g in visual.grid_size), has_class_token=True,
     )
     image_size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
-    return HookedCLIP(text, vision, model.logit_scale.exp().item(), tokenizer, preprocess, image_size, model, spec, device)
+    return HookedCLIP(text, vision, model.logit_scale.exp().item(), tokenizer, preprocess, image_size, model, spec,
+                      device)
 
 
 def _load_open_clip(spec: Mapping, device: torch.device) -> HookedCLIP:
@@ -151,7 +154,8 @@ def _load_open_clip(spec: Mapping, device: torch.device) -> HookedCLIP:
     path = _check_local(spec, "path")
     pretrained = None if spec.get("random_init") else (path or spec.get("pretrained"))
     if not spec.get("random_init") and pretrained is None:
-        raise InputError(f"model {name!r}: give `pretrained` (a release tag), `path` (a checkpoint) or `random_init: true`")
+        raise InputError(f"model {name!r}: give `pretrained` (a release tag), `path` (a checkpoint) "
+                         "or `random_init: true`")
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
     model.eval()
     tokenizer = from_open_clip(open_clip.get_tokenizer(name))
@@ -213,7 +217,8 @@ def _load_hf(spec: Mapping, device: torch.device) -> HookedCLIP:
         config = CLIPConfig.from_pretrained(source) if spec.get("path") else CLIPConfig()
         model = CLIPModel(config)
         processor = CLIPImageProcessor(size={"shortest_edge": config.vision_config.image_size},
-                                       crop_size={"height": config.vision_config.image_size, "width": config.vision_config.image_size})
+                                       crop_size={"height": config.vision_config.image_size,
+                                                  "width": config.vision_config.image_size})
         tokenizer = default_tokenizer()
     else:
         if not source:

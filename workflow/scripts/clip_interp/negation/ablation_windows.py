@@ -156,7 +156,8 @@ def window_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_window_ablation(summary: pd.DataFrame, model: str):
-    """Mean IAE (± s.e.m.) of each window against its first block, one line per window size; rows: MHA, MLP; columns: negation side."""
+    """Mean IAE (± s.e.m.) of each window against its first block, one line per window size; rows: MHA, MLP;
+    columns: negation side."""
     components = [c for c in COMPONENTS if c in set(summary["component"])]
     sides = (*NEGATION_SIDES, BOTH_SIDES)
     fig, axes = new_figure(len(components), len(sides), figsize=(4.2 * len(sides), 3.2 * len(components)),

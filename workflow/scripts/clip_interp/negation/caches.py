@@ -21,8 +21,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..store import (SelectedRows, decode_keys, match_rows, require_datasets, unique_key_index, write_image_activations,
-                     write_text_activations)
+from ..store import (
+    SelectedRows,
+    decode_keys,
+    match_rows,
+    require_datasets,
+    unique_key_index,
+    write_image_activations,
+    write_text_activations,
+)
 from .labels import NEGATION_SIDES
 
 if TYPE_CHECKING:
@@ -40,7 +47,8 @@ def single_colour(pixels: "torch.Tensor") -> "torch.Tensor":
 IMAGE_VIEWS = {"real": (None, ("resid", "resid_mid")), "single_colour": (single_colour, ("attn_out", "mlp_out"))}
 
 
-def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequence[Sequence[int]]], path, **kwargs) -> None:
+def write_text_cache(model, keys: Sequence[str], sentences: Mapping[str, Sequence[Sequence[int]]], path,
+                     **kwargs) -> None:
     """The text cache of sentence pairs: ``sentences`` maps :data:`TEXT_GROUPS` (or a subset) to id sequences."""
     write_text_activations(model, keys, sentences, path, **kwargs)
 

@@ -23,8 +23,15 @@ import torch
 from tqdm import tqdm
 
 from ..interventions import iter_resid_patches
-from .tracing_kernel import (aligned_image_embeddings, clean_pair_batch, length_batches, patched_similarities,
-                             tracing_frame, tracing_inputs, tracing_mask)
+from .tracing_kernel import (
+    aligned_image_embeddings,
+    clean_pair_batch,
+    length_batches,
+    patched_similarities,
+    tracing_frame,
+    tracing_inputs,
+    tracing_mask,
+)
 
 
 def _trace_chunk(model, neg, non, negator, eot, image_emb):

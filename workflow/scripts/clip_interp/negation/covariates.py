@@ -162,7 +162,8 @@ def plot_covariates(coefficients: pd.DataFrame, model: str, alpha: float = 0.05)
         else:
             y = np.arange(len(part))[::-1]
             values = part["coefficient"].to_numpy(dtype=float)
-            err = np.vstack([values - part["ci_low"].to_numpy(dtype=float), part["ci_high"].to_numpy(dtype=float) - values])
+            err = np.vstack([values - part["ci_low"].to_numpy(dtype=float),
+                             part["ci_high"].to_numpy(dtype=float) - values])
             ax.errorbar(values, y, xerr=err, fmt="o", color="tab:blue", capsize=3)
             ax.axvline(0, color="black", lw=0.6)
             ax.set_yticks(y, [PREDICTOR_LABELS.get(t, t) for t in part["term"]], fontsize=8)

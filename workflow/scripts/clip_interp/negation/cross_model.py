@@ -28,7 +28,8 @@ def _require(df: pd.DataFrame, columns, source: str) -> None:
         raise InputError(f"{source} lacks column(s) {missing}; re-run the rule that writes it")
 
 
-def layer_profiles(localisation: Mapping[str, pd.DataFrame], selectivity_layers: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def layer_profiles(localisation: Mapping[str, pd.DataFrame],
+                   selectivity_layers: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """One long table (:data:`PROFILE_COLUMNS`) of both measures for every model.
 
     Localisation rows come from the ``segment == "all"`` rows, one per negation side;

@@ -92,8 +92,8 @@ def instance_labels(keys, negation, n: int) -> tuple[list, list]:
 
 
 def _ablation_layers(layers, n_layers: int) -> list[int]:
-    layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(l) for l in layers})
-    if any(not 1 <= l <= n_layers for l in layers):
+    layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(layer) for layer in layers})
+    if any(not 1 <= layer <= n_layers for layer in layers):
         raise InputError(f"ablation layers must lie in 1..{n_layers}, got {layers}")
     return layers
 
@@ -151,7 +151,7 @@ def image_ablation_effects_from_activations(
         groups = len(order)
         s_c = model.similarity(emb, cap.repeat(groups * n_c, 1)).view(groups, n_c, b)
         s_f = model.similarity(emb, foil.repeat(groups * n_c, 1)).view(groups, n_c, b)
-        col = [layers.index(l) for l in order]
+        col = [layers.index(layer) for layer in order]
         s_cap_star[sl, col] = s_c.permute(2, 0, 1).double().cpu().numpy()
         s_foil_star[sl, col] = s_f.permute(2, 0, 1).double().cpu().numpy()
     return ablation_frame(keys, negation, layers, components, s_cap, s_foil, s_cap_star, s_foil_star)

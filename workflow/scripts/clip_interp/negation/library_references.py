@@ -16,8 +16,14 @@ import torch
 from tqdm import tqdm
 
 from ..encoding import token_id_lists
-from ..interventions.reference import (capturing_resid, library_ids, library_logit, library_model, overwriting_resid,
-                                       reference_block_output_replacement)
+from ..interventions.reference import (
+    capturing_resid,
+    library_ids,
+    library_logit,
+    library_model,
+    overwriting_resid,
+    reference_block_output_replacement,
+)
 from .caches import single_colour
 from .image_ablation import ablation_frame, check_components, instance_labels
 from .labels import COMPONENTS
@@ -52,7 +58,7 @@ def reference_causal_tracing(model, instances: pd.DataFrame, pixels: torch.Tenso
     lib = library_model(model)
     neg, non, negator, eot = tracing_inputs(instances)
     n_layers, dev = len(lib.text_blocks), model.device
-    layers = range(n_layers + 1) if layers is None else sorted({int(l) for l in layers})
+    layers = range(n_layers + 1) if layers is None else sorted({int(layer) for layer in layers})
     n = len(neg)
     s_neg, s_non, s_patch = np.zeros(n), np.zeros(n), []
     for i in tqdm(range(n), desc="reference causal tracing", disable=not progress):
@@ -85,7 +91,7 @@ def reference_image_ablation(model, pixels: torch.Tensor, captions, foils, *, ke
     dev = model.device
     cap_ids, foil_ids = token_id_lists(model, captions), token_id_lists(model, foils)
     n, n_layers = len(cap_ids), len(lib.vision_blocks)
-    layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(l) for l in layers})
+    layers = list(range(1, n_layers + 1)) if layers is None else sorted({int(layer) for layer in layers})
     keys, negation = instance_labels(keys, negation, n)
     scale = lib.model.logit_scale.exp()
     s_cap, s_foil = np.zeros(n), np.zeros(n)

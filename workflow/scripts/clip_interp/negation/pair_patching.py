@@ -33,8 +33,14 @@ from .labels import NEGATION_SIDES
 from .positions import generic_slot_positions
 from .statistics import standard_error
 from .tracing import SUMMARY_SEGMENTS, with_all_segment
-from .tracing_kernel import (aligned_image_embeddings, clean_pair_batch, length_batches, patched_similarities,
-                             tracing_effect, tracing_inputs)
+from .tracing_kernel import (
+    aligned_image_embeddings,
+    clean_pair_batch,
+    length_batches,
+    patched_similarities,
+    tracing_effect,
+    tracing_inputs,
+)
 
 PAIR_SLOTS = ("negator", "subject_first", "subject_further", "full_stop", "EOT")
 PAIRS = tuple(combinations(PAIR_SLOTS, 2))
@@ -59,7 +65,8 @@ def slot_positions(instances: pd.DataFrame) -> list[dict[str, list[int]]]:
 
 
 def _set_masks(slots: list[dict[str, list[int]]], t: int, device) -> torch.Tensor:
-    """(B, S, T): the token positions of each patch set (:data:`PATCH_SETS`) per instance; empty where a slot is empty."""
+    """(B, S, T): the token positions of each patch set (:data:`PATCH_SETS`) per instance; empty where a slot is
+    empty."""
     masks = torch.zeros(len(slots), len(PATCH_SETS), t, dtype=torch.bool)
     for i, positions in enumerate(slots):
         for s, (a, b) in enumerate(PATCH_SETS):
@@ -200,7 +207,8 @@ def _pair_grid(summary: pd.DataFrame, side: str, segment: str, value: str) -> np
 
 
 def plot_pair_patching(summary: pd.DataFrame, segment: str, model: str, variant: str):
-    """Per negation side: the mean CTE of each pair of slots patched together, and its interaction ``CTE(A+B) − (CTE(A) + CTE(B))``.
+    """Per negation side: the mean CTE of each pair of slots patched together, and its interaction
+    ``CTE(A+B) − (CTE(A) + CTE(B))``.
 
     Layers on the y axis (0 = embeddings, at the bottom), pairs on the x axis; both panels on
     a diverging scale fixed to [−1, 1] (values beyond saturate). ``segment`` picks the instances;
@@ -211,7 +219,8 @@ def plot_pair_patching(summary: pd.DataFrame, segment: str, model: str, variant:
     n_layers = int(summary["layer"].max())
     height = max(2.8, 0.3 * (n_layers + 1) + 1.6)
     fig, axes = new_figure(len(NEGATION_SIDES), 2, figsize=(14, height * len(NEGATION_SIDES)), squeeze=False)
-    titles = {"cte_pair": "mean CTE of the pair patched together", "interaction": "interaction: CTE(A+B) − CTE(A) − CTE(B)"}
+    titles = {"cte_pair": "mean CTE of the pair patched together",
+              "interaction": "interaction: CTE(A+B) − CTE(A) − CTE(B)"}
     for r, side in enumerate(NEGATION_SIDES):
         part = summary[(summary["negation"] == side) & (summary["segment"] == segment)]
         n = int(part["n"].max()) if len(part) else 0

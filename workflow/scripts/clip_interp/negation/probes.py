@@ -118,7 +118,8 @@ def probe_table(features: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], 
 
 
 def probe_features_from_cache(text_cache, instances: pd.DataFrame):
-    """:func:`probe_features` of ``instances`` (rows of the positions table with ``generic_ok``), read from the text cache by key."""
+    """:func:`probe_features` of ``instances`` (rows of the positions table with ``generic_ok``), read from the text
+    cache by key."""
     keys = instances["key"].astype(str).tolist()
     slots = generic_slot_positions(instances)
     with h5py.File(text_cache, "r") as f:
@@ -136,7 +137,8 @@ def probe_features_from_cache(text_cache, instances: pd.DataFrame):
 
 
 def plot_probes(table: pd.DataFrame, model: str, variant: str):
-    """Heatmaps of the probe accuracy and the shuffled-label control per layer (rows, 0 at the bottom) × generic position."""
+    """Heatmaps of the probe accuracy and the shuffled-label control per layer (rows, 0 at the bottom) × generic
+    position."""
     fig, axes = new_figure(1, 2, figsize=(12, max(3.2, 0.32 * (table["layer"].max() + 1) + 1.8)), squeeze=False)
     labels = [POSITION_LABELS[name] for name in GENERIC_NAMES]
     image = None

@@ -297,7 +297,8 @@ def plot_reproduction(table: pd.DataFrame, model: str, differences: list[str]):
     for row in table.itertuples():
         word, colour = ("not computed", "#e0e0e0") if pd.isna(row.within_tolerance) else \
             verdict[bool(row.within_tolerance)]
-        cells.append([row.key, row.what if len(row.what) <= 72 else row.what[:71] + "…", _number(row.published, row.key), _number(row.ours, row.key),
+        cells.append([row.key, row.what if len(row.what) <= 72 else row.what[:71] + "…",
+                      _number(row.published, row.key), _number(row.ours, row.key),
                       _number(row.difference, row.key) if np.isfinite(row.difference) else "–",
                       _number(row.tolerance, row.key), word])
         colours.append(["white"] * 6 + [colour])

@@ -29,9 +29,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..store import read_keys
 from ..errors import InputError
 from ..plotting import annotated_heatmap, layer_head_heatmap, new_figure, plt, symmetric_limit
+from ..store import read_keys
 from .labels import NEGATION_SIDES
 from .positions import generic_position_map
 from .statistics import pearson

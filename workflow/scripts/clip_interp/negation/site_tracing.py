@@ -29,8 +29,16 @@ from ..interventions import PATCHABLE_BLOCK_SITES, block_output_patch_values, it
 from ..plotting import new_figure
 from .labels import NEGATION_SIDES
 from .tracing import COLOUR_LIMIT, colour_bar_extend, draw_cte_heatmap, heatmap
-from .tracing_kernel import (CAUSAL_TRACING_COLUMNS, aligned_image_embeddings, clean_pair_batch, length_batches,
-                             patched_similarities, tracing_frame, tracing_inputs, tracing_mask)
+from .tracing_kernel import (
+    CAUSAL_TRACING_COLUMNS,
+    aligned_image_embeddings,
+    clean_pair_batch,
+    length_batches,
+    patched_similarities,
+    tracing_frame,
+    tracing_inputs,
+    tracing_mask,
+)
 
 SITE_LABELS = {"resid": "residual stream", "attn_out": "MHA output (attn_out)", "mlp_out": "MLP output (mlp_out)"}
 SITE_TRACING_COLUMNS = ["site", *CAUSAL_TRACING_COLUMNS]
@@ -47,7 +55,8 @@ def check_sites(sites: Iterable[str]) -> list[str]:
 
 
 def _site_chunk(model, neg, non, negator, eot, image_emb, sites):
-    """S(negated), S(non-negated) (B,) and per site S* (B, L+1, T) of one batch (layer 0: no patch, S* = S(non-negated))."""
+    """S(negated), S(non-negated) (B,) and per site S* (B, L+1, T) of one batch (layer 0: no patch,
+    S* = S(non-negated))."""
     tower, dev = model.text, model.device
     n_layers = tower.n_layers
     clean = clean_pair_batch(model, neg, non, eot, image_emb, ["resid", "resid_mid", *sites])
@@ -60,7 +69,8 @@ def _site_chunk(model, neg, non, negator, eot, image_emb, sites):
     for site in sites:
         values = block_output_patch_values(tower, site, receiver, clean.run.cache.stack(site)[:b])
         s_patch = s_non[:, None, None].expand(b, n_layers + 1, t).clone()
-        s_patch[rows, n_layers, eot_t] = model.similarity(image_emb, tower.to_joint_space(values[rows, n_layers, eot_t]))
+        s_patch[rows, n_layers, eot_t] = model.similarity(image_emb,
+                                                          tower.to_joint_space(values[rows, n_layers, eot_t]))
         for patched in iter_resid_patches(tower, resid[b:], values, mask, eot_t, first_layer=1):
             s_patch[patched.rows, 1:n_layers, patched.position] = patched_similarities(model, image_emb, patched).T
         out[site] = s_patch
