@@ -24,7 +24,7 @@ from clip_interp.synthetic import COLOURS
 from clip_interp.synthetic_decomposition import (CLASSES, PLACES, WATERBIRD_SHAPES, description_pool,
                                                  generate_decomposition_sets)
 
-from test_config import SCHEMA, load
+from test_core_config import SCHEMA, load
 
 
 def _generate(root, **overrides):
