@@ -298,7 +298,8 @@ def _running_model_job(workdir: Path, known: set[str]) -> str | None:
     return None
 
 
-# Light rules re-run on the GPU command with the model rules, to check that they request no GPU.
+# Light rules re-run on the GPU command with the model rules, to check that they request no GPU (compute_scores
+# runs in a group job, textspan in a job of its own).
 GPU_RUN_LIGHT_RULES = ("compute_scores", "textspan")
 
 
@@ -353,7 +354,9 @@ def test_gpu_overlay_run_survives_a_cancelled_job(slurm_run, demo_run):
             assert " --gpus=1 " in job["SubmitLine"], job
         elif job_rule(job) in LIGHT_RULES or job_rule(job) is None:  # group jobs hold light rules only
             assert "gres/gpu" not in job["ReqTRES"], job
-    assert MODEL_RULES | set(GPU_RUN_LIGHT_RULES) <= {job_rule(job) for job in jobs}
+    assert MODEL_RULES <= {job_rule(job) for job in jobs}
+    for rule in GPU_RUN_LIGHT_RULES:  # on its own or in a group job (comment `rule_<group>_<rules...>`)
+        assert any(rule in job["Comment"] and "gres/gpu" not in job["ReqTRES"] for job in jobs), (rule, jobs)
 
     # A GPU type (README): the plugin's `gpu_model` resource, set per model rule, gives --gpus=<model>:<gpu>.
     known |= {job["JobID"] for job in jobs}
