@@ -102,3 +102,26 @@ def tiny_clip_factory(tmp_path_factory):
 def tiny_clip(tiny_clip_factory):
     """The ToyCLIP architecture (``toy_clip_config()``), random-initialised with seed 0; shared, do not modify."""
     return tiny_clip_factory()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The reduced demo (``workflow_runs.SMALL_DEMO``, every study) run once per session: a ``DemoRun``
+    (workdir, config). Tests only read it (configs they write go elsewhere); one that re-runs or changes results
+    takes ``demo_run_copy``. At the end of the session its results must be as the run left them."""
+    from workflow_runs import results_state, run_reduced_demo
+
+    run = run_reduced_demo(tmp_path_factory.mktemp("demo"))
+    finished = results_state(run.workdir)
+    yield run
+    now = results_state(run.workdir)
+    changed = sorted(name for name in finished.keys() | now.keys() if finished.get(name) != now.get(name))
+    assert not changed, f"a test changed the shared demo run's results: {changed[:10]}"
+
+
+@pytest.fixture
+def demo_run_copy(demo_run, tmp_path):
+    """A copy of the session's reduced demo run, for a test that re-runs rules or changes results."""
+    from workflow_runs import copy_run
+
+    return copy_run(demo_run, tmp_path / "demo_copy")

@@ -11,7 +11,7 @@ from clip_interp.config import (description_count, head_list_problems, heads_mis
                                 produced_by_workflow, vision_tower_shape)
 from clip_interp.demo.toy_clip import DEFAULT_CONFIG
 
-from test_workflow import REPO, deep_merge
+from workflow_runs import REPO, deep_merge
 
 TOY_CONFIG = "results/models/toy-clip/ToyCLIP.json"
 WRITTEN = {TOY_CONFIG: DEFAULT_CONFIG}  # the toy CLIP (3 image blocks of 4 heads), written by the workflow

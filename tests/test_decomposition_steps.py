@@ -24,7 +24,7 @@ from clip_interp.demo.decomposition_sets import (CLASSES, PLACES, WATERBIRD_SHAP
 from clip_interp.demo.negation_benchmark import COLOURS
 from clip_interp.errors import InputError
 
-from test_config import SCHEMA, load
+from test_core_config import SCHEMA, load
 
 
 def _generate(root, **overrides):

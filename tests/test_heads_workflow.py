@@ -10,7 +10,7 @@ import yaml
 from clip_interp.heads import ANALYSES
 from clip_interp.heads.steps import MODEL_SCOPE
 
-from test_workflow import SMALL_DEMO, copy_workflow, deep_merge, planned_jobs, snakemake, write_config
+from workflow_runs import SMALL_DEMO, copy_workflow, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +21,9 @@ DEMO_PROPERTIES = {"colours", "shapes", "positions", "sizes", "backgrounds"}
 
 
 @pytest.fixture(scope="module")
-def heads_run(tmp_path_factory):
-    """The reduced demo with the decomposition and heads studies only."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("heads_demo"))
-    config = write_config(workdir, "demo.yaml", deep_merge(SMALL_DEMO, {"studies": ["decomposition", "heads"]}))
-    snakemake(workdir, "--configfile", str(config))
-    return workdir
+def heads_run(demo_run):
+    """The working directory of the session's reduced demo run (every study, the heads study included)."""
+    return demo_run.workdir
 
 
 def test_demo_writes_every_heads_table_and_figure(heads_run):
@@ -134,18 +131,19 @@ def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     assert message in proc.stdout + proc.stderr
 
 
-def test_llm_labeller_through_the_workflow_against_a_local_chat_server(heads_run, monkeypatch):
+def test_llm_labeller_through_the_workflow_against_a_local_chat_server(demo_run_copy, monkeypatch):
     """`heads.labellers: [taxonomy, llm]` with the endpoint from the environment: the LLM rule writes the default
     labeller's table format, one request per head; a forced re-run answers from the cache without a request."""
     from test_heads_llm import ChatServer
 
+    heads_run, config = demo_run_copy
     model = heads_run / "results" / "heads" / "toy-clip"
     taxonomy = pd.read_parquet(model / "labels_taxonomy.parquet")
     answers = ["colours", "Shapes", "positions", "sizes", "backgrounds", "colours", "shapes", "colours"]
     server = ChatServer([("answer", a) for a in answers])
     monkeypatch.setenv("CLIP_INTERP_LLM_BASE_URL", server.base_url)
     monkeypatch.setenv("CLIP_INTERP_LLM_MODEL", "canned-model")
-    config = str(heads_run / "config" / "test.yaml")
+    config = str(config)
     target = "results/heads/toy-clip/labels_llm.parquet"
     try:
         snakemake(heads_run, target, "--configfile", config, "--config", "heads={labellers: [taxonomy, llm]}")

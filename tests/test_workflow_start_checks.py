@@ -3,7 +3,7 @@ local TEXTSPAN pool at the dry run, image rows as soon as the image list exists.
 
 import pytest
 
-from test_workflow import SMALL_DEMO, copy_workflow, deep_merge, snakemake, write_config
+from workflow_runs import SMALL_DEMO, copy_workflow, deep_merge, snakemake, write_config
 
 # Each dry run plans the whole demo (over 10 s on a shared 2-core machine).
 pytestmark = pytest.mark.slow

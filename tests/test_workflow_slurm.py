@@ -1,8 +1,10 @@
 """The SLURM profile on a real single-node SLURM cluster (tests/cluster/slurm_cluster.sh).
 
 The README's cluster commands are run exactly as written (`README_COMMANDS`, checked against the README's code
-block), in copies of the workflow whose `config/config.yaml` is the reduced demo. The tables of a run through
-SLURM must equal those of a local run of the same config, also after one running SLURM job is cancelled.
+block), in a copy of the workflow whose `config/config.yaml` is the reduced demo. The tables of that run through
+SLURM must equal those of the session's local run of the same config (the `demo_run` fixture); then the GPU
+command re-runs one job of each model rule (and of two light rules) with one running job cancelled, and the
+tables must still be the same.
 
 Without SLURM (no `sbatch`, or a cluster that is not up or cannot be started) the cluster tests are skipped
 with the reason; with CLIP_INTERP_REQUIRE_SLURM=1 (CI's SLURM step) the cluster is started when it is not up,
@@ -22,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from test_workflow import REPO, SMALL_DEMO, copy_workflow, snakemake, write_config
+
+from workflow_runs import REPO, SMALL_DEMO, copy_workflow, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -189,14 +192,6 @@ def slurm():
         subprocess.run(["bash", str(CLUSTER_SCRIPT), "down"], capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def local_reference(tmp_path_factory):
-    """The reduced demo run locally (`snakemake --cores 2` with the copy's default config)."""
-    workdir = workflow_copy(tmp_path_factory.mktemp("local"))
-    snakemake(workdir)
-    return workdir
-
-
 # --- no cluster needed --------------------------------------------------------------------------------------
 
 
@@ -255,14 +250,19 @@ def test_config_overlay_reaches_the_model_rules_resources(tmp_path):
 # --- on SLURM -----------------------------------------------------------------------------------------------
 
 
-def test_readme_commands_run_the_demo_on_slurm_with_the_local_tables(slurm, local_reference, tmp_path):
-    """Plugin install, account/partition by environment, fetch on the login node, the run through the profile."""
-    workdir = workflow_copy(tmp_path / "wf")
+@pytest.fixture(scope="module")
+def slurm_run(slurm, demo_run, tmp_path_factory):
+    """The README's commands (plugin install, account/partition by environment, fetch on the login node, the run
+    through the profile) in a copy of the workflow: (workdir, their output, wall seconds, SLURM jobs)."""
+    workdir = workflow_copy(tmp_path_factory.mktemp("slurm") / "wf")
     started = time.monotonic()
     out = run_ok(workdir, INSTALL, EXPORT, FETCH, RUN_CPU)
-    wall = time.monotonic() - started
-    assert_same_tables(workdir, local_reference)
-    jobs = sacct_jobs(workdir)
+    return workdir, out, time.monotonic() - started, sacct_jobs(workdir)
+
+
+def test_readme_commands_run_the_demo_on_slurm_with_the_local_tables(slurm_run, demo_run):
+    workdir, out, wall, jobs = slurm_run
+    assert_same_tables(workdir, demo_run.workdir)
     assert jobs, out[-4000:]
     print(f"\nSLURM run of the reduced demo: {len(jobs)} sbatch submissions, {wall:.0f} s (install, fetch, run)")
     for job in jobs:
@@ -286,28 +286,51 @@ def assert_one_job_per_shard(workdir: Path, jobs: list[dict]):
     assert len({job["Comment"] for job in shard_jobs}) == len(shards), shard_jobs
 
 
-def _running_model_job(workdir: Path) -> str | None:
+def _running_model_job(workdir: Path, known: set[str]) -> str | None:
     out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%Z|%M"], capture_output=True, text=True).stdout
     for line in out.splitlines():
         jobid, comment, job_workdir, elapsed = line.split("|")
-        if Path(job_workdir) == workdir and any(comment.startswith(f"rule_{r}") for r in MODEL_RULES):
+        if jobid in known or Path(job_workdir) != workdir:
+            continue
+        if any(comment.startswith(f"rule_{r}") for r in MODEL_RULES):
             if elapsed not in ("0:00", "0:01", "0:02"):  # let the rule get going
                 return jobid
     return None
 
 
-def test_gpu_overlay_run_survives_a_cancelled_job(slurm, local_reference, tmp_path):
-    """The GPU command: model rules get --gpus=1 and the overlay's memory; a job cancelled with scancel while
-    running is re-run (the profile's retry, then the README command again) to the same tables."""
-    workdir = workflow_copy(tmp_path / "wf")
-    proc = bash(workdir, EXPORT, RUN_GPU)
+# Light rules re-run on the GPU command with the model rules, to check that they request no GPU (compute_scores
+# runs in a group job, textspan in a job of its own).
+GPU_RUN_LIGHT_RULES = ("compute_scores", "textspan")
+
+
+def one_output_per_rule(workdir: Path, rules) -> list[str]:
+    """The first output file of each of ``rules`` that `snakemake --summary` lists for the finished run."""
+    outputs = {}
+    for line in snakemake(workdir, "--summary").stdout.splitlines():
+        fields = line.split("\t")
+        if len(fields) > 2 and fields[2] in rules:
+            outputs.setdefault(fields[2], fields[0])
+    assert set(outputs) == set(rules), sorted(set(rules) - set(outputs))
+    return sorted(outputs.values())
+
+
+def test_gpu_overlay_run_survives_a_cancelled_job(slurm_run, demo_run):
+    """The GPU command, forcing one job of each model rule (and of two light rules) on the finished run: model
+    rules get --gpus=1 and the overlay's memory; a job cancelled with scancel while running is re-run (the
+    profile's retry, then the command again) to the same tables."""
+    workdir, _, _, cpu_jobs = slurm_run
+    known = {job["JobID"] for job in cpu_jobs}
+    targets = " ".join(one_output_per_rule(workdir, MODEL_RULES | set(GPU_RUN_LIGHT_RULES)))
+    run_gpu = RUN_GPU.replace("snakemake ", f"snakemake {targets} ", 1)  # before the options' several values
+    proc = bash(workdir, EXPORT, run_gpu + " --force")
     cancelled = None
     try:
         deadline = time.monotonic() + 600
         while cancelled is None:
-            assert proc.poll() is None, f"the run ended before a model job could be cancelled:\n{proc.stdout.read()[-6000:]}"
+            assert proc.poll() is None, \
+                f"the run ended before a model job could be cancelled:\n{proc.stdout.read()[-6000:]}"
             assert time.monotonic() < deadline, "no model job ran within 600 s"
-            cancelled = _running_model_job(workdir)
+            cancelled = _running_model_job(workdir, known)
             time.sleep(0.5)
         subprocess.run(["scancel", cancelled], check=True)
         finish(proc)  # it may succeed (the profile retries the job once) or fail; the re-run must finish either way
@@ -315,10 +338,10 @@ def test_gpu_overlay_run_survives_a_cancelled_job(slurm, local_reference, tmp_pa
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    run_ok(workdir, EXPORT, RUN_GPU)
-    assert_same_tables(workdir, local_reference)
+    run_ok(workdir, EXPORT, run_gpu)
+    assert_same_tables(workdir, demo_run.workdir)
 
-    jobs = sacct_jobs(workdir)
+    jobs = [job for job in sacct_jobs(workdir) if job["JobID"] not in known]
     by_id = {job["JobID"]: job for job in jobs}
     assert by_id[cancelled]["State"].startswith("CANCELLED"), by_id[cancelled]
     rerun = [job for job in jobs if job["Comment"] == by_id[cancelled]["Comment"] and job["JobID"] != cancelled]
@@ -332,9 +355,11 @@ def test_gpu_overlay_run_survives_a_cancelled_job(slurm, local_reference, tmp_pa
         elif job_rule(job) in LIGHT_RULES or job_rule(job) is None:  # group jobs hold light rules only
             assert "gres/gpu" not in job["ReqTRES"], job
     assert MODEL_RULES <= {job_rule(job) for job in jobs}
+    for rule in GPU_RUN_LIGHT_RULES:  # on its own or in a group job (comment `rule_<group>_<rules...>`)
+        assert any(rule in job["Comment"] and "gres/gpu" not in job["ReqTRES"] for job in jobs), (rule, jobs)
 
     # A GPU type (README): the plugin's `gpu_model` resource, set per model rule, gives --gpus=<model>:<gpu>.
-    known = {job["JobID"] for job in jobs}
+    known |= {job["JobID"] for job in jobs}
     target = "results/cache/toy-clip/text_cannot.h5"  # before the options, which all take several values
     run_ok(workdir, EXPORT, RUN_GPU.replace("snakemake ", f"snakemake {target} ", 1)
            + " --forcerun cache_cannot_activations --set-resources cache_cannot_activations:gpu_model=testgpu")

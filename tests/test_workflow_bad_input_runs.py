@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from test_workflow import REPO, copy_workflow, snakemake
+from workflow_runs import REPO, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ Playwright. Uploads an image of the set, runs each of the five analyses, checks 
 neighbour grids and tables of length k with the query first at cosine 1), uploads a non-image and a too-large file,
 checks the messages and that the server still answers, and saves a screenshot per step in the test's temporary folder.
 It runs twice: on a results folder the test writes (a random-init tiny model, two labellers) and on the reduced demo's
-results (tests/test_workflow.py's config, run up to the toy CLIP's explorer index).
+results (the session's run of the reduced demo of tests/workflow_runs.py).
 
 Chromium: ``$CLIP_INTERP_CHROMIUM`` or ``/usr/bin/chromium`` (Debian's package; Playwright's own browser download is
 not used). Without Playwright or a browser the test skips with the reason; with ``CLIP_INTERP_REQUIRE_BROWSER=1`` (set
@@ -104,15 +104,10 @@ def toy_results(tiny_clip, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def demo_results(tmp_path_factory, shared_data) -> Path:
-    """The reduced demo of tests/test_workflow.py run up to the explorer's index of the toy CLIP."""
-    from test_workflow import SMALL_DEMO, copy_workflow, snakemake, write_config
-
-    workdir = copy_workflow(tmp_path_factory.mktemp("explorer_demo"))
-    sources = {"published_labels": {"url": str(shared_data / "clip_interpret" / "head_labels.tsv")}}
-    config = write_config(workdir, "demo.yaml", {**SMALL_DEMO, "heads": {"sources": sources}})
-    snakemake(workdir, "results/heads/toy-clip/explorer.json", "--configfile", str(config))
-    return workdir / "results"
+def demo_results(demo_run) -> Path:
+    """The results folder of the session's reduced demo run (tests/workflow_runs.py), the toy CLIP's explorer
+    index included."""
+    return demo_run.workdir / "results"
 
 
 @pytest.fixture(scope="module", params=["toy", "demo"])

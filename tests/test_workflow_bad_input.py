@@ -2,7 +2,7 @@
 
 Each case asserts that the message names the file, key or value, that nothing finished-looking is
 left behind, and (where a fix applies) that the fixed input gives the same output as a clean run.
-The Snakemake runs of the same cases are in tests/test_bad_input_workflow.py (slow).
+The Snakemake runs of the same cases are in tests/test_workflow_bad_input_runs.py (slow).
 """
 
 import hashlib
