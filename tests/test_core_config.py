@@ -192,6 +192,7 @@ def dry_run(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # a Snakemake dry run in a subprocess
 def test_dry_run_of_an_old_layout_config_stops_with_the_moves(tmp_path):
     proc = dry_run(tmp_path, old_layout(load("demo.yaml")))
     out = proc.stdout + proc.stderr
@@ -204,6 +205,7 @@ def test_dry_run_of_an_old_layout_config_stops_with_the_moves(tmp_path):
     assert "Job stats" not in out and not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow  # a Snakemake dry run in a subprocess
 def test_dry_run_of_a_wrong_value_names_the_key(tmp_path):
     config = load("demo.yaml")
     config["negation"]["segments"]["correct"] = "high"
@@ -212,6 +214,7 @@ def test_dry_run_of_a_wrong_value_names_the_key(tmp_path):
     assert "`negation.segments.correct` is 'high' (a string); expected a number" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # a Snakemake dry run in a subprocess
 def test_studies_gate_the_requested_targets(tmp_path):
     config = load("demo.yaml")
     config["negation"]["sources"]["cannot"]["url"] = str(REPO / "resources" / "cannot_demo.tsv")  # run elsewhere
