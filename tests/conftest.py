@@ -57,7 +57,8 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_clip_factory(tmp_path_factory):
-    """``build(config=None, seed=0)``: a random-init open_clip model of an open_clip config dict, through ``load_model``.
+    """``build(config=None, seed=0)``: a random-init open_clip model of an open_clip config dict, through
+    ``load_model``.
 
     ``config=None`` is the ToyCLIP architecture (``toy_clip_config()``). Each (config, seed) is built once per
     session and shared, so tests must not modify the model (its weights and hooks are checked at the end of the
@@ -92,7 +93,8 @@ def tiny_clip_factory(tmp_path_factory):
     for key, model in built.items():
         state = model.source_model.state_dict()
         changed = [k for k, v in originals[key].items() if not torch.equal(state[k], v)]
-        hooked = [n or "<model>" for n, m in model.source_model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+        hooked = [n or "<model>" for n, m in model.source_model.named_modules()
+                  if m._forward_hooks or m._forward_pre_hooks]
         if changed or hooked:
             problems.append(f"{model.spec['name']}: weights changed {changed}, hooks left on {hooked}")
     assert not problems, "a test modified a shared tiny model: " + "; ".join(problems)

@@ -1,8 +1,9 @@
 """A small results folder of the heads study, written by the tests that exercise the explorer.
 
 ``write_results(root, model)`` writes, under ``root``, an image set of coloured shapes, its decomposition store by the
-given model, an image table, a TEXTSPAN table, two label tables (labellers ``taxonomy``, the default, and ``llm``), a score table and ``results/heads/{model}/explorer.json``
-(the manifest :class:`clip_interp.heads.index.HeadIndex` reads), in the layout the workflow uses.
+given model, an image table, a TEXTSPAN table, two label tables (labellers ``taxonomy``, the default, and ``llm``), a
+score table and ``results/heads/{model}/explorer.json`` (the manifest :class:`clip_interp.heads.index.HeadIndex`
+reads), in the layout the workflow uses.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def label_table(layers, n_heads: int, labeller: str = "taxonomy", shift: int = 0
 
 def textspan_table(layers, n_heads: int) -> pd.DataFrame:
     """Three TEXTSPAN texts per head, in the decomposition study's table format."""
-    rows = [{"layer": layer, "head": head, "rank": rank, "text": f"a {PROPERTIES[rank % 3]} text {rank - 1} of L{layer} H{head}",
+    rows = [{"layer": layer, "head": head, "rank": rank,
+             "text": f"a {PROPERTIES[rank % 3]} text {rank - 1} of L{layer} H{head}",
              "text_index": rank, "variance": 1.0 / rank, "share": 0.5 / rank, "cumulative_share": 0.5}
             for layer in layers for head in range(n_heads) for rank in (1, 2, 3)]
     return pd.DataFrame(rows)
@@ -67,14 +69,16 @@ def write_results(root: Path, model, model_id: str = "toy") -> Path:
     n_layers, n_heads = model.vision.n_layers, model.vision.n_heads
     layers = list(range(n_layers - 1, n_layers + 1))
     write_decomposition(model, paths, keys, root / "store.h5", model_id=model_id, dtype="float32", batch_size=6)
-    pd.DataFrame({"key": keys, "path": [f"images/{p.name}" for p in paths], "label": 0}).to_parquet(root / "images.parquet")
+    image_table = pd.DataFrame({"key": keys, "path": [f"images/{p.name}" for p in paths], "label": 0})
+    image_table.to_parquet(root / "images.parquet")
     textspan_table(layers, n_heads).to_parquet(root / "textspan.parquet")
     label_table(layers, n_heads).to_parquet(root / "labels_taxonomy.parquet")
     label_table(layers, n_heads, "llm", shift=1).to_parquet(root / "labels_llm.parquet")
     pd.DataFrame([{"model": model_id, "entanglement": 0.25, "association": 0.5}]).to_parquet(root / "scores.parquet")
     manifest = build_manifest(model=model_id, spec=model.spec, image_set="shapes", store="store.h5",
                               images="images.parquet", textspan="textspan.parquet",
-                              labels={"taxonomy": "labels_taxonomy.parquet", "llm": "labels_llm.parquet"}, scores="scores.parquet", layers=layers,
+                              labels={"taxonomy": "labels_taxonomy.parquet", "llm": "labels_llm.parquet"},
+                              scores="scores.parquet", layers=layers,
                               n_layers=n_layers, n_heads=n_heads, n_images=len(keys), convention="per_component")
     path = manifest_path(root / "results", model_id)
     path.parent.mkdir(parents=True, exist_ok=True)

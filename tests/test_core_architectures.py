@@ -52,8 +52,8 @@ def _hf_folder(tmp_path_factory, patch: int):
     CLIPConfig(
         text_config={"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
                      "hidden_act": "quick_gelu"},
-        vision_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-                       "image_size": 224, "patch_size": patch, "hidden_act": "quick_gelu"},
+        vision_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                       "num_attention_heads": 12, "image_size": 224, "patch_size": patch, "hidden_act": "quick_gelu"},
         projection_dim=512,
     ).save_pretrained(folder)
     return folder

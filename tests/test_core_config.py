@@ -27,8 +27,8 @@ def old_layout(config: dict) -> dict:
     old = {key: config[key] for key in ("device", "threads", "cache", "models")}
     old.update({key: negation[key] for key in ("benchmark", "spacy_model", "sources", "dataset")})
     old["analysis"] = {"batch_size": config["batch_size"]["text"]}
-    old["analysis"].update({key: negation[key] for key in
-                            ("segments", "preliminary", "causal_tracing", "selectivity", "image_ablation", "subject_size")})
+    old["analysis"].update({key: negation[key] for key in ("segments", "preliminary", "causal_tracing", "selectivity",
+                                                           "image_ablation", "subject_size")})
     old["resources"] = config["cluster_resources"]
     old.update(config.get("demo", {}))
     return old

@@ -5,13 +5,20 @@ import json
 
 import pytest
 import yaml
-
-from clip_interp.config import (description_count, head_list_problems, heads_missing_files, heads_problems,
-                                image_row_problems, local_decomposition_problems, open_clip_model_config,
-                                produced_by_workflow, vision_tower_shape)
-from clip_interp.demo.toy_clip import DEFAULT_CONFIG
-
 from workflow_runs import REPO, deep_merge
+
+from clip_interp.config import (
+    description_count,
+    head_list_problems,
+    heads_missing_files,
+    heads_problems,
+    image_row_problems,
+    local_decomposition_problems,
+    open_clip_model_config,
+    produced_by_workflow,
+    vision_tower_shape,
+)
+from clip_interp.demo.toy_clip import DEFAULT_CONFIG
 
 TOY_CONFIG = "results/models/toy-clip/ToyCLIP.json"
 WRITTEN = {TOY_CONFIG: DEFAULT_CONFIG}  # the toy CLIP (3 image blocks of 4 heads), written by the workflow

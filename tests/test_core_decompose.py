@@ -10,9 +10,9 @@ import torch
 
 from clip_interp.contributions import ClassTokenTerms, assemble_decomposition, check_options, decompose
 from clip_interp.decompose import CONVENTIONS, FinalReadout, apply_final_ln, attention_bias_term, stack_head_terms
+from clip_interp.demo.toy_clip import toy_clip_config
 from clip_interp.errors import InputError
 from clip_interp.models import layer_index
-from clip_interp.demo.toy_clip import toy_clip_config
 
 SITES = ["head_source_out", "attn_out", "mlp_out", "resid", "ln_final_mean", "ln_final_scale"]
 

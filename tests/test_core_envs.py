@@ -59,7 +59,7 @@ def environment(path: Path) -> dict[str, SpecifierSet]:
             for line in dep["pip"]:
                 req = Requirement(line)
                 add(canonicalize_name(req.name), req.specifier)
-        elif not dep.split()[0] in CONDA_ONLY:
+        elif dep.split()[0] not in CONDA_ONLY:
             add(*conda_spec(dep))
     return found
 
@@ -76,7 +76,9 @@ def test_every_environment_package_is_in_requirements_with_the_same_pins(env):
     pip = requirements()
     for name, spec in environment(env).items():
         assert name in pip, f"{env.name}: {name} is not in requirements.txt"
-        assert spec == pip[name], f"{name}: {env.name} has {str(spec) or 'no pin'!r}, requirements.txt {str(pip[name]) or 'no pin'!r}"
+        assert spec == pip[name], (
+            f"{name}: {env.name} has {str(spec) or 'no pin'!r}, requirements.txt {str(pip[name]) or 'no pin'!r}"
+        )
 
 
 def test_every_requirement_is_in_an_environment():

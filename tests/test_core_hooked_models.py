@@ -11,7 +11,8 @@ SENTENCES = ["There are no people in the picture.", "There is a dog.", "There ar
 @pytest.fixture(scope="module", params=["open_clip", "hf"])
 def model(request):
     torch.manual_seed(0)
-    spec = {"backend": request.param, "name": "ViT-B-32" if request.param == "open_clip" else "random", "random_init": True}
+    spec = {"backend": request.param, "name": "ViT-B-32" if request.param == "open_clip" else "random",
+            "random_init": True}
     return load_model(spec, "cpu")
 
 
@@ -34,7 +35,8 @@ def test_forward_matches_library(model):
     torch.testing.assert_close(text, lib_text, atol=1e-5, rtol=0)
     torch.testing.assert_close(image, lib_image, atol=1e-5, rtol=0)
     if model.spec["backend"] == "open_clip":
-        lib_logits = lib_out[2] * torch.nn.functional.normalize(lib_out[0], dim=-1) @ torch.nn.functional.normalize(lib_out[1], dim=-1).T
+        lib_logits = (lib_out[2] * torch.nn.functional.normalize(lib_out[0], dim=-1)
+                      @ torch.nn.functional.normalize(lib_out[1], dim=-1).T)
     else:
         lib_logits = lib_out.logits_per_image
     torch.testing.assert_close(model.similarity_matrix(image, text), lib_logits, atol=1e-4, rtol=0)
@@ -95,7 +97,8 @@ def test_prefix_kv_resume_matches_full_patch(model):
     hook = patch_positions(donor.cache[("resid", layer)][:, pos], rows=[0, 1], positions=[pos, pos])
     reference = t.run(ids, hooks={("resid", layer): hook})
     start = hook(clean.cache[("resid", layer)])[:, pos:]
-    prefix = {l: tuple(z[:, :, :pos] for z in t.keys_values(clean.cache[("resid", l - 1)], l)) for l in range(layer + 1, t.n_layers + 1)}
+    prefix = {later: tuple(z[:, :, :pos] for z in t.keys_values(clean.cache[("resid", later - 1)], later))
+              for later in range(layer + 1, t.n_layers + 1)}
     eot = t.pool_index(ids) - pos
     fast = t.run(start_layer=layer, start_resid=start, prefix_kv=prefix, pool_index=eot)
     torch.testing.assert_close(fast.embedding, reference.embedding, atol=1e-5, rtol=0)
@@ -230,5 +233,6 @@ def test_ablation_hooks(model):
 def test_patch_grid_metadata(model):
     v = model.vision
     assert (v.patch_size, v.grid_size, v.has_class_token) == (32, (7, 7), True)
-    assert v.grid_size[0] * v.grid_size[1] + 1 == v.run(torch.zeros(1, 3, 224, 224), cache=[("resid", 0)]).cache[("resid", 0)].shape[1]
+    resid = v.run(torch.zeros(1, 3, 224, 224), cache=[("resid", 0)]).cache[("resid", 0)]
+    assert v.grid_size[0] * v.grid_size[1] + 1 == resid.shape[1]
     assert model.text.patch_size is None and model.text.has_class_token is False

@@ -1,4 +1,5 @@
-"""The generic intervention engine equals one hooked forward per intervention, and identity interventions change nothing."""
+"""The generic intervention engine equals one hooked forward per intervention, and identity interventions change
+nothing."""
 
 import pytest
 import torch
@@ -68,7 +69,8 @@ def test_vision_patch_sweep_reaches_positions_before_the_patch(model):
     """A non-causal tower: a patch anywhere changes the class token, and prefix reuse must not be used."""
     tower = model.vision
     torch.manual_seed(1)
-    pixels, donor = torch.randn(2, 3, model.image_size, model.image_size), torch.randn(2, 3, model.image_size, model.image_size)
+    pixels = torch.randn(2, 3, model.image_size, model.image_size)
+    donor = torch.randn(2, 3, model.image_size, model.image_size)
     clean_r, clean_d = tower.run(pixels, cache=["resid"]), tower.run(donor, cache=["resid"])
     r_resid, d_resid = clean_r.cache.stack("resid"), clean_d.cache.stack("resid")
     mask = torch.zeros(r_resid.shape[0], r_resid.shape[2], dtype=torch.bool)
@@ -88,7 +90,8 @@ def test_vision_patch_sweep_reaches_positions_before_the_patch(model):
 def test_block_output_replacement_equals_hooked_forwards(model, sites):
     tower = model.vision
     torch.manual_seed(2)
-    pixels, donor = torch.randn(3, 3, model.image_size, model.image_size), torch.randn(3, 3, model.image_size, model.image_size)
+    pixels = torch.randn(3, 3, model.image_size, model.image_size)
+    donor = torch.randn(3, 3, model.image_size, model.image_size)
     clean = tower.run(pixels, cache=["resid", "resid_mid"])
     donor_out = tower.run(donor, cache=["attn_out", "mlp_out"]).cache
     values = {s: donor_out.stack(s) for s in ("attn_out", "mlp_out")}
@@ -99,7 +102,8 @@ def test_block_output_replacement_equals_hooked_forwards(model, sites):
     emb = emb.view(len(order), len(sites), len(pixels), -1)
     for k, layer in enumerate(order):
         for j, site in enumerate(sites):
-            direct = tower.run(pixels, hooks={(site, layer): replace_hook(values[site][:, layer_index(layer)])}).embedding
+            hook = replace_hook(values[site][:, layer_index(layer)])
+            direct = tower.run(pixels, hooks={(site, layer): hook}).embedding
             torch.testing.assert_close(emb[k, j], direct, atol=1e-5, rtol=0)
 
 
@@ -115,19 +119,22 @@ def test_replacing_block_outputs_by_their_own_values_changes_nothing(model):
                                        layers, ("attn_out", "mlp_out"))
     torch.testing.assert_close(emb, clean.embedding.repeat(len(order) * 2, 1), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="replaceable sites"):
-        replace_block_outputs(tower, clean.cache.stack("resid"), clean.cache.stack("resid_mid"), values, layers, ("pattern",))
+        replace_block_outputs(tower, clean.cache.stack("resid"), clean.cache.stack("resid_mid"), values, layers,
+                              ("pattern",))
 
 
 @torch.no_grad()
 def test_library_reference_equals_the_engine(model):
     tower = model.vision
     torch.manual_seed(4)
-    pixels, donor = torch.randn(1, 3, model.image_size, model.image_size), torch.randn(1, 3, model.image_size, model.image_size)
+    pixels = torch.randn(1, 3, model.image_size, model.image_size)
+    donor = torch.randn(1, 3, model.image_size, model.image_size)
     layers, sites = [1, tower.n_layers], ("attn_out", "mlp_out")
     reference = reference_block_output_replacement(model, pixels, donor, layers, sites)
     clean = tower.run(pixels, cache=["resid", "resid_mid"])
     donor_out = tower.run(donor, cache=["attn_out", "mlp_out"]).cache
     emb, order = replace_block_outputs(tower, clean.cache.stack("resid"), clean.cache.stack("resid_mid"),
                                        {s: donor_out.stack(s) for s in sites}, layers, sites)
-    engine = torch.nn.functional.normalize(emb, dim=-1).view(len(order), len(sites), -1)[[order.index(l) for l in layers]]
+    engine = torch.nn.functional.normalize(emb, dim=-1).view(len(order), len(sites), -1)
+    engine = engine[[order.index(layer) for layer in layers]]
     torch.testing.assert_close(engine, reference, atol=1e-5, rtol=0)

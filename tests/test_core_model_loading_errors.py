@@ -32,7 +32,10 @@ def test_model_config_must_match_name(tmp_path):
         load_model({"backend": "open_clip", "name": "ToyCLIP", "config": str(config)}, "cpu")
 
 
-@pytest.mark.parametrize("backend, name", [("open_clip", "ViT-B-32"), pytest.param("hf", "random", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend, name", [
+    ("open_clip", "ViT-B-32"),
+    pytest.param("hf", "random", marks=pytest.mark.slow),
+])
 def test_random_init_weights_are_the_same_in_every_load(backend, name):
     """Each rule loads the model anew; a random_init entry must give every rule the same weights."""
     import torch

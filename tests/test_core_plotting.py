@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from clip_interp.plotting import (
-    annotated_heatmap, layer_head_heatmap, layer_profile, new_figure, plt, ranked_picture_row, save_figure,
+    annotated_heatmap,
+    layer_head_heatmap,
+    layer_profile,
+    new_figure,
+    plt,
+    ranked_picture_row,
+    save_figure,
     symmetric_limit,
 )
 

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_interp.contribution_store import (COMPLETION_ATTRIBUTE, completion_record, gather_shards, keys_digest,
-                                            shard_problems, verify_shards, write_decomposition)
+from clip_interp.contribution_store import (
+    COMPLETION_ATTRIBUTE,
+    completion_record,
+    gather_shards,
+    keys_digest,
+    shard_problems,
+    verify_shards,
+    write_decomposition,
+)
 from clip_interp.contributions import FIELDS
 from clip_interp.errors import InputError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clip_interp.errors import InputError, SourceError
-from clip_interp.sources import lfs_download_hint, extract_images, fetch_source
+from clip_interp.sources import extract_images, fetch_source, lfs_download_hint
 
 LFS_BODY = (
     "version https://git-lfs.github.com/spec/v1\n"

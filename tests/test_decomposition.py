@@ -10,13 +10,25 @@ from clip_interp.decomposition import classifier as Z
 from clip_interp.decomposition.components import decompose
 from clip_interp.decomposition.neighbours import head_neighbours, image_query
 from clip_interp.decomposition.reference import reference_decompose
-from clip_interp.decomposition.segmentation import (SegmentationMetrics, attention_rollout_scores, binarise,
-                                                    decomposition_scores, last_layer_attention_scores,
-                                                    method_scores, preprocess_mask, scores_to_maps)
+from clip_interp.decomposition.segmentation import (
+    SegmentationMetrics,
+    attention_rollout_scores,
+    binarise,
+    decomposition_scores,
+    last_layer_attention_scores,
+    method_scores,
+    preprocess_mask,
+    scores_to_maps,
+)
 from clip_interp.decomposition.spurious import group_accuracies, select_heads_by_descriptions, spurious_table
 from clip_interp.decomposition.table import ComponentTable, component_means
-from clip_interp.decomposition.textspan import (reconstruction_accuracy, textspan_covariance, textspan_direct,
-                                                textspan_heads, textspan_table)
+from clip_interp.decomposition.textspan import (
+    reconstruction_accuracy,
+    textspan_covariance,
+    textspan_direct,
+    textspan_heads,
+    textspan_table,
+)
 from clip_interp.errors import InputError
 
 CLASSES = ["red circle", "blue square", "green triangle", "yellow star", "black cross"]
@@ -47,7 +59,8 @@ def biased_clip(tiny_clip):
 
 @pytest.fixture(scope="module")
 def table(tiny_clip, pixels, one_thread):
-    return ComponentTable.from_decompositions([decompose(tiny_clip.vision, pixels[:7]), decompose(tiny_clip.vision, pixels[7:])])
+    return ComponentTable.from_decompositions([decompose(tiny_clip.vision, pixels[:7]),
+                                               decompose(tiny_clip.vision, pixels[7:])])
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +143,8 @@ def test_imagenet_metadata_from_open_clip():
 def test_ablating_nothing_reproduces_zero_shot_accuracy_exactly(table, classifier):
     labels = Z.predict(table.arrays["embedding"], classifier).numpy()
     labels[:3] = (labels[:3] + 1) % len(CLASSES)  # not every prediction right: accuracy 9/12
-    result = Z.ablation_accuracies(table, classifier, labels, [Z.Ablation.none(table.n_layers, table.n_heads)], batch_size=5)
+    result = Z.ablation_accuracies(table, classifier, labels, [Z.Ablation.none(table.n_layers, table.n_heads)],
+                                   batch_size=5)
     assert result.loc[0, "accuracy"] == 9 / 12
     means = component_means(table)
     for _, terms in table.batches(5):
@@ -304,7 +318,8 @@ def test_segmentation_evaluation_over_items(tiny_clip, classifier, one_thread):
         items.append((image, mask))
     table = evaluate_segmentation(tiny_clip, items, classifier, batch_size=2)
     assert table["method"].tolist() == list(METHODS) and (table["n_images"] == 3).all()
-    assert ((table[["pixel_accuracy", "miou", "map"]] >= 0) & (table[["pixel_accuracy", "miou", "map"]] <= 1)).all().all()
+    scores = table[["pixel_accuracy", "miou", "map"]]
+    assert ((scores >= 0) & (scores <= 1)).all().all()
 
 
 def test_segmentation_scores_of_each_method(tiny_clip, pixels, classifier, one_thread):

@@ -10,8 +10,13 @@ import torch
 from PIL import Image
 
 from clip_interp.decomposition.components import decompose
-from clip_interp.decomposition.data import (ImageNetSegmentation, read_description_pool, read_imagenet_val,
-                                            read_waterbirds, scan_image_folder)
+from clip_interp.decomposition.data import (
+    ImageNetSegmentation,
+    read_description_pool,
+    read_imagenet_val,
+    read_waterbirds,
+    scan_image_folder,
+)
 from clip_interp.decomposition.store import DecompositionStore, gather_shards, n_shards, shard_rows, write_decomposition
 from clip_interp.decomposition.table import FIELDS
 from clip_interp.errors import InputError
@@ -141,7 +146,9 @@ def test_imagenet_flat_folder_with_labels_file(tmp_path):
     labels.write_text("ILSVRC2012_val_00000001.JPEG 1\n")
     with pytest.raises(InputError, match="have no line"):
         read_imagenet_val(tmp_path / "val", labels)
-    labels.write_text("ILSVRC2012_val_00000001.JPEG 1\nILSVRC2012_val_00000002.JPEG 2\nILSVRC2012_val_00000003.JPEG 3\n")
+    labels.write_text("ILSVRC2012_val_00000001.JPEG 1\n"
+                      "ILSVRC2012_val_00000002.JPEG 2\n"
+                      "ILSVRC2012_val_00000003.JPEG 3\n")
     with pytest.raises(InputError, match="not in"):
         read_imagenet_val(tmp_path / "val", labels)
 

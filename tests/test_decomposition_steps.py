@@ -9,22 +9,30 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from test_core_config import SCHEMA, load
 
 from clip_interp.config import config_problems
 from clip_interp.decomposition import steps
 from clip_interp.decomposition.classifier import ablation_accuracies, predict, zero_shot_classifier
-from clip_interp.decomposition.data import (ImageNetSegmentation, extract_waterbirds, read_description_pool,
-                                            read_waterbirds, waterbirds_root)
+from clip_interp.decomposition.data import (
+    ImageNetSegmentation,
+    extract_waterbirds,
+    read_description_pool,
+    read_waterbirds,
+    waterbirds_root,
+)
 from clip_interp.decomposition.spurious import select_heads_by_descriptions, select_heads_from_table
-from clip_interp.decomposition.store import (DecompositionStore, gather_shards, n_shards, shard_rows,
-                                             write_decomposition)
+from clip_interp.decomposition.store import DecompositionStore, gather_shards, n_shards, shard_rows, write_decomposition
 from clip_interp.decomposition.textspan import textspan_heads, textspan_table
-from clip_interp.demo.decomposition_sets import (CLASSES, PLACES, WATERBIRD_SHAPES, description_pool,
-                                                 generate_decomposition_sets)
+from clip_interp.demo.decomposition_sets import (
+    CLASSES,
+    PLACES,
+    WATERBIRD_SHAPES,
+    description_pool,
+    generate_decomposition_sets,
+)
 from clip_interp.demo.negation_benchmark import COLOURS
 from clip_interp.errors import InputError
-
-from test_core_config import SCHEMA, load
 
 
 def _generate(root, **overrides):
@@ -61,7 +69,8 @@ def test_synthetic_sets_are_read_by_the_real_readers(sets):
     assert np.abs(image[mask].mean(0) - colour).max() < 25
     segmentation.close()
     water = read_waterbirds(root / "waterbirds")
-    assert len(water) == 8 and sorted(zip(water["y"], water["place"])) == sorted([(y, p) for y in (0, 1) for p in (0, 1)] * 2)
+    assert len(water) == 8
+    assert sorted(zip(water["y"], water["place"])) == sorted([(y, p) for y in (0, 1) for p in (0, 1)] * 2)
     assert read_description_pool(root / "descriptions.txt").texts == description_pool()
     assert summary["classes"] == len(CLASSES)
 
@@ -138,11 +147,12 @@ def test_automatic_heads_from_the_textspan_table_match_the_library(tiny_clip, st
     places = steps.encode_pool(tiny_clip, ["A water background.", "A land background."], 64)
     expected = select_heads_by_descriptions(spans, texts, places, 3)
     assert select_heads_from_table(table, texts, places, 3).equals(expected)
-    table["head_variance"] = [spans[(l, h)].total_variance for l, h in zip(table["layer"], table["head"])]
+    table["head_variance"] = [spans[(layer, h)].total_variance for layer, h in zip(table["layer"], table["head"])]
     best = steps.auto_neighbour_heads(table)
     assert [layer for layer, _ in best] == [2, 3]
     for layer, head in best:
-        assert spans[(layer, head)].total_variance == max(spans[(layer, h)].total_variance for h in range(gathered.n_heads))
+        assert spans[(layer, head)].total_variance == max(spans[(layer, h)].total_variance
+                                                          for h in range(gathered.n_heads))
 
 
 def test_configured_heads_count_layers_from_the_end():

@@ -6,7 +6,6 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-
 from workflow_runs import (
     SMALL_DEMO,
     copy_workflow,

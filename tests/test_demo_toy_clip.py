@@ -8,7 +8,13 @@ from PIL import Image
 
 from clip_interp.demo.negation_benchmark import generate_existence_benchmark
 from clip_interp.demo.toy_clip import (
-    CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_NAME, evaluation_transform, load_toy_clip, toy_clip_config,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_NAME,
+    evaluation_transform,
+    load_toy_clip,
+    toy_clip_config,
     train_toy_clip,
 )
 from clip_interp.errors import InputError

@@ -40,7 +40,8 @@ def index(tiny_clip, tmp_path_factory, one_thread):
         _picture(i).save(paths[-1])
     keys = [p.stem for p in paths]
     write_decomposition(tiny_clip, paths, keys, root / "store.h5", model_id="toy", dtype="float32", batch_size=4)
-    pd.DataFrame({"key": keys, "path": [f"images/{p.name}" for p in paths], "label": 0}).to_parquet(root / "images.parquet")
+    image_table = pd.DataFrame({"key": keys, "path": [f"images/{p.name}" for p in paths], "label": 0})
+    image_table.to_parquet(root / "images.parquet")
     pd.DataFrame({"layer": [3], "head": [0], "rank": [1], "text": ["a"]}).to_parquet(root / "textspan.parquet")
     n_heads = tiny_clip.vision.n_heads
     _labels(n_heads).to_parquet(root / "labels_taxonomy.parquet")
@@ -56,7 +57,8 @@ def index(tiny_clip, tmp_path_factory, one_thread):
 
 
 def test_index_holds_the_stores_contributions_of_the_analysed_layers(index, tiny_clip):
-    assert index.contributions.shape == (N_IMAGES, len(LAYERS), tiny_clip.vision.n_heads, tiny_clip.vision.proj.shape[1])
+    assert index.contributions.shape == (N_IMAGES, len(LAYERS), tiny_clip.vision.n_heads,
+                                         tiny_clip.vision.proj.shape[1])
     pixels = load_images(list(index.images["path"]), tiny_clip.preprocess)
     expected = decompose(tiny_clip.vision, pixels).heads
     torch.testing.assert_close(index.head_matrix(3, 1), expected[:, 2, 1], atol=1e-5, rtol=1e-5)
@@ -168,7 +170,8 @@ def test_analysed_layers_and_the_textspan_they_need():
     assert analysed_layers(12, 4) == [9, 10, 11, 12] and analysed_layers(3, 4) == [1, 2, 3]
     textspan = pd.DataFrame({"layer": [11, 11, 12], "head": [0, 0, 0], "rank": [2, 1, 1], "text": ["b", "a", "c"]})
     assert analysed_textspan(textspan, [11, 12], "t.parquet")["text"].tolist() == ["a", "b", "c"]
-    with pytest.raises(InputError, match=r"t.parquet has no heads of layers \[9, 10\].*decomposition.textspan.n_layers"):
+    with pytest.raises(InputError,
+                       match=r"t.parquet has no heads of layers \[9, 10\].*decomposition.textspan.n_layers"):
         analysed_textspan(textspan, [9, 10, 11, 12], "t.parquet")
 
 

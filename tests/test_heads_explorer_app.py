@@ -1,10 +1,11 @@
 """The explorer's handlers, without a browser: outputs on a toy results folder, and every error path as a message."""
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
+from heads_results import PROPERTIES, image_set, write_results
 from PIL import Image
 
 from clip_interp.errors import InputError
@@ -17,8 +18,6 @@ from clip_interp.heads.explorer.server import serve
 from clip_interp.heads.explorer.state import Explorer
 from clip_interp.heads.index import HeadIndex
 from clip_interp.images import centre_view
-
-from heads_results import PROPERTIES, image_set, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,12 +54,17 @@ def test_another_labeller_relabels_the_menu_the_cards_and_the_property_groups(ex
     assert overview.labellers == ["llm", "taxonomy"] and overview.labeller == "llm"
     n_layers = tiny_clip.vision.n_layers
     assert overview.head_choices[0][0] == f"L{n_layers - 1} H0 · shapes (67%)"
-    assert explorer.head_card("toy", f"{n_layers - 1}:0", "llm").startswith(f"### L{n_layers - 1} H0: shapes\nLabeller `llm`")
-    assert explorer.head_card("toy", f"{n_layers - 1}:0").startswith(f"### L{n_layers - 1} H0: colours\nLabeller `taxonomy`")
+    assert explorer.head_card("toy", f"{n_layers - 1}:0", "llm").startswith(
+        f"### L{n_layers - 1} H0: shapes\nLabeller `llm`"
+    )
+    assert explorer.head_card("toy", f"{n_layers - 1}:0").startswith(
+        f"### L{n_layers - 1} H0: colours\nLabeller `taxonomy`"
+    )
     by_llm = explorer.property_neighbours("toy", query, "shapes", 12, "llm")
     by_taxonomy = explorer.property_neighbours("toy", query, "shapes", 12)
     assert not np.allclose(by_llm.table.sort_values("row")["score"], by_taxonomy.table.sort_values("row")["score"])
-    with pytest.raises(ExplorerInputError, match="labeller 'gpt' has no labels for model 'toy'; its labellers: llm, taxonomy"):
+    with pytest.raises(ExplorerInputError,
+                       match="labeller 'gpt' has no labels for model 'toy'; its labellers: llm, taxonomy"):
         explorer.overview("toy", "gpt")
 
 
@@ -152,7 +156,8 @@ def test_uploads_are_read_and_bad_ones_named(explorer, tmp_path):
     (lambda e, q: e.topic_map("toy", q, "red", "3:0", "everything"), "map scope 'everything' is not one of"),
     (lambda e, q: e.text_neighbours("toy", "red", "3:0", 0), "between 1 and 50, got 0"),
     (lambda e, q: e.text_neighbours("toy", "red", "3:0", "many"), "must be a whole number, got 'many'"),
-    (lambda e, q: e.image_from_set("toy", "40: nothing"), r"image row 40 is outside the image set of 'toy' \(rows 0..11\)"),
+    (lambda e, q: e.image_from_set("toy", "40: nothing"),
+     r"image row 40 is outside the image set of 'toy' \(rows 0..11\)"),
 ])
 def test_bad_requests_are_one_line_messages(explorer, query, call, message, tiny_clip):
     assert tiny_clip.vision.n_layers == 3 and tiny_clip.vision.n_heads == 4  # the numbers in the messages

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from heads_results import write_results
 from PIL import Image
 
 from clip_interp.heads.index import read_manifest
-from heads_results import write_results
 
 pytestmark = pytest.mark.slow
 

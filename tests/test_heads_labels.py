@@ -33,8 +33,8 @@ TAXONOMY = Taxonomy({"colours": ("red", "blue"), "shapes": ("circle", "square"),
 
 
 def textspan(heads: dict[tuple[int, int], list[str]]) -> pd.DataFrame:
-    rows = [{"layer": l, "head": h, "rank": r + 1, "text": t, "text_index": 0, "variance": 1.0 / (r + 1)}
-            for (l, h), texts in heads.items() for r, t in enumerate(texts)]
+    rows = [{"layer": layer, "head": h, "rank": r + 1, "text": t, "text_index": 0, "variance": 1.0 / (r + 1)}
+            for (layer, h), texts in heads.items() for r, t in enumerate(texts)]
     return pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # the labeller must sort by rank itself
 
 

@@ -12,8 +12,15 @@ import pytest
 import torch
 
 from clip_interp.heads.labels import LABEL_COLUMNS, PropertyMatcher
-from clip_interp.heads.llm import (AnswerCache, ChatEndpoint, LabellerError, label_heads_llm, load_examples,
-                                   parse_answer, prompt_messages)
+from clip_interp.heads.llm import (
+    AnswerCache,
+    ChatEndpoint,
+    LabellerError,
+    label_heads_llm,
+    load_examples,
+    parse_answer,
+    prompt_messages,
+)
 from clip_interp.heads.taxonomy import Taxonomy, load_taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,8 +89,8 @@ def chat_server():
 
 
 def textspan(heads):
-    return pd.DataFrame([{"layer": l, "head": h, "rank": r + 1, "text": t}
-                         for (l, h), texts in heads.items() for r, t in enumerate(texts)])
+    return pd.DataFrame([{"layer": layer, "head": h, "rank": r + 1, "text": t}
+                         for (layer, h), texts in heads.items() for r, t in enumerate(texts)])
 
 
 HEADS = {(3, 0): ["red", "blue", "red circle"], (3, 1): ["circle", "square", "blue"]}

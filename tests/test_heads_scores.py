@@ -9,8 +9,13 @@ import torch
 from clip_interp.errors import InputError
 from clip_interp.heads import published
 from clip_interp.heads.labels import PropertyMatcher
-from clip_interp.heads.scores import (association, association_per_head, entanglement, entanglement_readings,
-                                      label_agreement)
+from clip_interp.heads.scores import (
+    association,
+    association_per_head,
+    entanglement,
+    entanglement_readings,
+    label_agreement,
+)
 from clip_interp.heads.taxonomy import Taxonomy
 
 KEYWORDS = ["red", "blue", "circle", "square", "small", "big"]
@@ -69,7 +74,8 @@ def test_entanglement_errors():
 
 
 def labelled(rows):
-    return pd.DataFrame([{"layer": 9, "head": h, "label": label, "texts": texts} for h, (label, texts) in enumerate(rows)])
+    return pd.DataFrame([{"layer": 9, "head": h, "label": label, "texts": texts}
+                         for h, (label, texts) in enumerate(rows)])
 
 
 def test_association_known_values():
@@ -165,7 +171,8 @@ def test_published_reader_errors(tmp_path):
         published.read_head_labels(missing)
     with pytest.raises(InputError, match=r"lacks the columns \['property', 'head'\]"):
         published.read_property_heads(missing)
-    bad_layer = write(tmp_path / "bad.tsv", "model\tpretrained\tlayer\thead\tlabel\nViT-B-32\topenai\teight\t0\tColors\n")
+    bad_layer = write(tmp_path / "bad.tsv", "model\tpretrained\tlayer\thead\tlabel\n"
+                                            "ViT-B-32\topenai\teight\t0\tColors\n")
     with pytest.raises(InputError, match="column 'layer' holds 'eight' on line 2"):
         published.read_head_labels(bad_layer)
     twice = write(tmp_path / "twice.tsv", "model\tpretrained\tlayer\thead\tlabel\n"

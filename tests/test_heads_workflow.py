@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow_runs import SMALL_DEMO, copy_workflow, planned_jobs, snakemake, write_config
 
 from clip_interp.heads import ANALYSES
 from clip_interp.heads.steps import MODEL_SCOPE
-
-from workflow_runs import SMALL_DEMO, copy_workflow, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,8 @@ def test_demo_writes_every_heads_table_and_figure(heads_run):
     results = heads_run / "results" / "heads"
     model = results / "toy-clip"
     for name in ["labels_taxonomy.parquet", "scores.parquet", "explorer.json",
-                 *[f"analyses/{a}.parquet" for a in ANALYSES], *[f"figures/{a}.{e}" for a in ANALYSES for e in ("png", "pdf")],
+                 *[f"analyses/{a}.parquet" for a in ANALYSES],
+                 *[f"figures/{a}.{e}" for a in ANALYSES for e in ("png", "pdf")],
                  "../cross_model_scores.parquet", "../property_layers.parquet",
                  *[f"../figures/{f}.{e}" for f in CROSS_FIGURES for e in ("png", "pdf")]]:
         path = model / name
@@ -116,9 +116,11 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
     ({"studies": ["negation", "heads"]}, "`studies` lists heads but not decomposition"),
     ({"decomposition": {"textspan": {"n_layers": 1}}},
      "`decomposition.textspan.n_layers` (1) is smaller than `heads.n_layers` (2)"),
-    ({"heads": {"taxonomy": "resources/heads/nope.yaml"}}, "`heads.taxonomy` is 'resources/heads/nope.yaml', which does not exist"),
+    ({"heads": {"taxonomy": "resources/heads/nope.yaml"}},
+     "`heads.taxonomy` is 'resources/heads/nope.yaml', which does not exist"),
     ({"heads": {"association": {"min_matches": 6}}}, "`heads.association.min_matches` (6) exceeds"),
-    ({"heads": {"labellers": ["llm"]}}, '`heads.labellers` is ["llm"]; it must contain an item matching {"const": "taxonomy"}'),
+    ({"heads": {"labellers": ["llm"]}},
+     '`heads.labellers` is ["llm"]; it must contain an item matching {"const": "taxonomy"}'),
     ({"heads": {"labellers": ["taxonomy", "llm"], "llm": {"examples": "resources/heads/llm_examples.yaml"}}},
      "`heads.llm.examples` with `heads.taxonomy`: resources/heads/llm_examples.yaml: examples[0].label 'locations' "
      "names no property of the taxonomy"),

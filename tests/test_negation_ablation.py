@@ -11,8 +11,12 @@ from clip_interp.errors import InputError
 from clip_interp.images import load_images
 from clip_interp.negation import image_ablation_summary as A
 from clip_interp.negation.caches import caption_foil_embeddings, write_image_cache, write_text_cache
-from clip_interp.negation.image_ablation import (IMAGE_ABLATION_COLUMNS, check_components, image_ablation_effects,
-                                                 image_ablation_from_caches)
+from clip_interp.negation.image_ablation import (
+    IMAGE_ABLATION_COLUMNS,
+    check_components,
+    image_ablation_effects,
+    image_ablation_from_caches,
+)
 from clip_interp.store import SelectedRows
 
 TOL = 1e-4

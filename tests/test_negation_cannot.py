@@ -1,9 +1,14 @@
 import pandas as pd
 import pytest
 
-from clip_interp.negation.cannot import (build_cannot_v11_from_parts, configured_source, load_cannot,
-                                        require_pairs_left, select_no_some_pairs)
 from clip_interp.errors import InputError, SourceError
+from clip_interp.negation.cannot import (
+    build_cannot_v11_from_parts,
+    configured_source,
+    load_cannot,
+    require_pairs_left,
+    select_no_some_pairs,
+)
 
 PAIR_COLUMNS = ["source_index", "negated", "non_negated", "negator_pos", "eot_pos", "n_tokens"]
 STEPS = ["rows", "after_label_1", "after_contains_no", "after_no_opens_noun_chunk",
@@ -19,7 +24,9 @@ def test_build_from_parts(tmp_path):
     parts = tmp_path / "parts"
     parts.mkdir()
     write(parts / "a.tsv", 'sentence\tnegated\nThe cat sat.\tThe cat did not sit.\n"A ""quoted"" one."\tNot one.\n')
-    write(parts / "b.tsv", "premise\thypothesis\tlabel\nYou are fat.\tYou are thin.\t0\nYou are fat.\tYou aren't fat.\t1\n")
+    write(parts / "b.tsv", "premise\thypothesis\tlabel\n"
+                           "You are fat.\tYou are thin.\t0\n"
+                           "You are fat.\tYou aren't fat.\t1\n")
     df = build_cannot_v11_from_parts(parts)
     assert list(df.columns) == ["premise", "hypothesis", "label"]
     assert df["label"].tolist() == [1, 1, 0, 1]
@@ -111,7 +118,8 @@ def test_readings_of_the_no_determiner(tok, nlp):
     strict, strict_report = select_no_some_pairs(df, tok, nlp, reading="subject_only")
     assert default["source_index"].tolist() == [0, 1, 2, 3, 5]
     assert strict["source_index"].tolist() == [0, 1]
-    assert strict["non_negated"].tolist() == ["Some dogs are allowed in the park.", "There are some people on the beach."]
+    assert strict["non_negated"].tolist() == ["Some dogs are allowed in the park.",
+                                              "There are some people on the beach."]
     assert default_report["reading"] == "noun_chunk" and strict_report["reading"] == "subject_only"
     assert default_report["after_no_opens_noun_chunk"] == 6 and default_report["after_negator_aligned"] == 6
     assert strict_report["after_no_determines_subject"] == 3

@@ -11,8 +11,9 @@ def _localisation(n_layers, offset):
     for side in ("caption", "foil"):
         for segment in ("all", "correct"):
             for layer in range(n_layers + 1):
+                localisation = offset + layer + (0.5 if side == "foil" else 0) + (100 if segment != "all" else 0)
                 rows.append({"negation": side, "segment": segment, "layer": layer, "n": 5,
-                             "localisation": offset + layer + (0.5 if side == "foil" else 0) + (100 if segment != "all" else 0)})
+                             "localisation": localisation})
     return pd.DataFrame(rows)
 
 

@@ -13,8 +13,12 @@ from clip_interp.errors import InputError
 from clip_interp.models import load_model, patch_positions
 from clip_interp.negation.caches import single_colour
 from clip_interp.negation.causal_tracing import causal_tracing_effects
-from clip_interp.negation.image_ablation import (IMAGE_ABLATION_COLUMNS, image_ablation_activations,
-                                                 image_ablation_effects, image_ablation_effects_from_activations)
+from clip_interp.negation.image_ablation import (
+    IMAGE_ABLATION_COLUMNS,
+    image_ablation_activations,
+    image_ablation_effects,
+    image_ablation_effects_from_activations,
+)
 from clip_interp.negation.labels import COMPONENTS
 from clip_interp.negation.library_references import reference_causal_tracing, reference_image_ablation
 from clip_interp.negation.tracing_kernel import CAUSAL_TRACING_COLUMNS, tracing_instances

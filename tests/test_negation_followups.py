@@ -9,17 +9,30 @@ import torch
 
 from clip_interp.config import config_problems
 from clip_interp.errors import InputError
-from clip_interp.interventions import (block_output_patch_values, iter_resid_patches, iter_resid_set_patches,
-                                       replace_block_output_windows, replace_block_outputs)
+from clip_interp.interventions import (
+    block_output_patch_values,
+    iter_resid_patches,
+    iter_resid_set_patches,
+    replace_block_output_windows,
+    replace_block_outputs,
+)
 from clip_interp.models import layer_index, patch_positions
-from clip_interp.negation.ablation_windows import (layer_windows, window_ablation_effects_from_activations,
-                                                   window_summary)
+from clip_interp.negation.ablation_windows import (
+    layer_windows,
+    window_ablation_effects_from_activations,
+    window_summary,
+)
 from clip_interp.negation.caches import write_text_cache
 from clip_interp.negation.causal_tracing import causal_tracing_effects
 from clip_interp.negation.covariates import covariate_table, fit_model, image_statistics
 from clip_interp.negation.image_ablation import image_ablation_activations, image_ablation_effects_from_activations
-from clip_interp.negation.pair_patching import (PAIR_LABELS, pair_comparison, pair_patching_effects, pair_summary,
-                                                slot_positions)
+from clip_interp.negation.pair_patching import (
+    PAIR_LABELS,
+    pair_comparison,
+    pair_patching_effects,
+    pair_summary,
+    slot_positions,
+)
 from clip_interp.negation.positions import generic_slot_positions, with_generic_positions
 from clip_interp.negation.probes import probe_features, probe_features_from_cache, probe_table, swapped_labels
 from clip_interp.negation.site_tracing import site_tracing_effects
@@ -287,7 +300,8 @@ def test_site_tracing_invariants(case):
     assert (merged.loc[merged["position"] < merged["negator_pos"], "cte"] == 0).all()
     # block 1 after the negator: same token and position in both sentences, so the attention output is the only
     # difference and patching it equals patching resid[1]
-    block1 = merged[(merged["site"] == "attn_out") & (merged["layer"] == 1) & (merged["position"] > merged["negator_pos"])]
+    block1 = merged[(merged["site"] == "attn_out") & (merged["layer"] == 1)
+                    & (merged["position"] > merged["negator_pos"])]
     ref = block1.merge(ct[ct["layer"] == 1], on=["key", "position"], suffixes=("", "_resid"), validate="many_to_one")
     assert len(ref) > 0
     np.testing.assert_allclose(ref["S_patched"], ref["S_patched_resid"], atol=1e-4)

@@ -3,8 +3,13 @@ import pytest
 
 from clip_interp.errors import InputError
 from clip_interp.io import write_parquet
-from clip_interp.negation.positions import (GENERIC_NAMES, POSITION_COLUMNS, add_positions, generic_position_map,
-                                   sentence_positions)
+from clip_interp.negation.positions import (
+    GENERIC_NAMES,
+    POSITION_COLUMNS,
+    add_positions,
+    generic_position_map,
+    sentence_positions,
+)
 from clip_interp.negation.valse import prepare_variant
 
 

@@ -11,11 +11,9 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 
 from clip_interp.errors import InputError
-from clip_interp.plotting import save_figure
 from clip_interp.negation import preliminary as P
 from clip_interp.negation import subject_size as S
-
-
+from clip_interp.plotting import save_figure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +46,11 @@ def clipseg_dir(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("clipseg") / "tiny-clipseg"
     CLIPSegForImageSegmentation(config).save_pretrained(folder)
-    image_processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=list(OPENAI_DATASET_MEAN), image_std=list(OPENAI_DATASET_STD))
+    image_processor = ViTImageProcessor(
+        size={"height": 32, "width": 32},
+        image_mean=list(OPENAI_DATASET_MEAN),
+        image_std=list(OPENAI_DATASET_STD),
+    )
     CLIPSegProcessor(image_processor=image_processor, tokenizer=_hf_clip_tokenizer()).save_pretrained(folder)
     return folder
 

@@ -49,7 +49,8 @@ def _sources(seed=0):
     averages = pd.DataFrame({"component": ["mlp", "mha"], "segment": "correct", "negation": "both",
                              "n": 10, "n_layers": 12, "mean_iae_over_layers": [0.7, 0.4]})
     return R.Sources(scores=scores, table1=accuracy_table(scores), table2=segment_table(scores),
-                     preliminary=preliminary, table3=pairwise_correlation_table(preliminary, list(R.TABLE3_NAMES.values())),
+                     preliminary=preliminary,
+                     table3=pairwise_correlation_table(preliminary, list(R.TABLE3_NAMES.values())),
                      size_accuracy=size_accuracy(preliminary, 0.1), selectivity_heads=heads, iae_averages=averages,
                      cannot_report={"reading": "noun_chunk", "pairs": 560})
 

@@ -3,7 +3,11 @@ import pandas as pd
 import pytest
 
 from clip_interp.negation.scores import (
-    accuracy_table, classification_scores, segment_of, segment_table, threshold_aligned_bins,
+    accuracy_table,
+    classification_scores,
+    segment_of,
+    segment_table,
+    threshold_aligned_bins,
 )
 
 

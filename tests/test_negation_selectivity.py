@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from clip_interp.negation.caches import write_text_cache
 from clip_interp.errors import InputError
 from clip_interp.negation import selectivity as S
+from clip_interp.negation.caches import write_text_cache
 from clip_interp.negation.positions import add_positions
 
 TINY_CONFIG = {

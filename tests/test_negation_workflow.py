@@ -9,9 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from clip_interp.io import read_parquet_metadata
-
 from workflow_runs import (
     N_EVAL,
     REPO,
@@ -22,6 +19,8 @@ from workflow_runs import (
     snakemake,
     write_config,
 )
+
+from clip_interp.io import read_parquet_metadata
 
 pytestmark = pytest.mark.slow
 

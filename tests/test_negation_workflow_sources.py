@@ -7,7 +7,6 @@ import zipfile
 
 import pandas as pd
 import pytest
-
 from workflow_runs import copy_workflow, local_negation_sources, snakemake, write_config
 
 pytestmark = pytest.mark.slow

@@ -215,10 +215,11 @@ def test_text_layer_counts_are_read_without_weights(tmp_path):
     assert text_layer_count({"backend": "hf", "path": str(hf)}) == 6
     assert text_layer_count({"backend": "hf", "name": "openai/clip-vit-base-patch32"}) is None  # a hub id: at run time
     assert text_layer_count({"backend": "open_clip", "name": "Tiny", "config": str(tmp_path / "later.json")}) is None
-    lines = text_layer_problems("negation.selectivity.layer", 99, {"clip": {"backend": "open_clip", "name": "ViT-B-32"}})
+    models = {"clip": {"backend": "open_clip", "name": "ViT-B-32"}}
+    lines = text_layer_problems("negation.selectivity.layer", 99, models)
     assert lines == ["`negation.selectivity.layer` is 99, but the text tower of model `clip` has 12 layers "
                      "(numbered 1..12); choose a layer in 1..12"]
-    assert not text_layer_problems("negation.selectivity.layer", 12, {"clip": {"backend": "open_clip", "name": "ViT-B-32"}})
+    assert not text_layer_problems("negation.selectivity.layer", 12, models)
 
 
 def dry_run(workdir: Path, overrides: dict) -> subprocess.CompletedProcess:

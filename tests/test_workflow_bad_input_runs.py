@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-
 from workflow_runs import REPO, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
@@ -114,7 +113,8 @@ def test_over_long_sentence_then_fix_in_place_then_broken_image(tmp_path):
     assert "c.jpg (instance 'k3') cannot be read: image file is truncated" in out
     assert not (workdir / "results" / "cache" / "tiny" / "image.h5").exists()
     assert not list((workdir / "results").rglob("*.part"))
-    assert "an unreadable image file stops the run" in (workdir / "logs" / "cache_image_activations" / "tiny.log").read_text()
+    log = (workdir / "logs" / "cache_image_activations" / "tiny.log").read_text()
+    assert "an unreadable image file stops the run" in log
 
     # 4. The image restored in place: the re-run gives the tables of step 2, which equal a clean run's.
     (images / "c.jpg").write_bytes(good)

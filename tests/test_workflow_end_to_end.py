@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_decomposition_workflow import DECOMPOSITION_FIGURES
 from test_negation_workflow import STUDY_FIGURES
 from workflow_runs import copy_workflow, planned_jobs, run_reduced_demo, snakemake, write_config

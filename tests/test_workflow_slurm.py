@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from workflow_runs import REPO, SMALL_DEMO, copy_workflow, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -382,6 +381,7 @@ def test_unset_account_and_partition_fall_back_to_the_cluster_defaults(slurm, tm
 ])
 def test_a_wrong_account_or_partition_stops_with_a_clear_message(slurm, tmp_path, setting, message):
     workdir = workflow_copy(tmp_path / "wf")
-    code, out = finish(bash(workdir, f"export {setting}", "snakemake --profile profiles/slurm results/synthetic/existence.json"))
+    code, out = finish(bash(workdir, f"export {setting}",
+                            "snakemake --profile profiles/slurm results/synthetic/existence.json"))
     assert code != 0 and message in out, out[-6000:]
     assert not [job for job in sacct_jobs(workdir) if job["State"] == "COMPLETED"]

@@ -2,7 +2,6 @@
 local TEXTSPAN pool at the dry run, image rows as soon as the image list exists. Each message names the config key."""
 
 import pytest
-
 from workflow_runs import SMALL_DEMO, copy_workflow, deep_merge, snakemake, write_config
 
 # Each dry run plans the whole demo (over 10 s on a shared 2-core machine).
