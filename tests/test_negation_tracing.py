@@ -1,5 +1,7 @@
 """Causal tracing over generic positions: instance selection, labels, weighted averages, localisation, errors."""
 
+import logging
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -93,6 +95,20 @@ def test_selection_excludes_pairs_that_differ_before_the_negator(vit_run):
     assert instances["key"].tolist() == ["people"]
     assert report["excluded_keys"]["differs_before_negator"] == ["dog"]
 
+
+def test_reading_the_instances_logs_the_selection_and_every_exclusion(vit_run, tmp_path, caplog):
+    positions = vit_run[1]
+    path = tmp_path / "positions.parquet"
+    positions.to_parquet(path)
+    with caplog.at_level(logging.INFO, logger="read-instances"):
+        instances, report = T.read_tracing_instances(path, logging.getLogger("read-instances"))
+    expected, expected_report = T.select_tracing_instances(positions, path)
+    assert instances["key"].tolist() == expected["key"].tolist() and report == expected_report
+    assert f"{path}: 2 of 5 instances kept" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["excluded (positions_failed): 1 instances, e.g. ['nothing']",
+                        "excluded (unequal_length): 1 instances, e.g. ['cats']",
+                        "excluded (not_generic): 1 instances, e.g. ['late']"]
 
 def test_no_instance_left_names_the_file_and_counts(vit_run):
     positions = vit_run[1]

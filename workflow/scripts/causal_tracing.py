@@ -1,6 +1,5 @@
 """Rule script: causal tracing effects per instance × layer × token position and per generic position."""
 
-import pandas as pd
 import torch
 
 from clip_interp.io import write_parquet
@@ -10,19 +9,13 @@ from clip_interp.negation.tracing import (
     generic_effects,
     image_embeddings_for_keys,
     label_generic_positions,
-    select_tracing_instances,
-    selection_summary,
+    read_tracing_instances,
 )
 from clip_interp.workflow import run_rule
 
 
 def main(smk, log):
-    positions = pd.read_parquet(smk.input.positions)
-    instances, selection = select_tracing_instances(positions, smk.input.positions)
-    log.info("%s: %s", smk.input.positions, selection_summary(selection))
-    for reason, keys in selection["excluded_keys"].items():
-        if keys:
-            log.warning("excluded (%s): %d instances, e.g. %s", reason, len(keys), keys[:5])
+    instances, selection = read_tracing_instances(smk.input.positions, log)
     if selection["differs_beyond_negator"]:
         log.warning("%d kept instances differ after the negator too; their CTE at (0, negator) need not be 1",
                     selection["differs_beyond_negator"])

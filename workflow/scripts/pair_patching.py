@@ -16,17 +16,14 @@ from clip_interp.negation.tracing import (
     attach_segments,
     drop_undefined_effects,
     image_embeddings_for_keys,
-    select_tracing_instances,
-    selection_summary,
+    read_tracing_instances,
 )
 from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 
 
 def main(smk, log):
-    positions = pd.read_parquet(smk.input.positions)
-    instances, selection = select_tracing_instances(positions, smk.input.positions)
-    log.info("%s: %s", smk.input.positions, selection_summary(selection))
+    instances, selection = read_tracing_instances(smk.input.positions, log)
     image_emb = image_embeddings_for_keys(smk.input.image, instances["key"])
     model = load_model(smk.params.model, smk.params.device)
     log.info("pair patching %d instances through %d text layers on %s", len(instances), model.text.n_layers,

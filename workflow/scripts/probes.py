@@ -1,20 +1,17 @@
 """Rule script: linear probes for 'negated or not' per layer x generic position, from the text cache (no model)."""
 
-import pandas as pd
 from tqdm import tqdm
 
 from clip_interp.io import write_parquet
 from clip_interp.negation.positions import GENERIC_NAMES
 from clip_interp.negation.probes import plot_probes, probe_features_from_cache, probe_table
-from clip_interp.negation.tracing import select_tracing_instances, selection_summary
+from clip_interp.negation.tracing import read_tracing_instances
 from clip_interp.plotting import save_figure
 from clip_interp.workflow import run_rule
 
 
 def main(smk, log):
-    positions = pd.read_parquet(smk.input.positions)
-    instances, selection = select_tracing_instances(positions, smk.input.positions)
-    log.info("%s: %s", smk.input.positions, selection_summary(selection))
+    instances, selection = read_tracing_instances(smk.input.positions, log)
     features = probe_features_from_cache(smk.input.text, instances)
     n_layers = next(iter(features.values()))[0].shape[1]
     with tqdm(total=n_layers * len(GENERIC_NAMES), desc="probes") as progress:

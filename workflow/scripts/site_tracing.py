@@ -13,8 +13,7 @@ from clip_interp.negation.tracing import (
     generic_effects,
     image_embeddings_for_keys,
     label_generic_positions,
-    select_tracing_instances,
-    selection_summary,
+    read_tracing_instances,
     summarise_effects,
 )
 from clip_interp.plotting import save_figure
@@ -31,9 +30,7 @@ def _summary(generic, scores, variant, source, n_layers, log, site):
 
 def main(smk, log):
     variant = smk.params.variant
-    positions = pd.read_parquet(smk.input.positions)
-    instances, selection = select_tracing_instances(positions, smk.input.positions)
-    log.info("%s: %s", smk.input.positions, selection_summary(selection))
+    instances, selection = read_tracing_instances(smk.input.positions, log)
     image_emb = image_embeddings_for_keys(smk.input.image, instances["key"])
     model = load_model(smk.params.model, smk.params.device)
     n_layers = model.text.n_layers

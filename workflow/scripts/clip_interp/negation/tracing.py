@@ -34,6 +34,7 @@ the negator on; a high value means it sits at few positions.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -480,3 +481,17 @@ def selection_summary(report: Mapping[str, Any]) -> str:
     """One line describing an instance selection report (:func:`select_tracing_instances`)."""
     excluded = ", ".join(f"{r} {n}" for r, n in report["excluded"].items())
     return f"{report['kept']} of {report['rows']} instances kept (excluded: {excluded})"
+
+
+def read_tracing_instances(path: str | Path, log: logging.Logger) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`select_tracing_instances` on the token-positions table at ``path``, with its report logged.
+
+    The report's one-line summary goes to ``log`` at INFO and each exclusion reason with its count and
+    first keys at WARNING, so that every rule working on the selected instances states what it left out.
+    """
+    instances, selection = select_tracing_instances(pd.read_parquet(path), path)
+    log.info("%s: %s", path, selection_summary(selection))
+    for reason, keys in selection["excluded_keys"].items():
+        if keys:
+            log.warning("excluded (%s): %d instances, e.g. %s", reason, len(keys), keys[:5])
+    return instances, selection
