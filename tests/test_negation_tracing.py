@@ -110,6 +110,7 @@ def test_reading_the_instances_logs_the_selection_and_every_exclusion(vit_run, t
                         "excluded (unequal_length): 1 instances, e.g. ['cats']",
                         "excluded (not_generic): 1 instances, e.g. ['late']"]
 
+
 def test_no_instance_left_names_the_file_and_counts(vit_run):
     positions = vit_run[1]
     unusable = positions[positions["key"].isin(["cats", "late", "nothing"])]
