@@ -119,6 +119,7 @@ rule decompose_shard:
         shard_size=DECOMPOSITION["shard_size"],
         convention=DECOMPOSITION["convention"],
         dtype=DECOMPOSITION["dtype"],
+        units=STORE_UNITS,
         device=DEVICE,
         batch_size=IMAGE_BATCH_SIZE,
     log:
@@ -198,7 +199,7 @@ rule zero_shot_ablation:
         ),
         pdf=f"{DECOMPOSITION_OUT}/figures/accuracy_vs_ablated_layers.pdf",
     params:
-        mlps=DECOMPOSITION["ablation"]["mlps"],
+        paper_rows=DECOMPOSITION["ablation"]["paper_rows"],
     log:
         rule_log("zero_shot_ablation", "{model}"),
     benchmark:

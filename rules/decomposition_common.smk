@@ -1,6 +1,7 @@
 # The decomposition study's settings (config section `decomposition`) and helpers shared by its rule files.
 
 from clip_interp.config import ConfigError, image_row_problems, local_decomposition_problems
+from clip_interp.contribution_store import UNITS as STORE_UNITS
 from clip_interp.sources import is_remote, local_path
 
 DECOMPOSITION = config["decomposition"]

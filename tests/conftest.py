@@ -127,3 +127,22 @@ def demo_run_copy(demo_run, tmp_path):
     from workflow_runs import copy_run
 
     return copy_run(demo_run, tmp_path / "demo_copy")
+
+
+@pytest.fixture(scope="session")
+def biased_clip(tiny_clip):
+    """A copy of the tiny model with random LayerNorm weights and biases and attention/MLP biases (random init
+    leaves them 1 and 0, which would hide a mishandled bias or LayerNorm scale)."""
+    import copy
+
+    import torch
+
+    from clip_interp.models.loading import hook_open_clip
+
+    model = copy.deepcopy(tiny_clip.source_model)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, parameter in model.visual.named_parameters():
+            if name.endswith("bias") or ("ln" in name and name.endswith("weight")):
+                parameter.copy_(parameter + 0.3 * torch.randn(parameter.shape, generator=g))
+    return hook_open_clip(model, tiny_clip.tokenizer, tiny_clip.preprocess, tiny_clip.spec, tiny_clip.device)

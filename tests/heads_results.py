@@ -79,7 +79,7 @@ def write_results(root: Path, model, model_id: str = "toy") -> Path:
                               images="images.parquet", textspan="textspan.parquet",
                               labels={"taxonomy": "labels_taxonomy.parquet", "llm": "labels_llm.parquet"},
                               scores="scores.parquet", layers=layers,
-                              n_layers=n_layers, n_heads=n_heads, n_images=len(keys), convention="per_component")
+                              n_layers=n_layers, n_heads=n_heads, n_images=len(keys), convention="uniform")
     path = manifest_path(root / "results", model_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=1))

@@ -10,6 +10,8 @@ from PIL import Image
 
 from clip_interp.contribution_store import (
     COMPLETION_ATTRIBUTE,
+    STORE_FIELDS,
+    UNITS,
     completion_record,
     gather_shards,
     keys_digest,
@@ -17,7 +19,6 @@ from clip_interp.contribution_store import (
     verify_shards,
     write_decomposition,
 )
-from clip_interp.contributions import FIELDS
 from clip_interp.errors import InputError
 
 IMAGE_KEYS = [f"img_{i:03d}.png" for i in range(5)]
@@ -29,11 +30,12 @@ def write_shard(path, keys, rows=None, record=True, recorded_keys=None):
     its completion record of ``recorded_keys`` (default ``keys``) unless ``record`` is false."""
     rows = len(keys) if rows is None else rows
     shapes = {"embedding": (4,), "embedding_term": (4,), "heads": (2, 3, 4), "attn_bias": (2, 4), "mlps": (2, 4),
-              "ln_bias": (4,)}
+              "ln_bias": (4,), "embedding_norm": (), "class_attention": (2, 4)}
     with h5py.File(path, "w") as f:
-        f.attrs.update({"model": "toy", "convention": "per_component", "n_layers": 2, "n_heads": 3})
+        f.attrs.update({"model": "toy", "convention": "per_component", "units": UNITS, "n_layers": 2,
+                        "n_heads": 3})
         f.create_dataset("keys", data=np.asarray(keys, dtype=object), dtype=h5py.string_dtype())
-        for name in FIELDS:
+        for name in STORE_FIELDS:
             f.create_dataset(name, data=np.zeros((rows, *shapes[name]), dtype=np.float32))
         if record:
             f.attrs[COMPLETION_ATTRIBUTE] = completion_record(keys if recorded_keys is None else recorded_keys)
@@ -98,3 +100,18 @@ def test_the_shard_writer_records_its_rows_and_keys(tiny_clip, tmp_path):
         assert json.loads(f.attrs[COMPLETION_ATTRIBUTE]) == {"rows": 3, "keys_sha256": keys_digest(keys)}
     assert shard_problems(tmp_path / "shard.h5", keys) is None
     assert "its rows of the image list are 2 images" in shard_problems(tmp_path / "shard.h5", keys[:2])
+
+
+def test_a_shard_of_raw_terms_is_named_and_a_raw_store_refused(tmp_path):
+    """Shards written before the stores held terms divided by ||e|| are named by the gather; such a store is
+    refused by the reader, with what to delete."""
+    from clip_interp.contribution_store import DecompositionStore
+
+    parts = good_shards(tmp_path)
+    with h5py.File(parts[2], "a") as f:
+        del f.attrs["units"]
+    assert "units of the image embedding" in shard_problems(parts[2])
+    with pytest.raises(InputError, match="shard_00002"):
+        gather_shards(parts, tmp_path / "all.h5", image_keys=IMAGE_KEYS, shard_size=SHARD_SIZE)
+    with pytest.raises(InputError, match="divided by"):
+        DecompositionStore(parts[2])

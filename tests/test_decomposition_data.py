@@ -52,16 +52,22 @@ def test_shards_gather_to_the_decomposition(tiny_clip, tmp_path, dtype, one_thre
                             labels=list(range(sl.start, sl.stop)))
     gather_shards(parts, tmp_path / "all.h5")
     store = DecompositionStore(tmp_path / "all.h5")
-    assert store.keys == keys and store.labels.tolist() == [0, 1, 2, 3, 4] and store.convention == "per_component"
+    assert store.keys == keys and store.labels.tolist() == [0, 1, 2, 3, 4] and store.convention == "uniform"
     from clip_interp.images import load_images
 
-    expected = decompose(tiny_clip.vision, load_images(paths, tiny_clip.preprocess))
+    expected = decompose(tiny_clip.vision, load_images(paths, tiny_clip.preprocess), convention="uniform").unit()
     rows = list(store.batches(3))
     assert [r for r, _ in rows] == [slice(0, 3), slice(3, 5)]
     tol = 1e-5 if dtype == "float32" else 2e-3
-    for name in FIELDS:
+    for name in (*FIELDS, "embedding_norm", "class_attention"):
         stored = torch.cat([t[name] for _, t in rows])
         torch.testing.assert_close(stored, getattr(expected, name), atol=tol, rtol=tol)
+    stored = {name: torch.cat([t[name] for _, t in rows]) for name in rows[0][1]}
+    total = (stored["embedding_term"] + stored["heads"].sum((1, 2)) + stored["attn_bias"].sum(1)
+             + stored["mlps"].sum(1) + stored["ln_bias"])
+    torch.testing.assert_close(total, stored["embedding"], atol=tol * 10, rtol=tol * 10)  # the unit embedding
+    raw = tiny_clip.vision.run(load_images(paths, tiny_clip.preprocess)).embedding
+    torch.testing.assert_close(stored["embedding"] * stored["embedding_norm"].unsqueeze(1), raw, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(store.head(2, 1), expected.heads[:, 1, 1], atol=tol, rtol=tol)
     with h5py.File(parts[0], "r") as f:
         assert f["heads"].dtype == np.dtype(dtype) and f["embedding"].dtype == np.float32

@@ -130,13 +130,14 @@ def test_zero_shot_table_of_the_rule(tiny_clip, stores, sets, one_thread):
     gathered, _, table = stores
     names, templates = steps.class_names_and_templates(sets[0] / "class_names.txt", sets[0] / "templates.txt")
     classifier = zero_shot_classifier(tiny_clip, names, templates)
-    ablations = steps.ablation_set(gathered.n_layers, gathered.n_heads, mlps=True)
+    ablations = steps.ablation_set(gathered.n_layers, gathered.n_heads, paper_rows=True)
     assert [a.name for a in ablations] == ["none", "attention_layers_1_1", "attention_layers_1_2",
-                                           "attention_layers_1_3", "all_mlps", "all_attention_and_mlps", "everything"]
+                                           "attention_layers_1_3", "mlp_group", "class_attention",
+                                           "mlp_group_and_class_attention", "everything"]
     result = ablation_accuracies(gathered, classifier, gathered.labels, ablations)
     direct = [predict(terms["embedding"], classifier) for _, terms in gathered.batches(64)][0]
     assert result["accuracy"].iloc[0] == pytest.approx(float((direct.numpy() == gathered.labels).mean()))
-    assert [steps.layers_ablated(n) for n in result["ablation"]] == [0, 1, 2, 3, None, None, None]
+    assert [steps.layers_ablated(n) for n in result["ablation"]] == [0, 1, 2, 3, None, None, None, None]
 
 
 def test_automatic_heads_from_the_textspan_table_match_the_library(tiny_clip, stores, one_thread):

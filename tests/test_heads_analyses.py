@@ -49,7 +49,7 @@ def index(tiny_clip, tmp_path_factory, one_thread):
                               images="images.parquet", textspan="textspan.parquet",
                               labels={"taxonomy": "labels_taxonomy.parquet"}, scores="scores.parquet", layers=LAYERS,
                               n_layers=tiny_clip.vision.n_layers, n_heads=n_heads, n_images=N_IMAGES,
-                              convention="per_component", root="../../..")
+                              convention="uniform", root="../../..")
     manifest_path(root / "results", "toy").parent.mkdir(parents=True)
     manifest_path(root / "results", "toy").write_text(json.dumps(manifest))
     # root/results/heads/toy/explorer.json: "../../.." is root
@@ -60,7 +60,7 @@ def test_index_holds_the_stores_contributions_of_the_analysed_layers(index, tiny
     assert index.contributions.shape == (N_IMAGES, len(LAYERS), tiny_clip.vision.n_heads,
                                          tiny_clip.vision.proj.shape[1])
     pixels = load_images(list(index.images["path"]), tiny_clip.preprocess)
-    expected = decompose(tiny_clip.vision, pixels).heads
+    expected = decompose(tiny_clip.vision, pixels, convention="uniform").unit().heads
     torch.testing.assert_close(index.head_matrix(3, 1), expected[:, 2, 1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(index.head_norms(2, 0), expected[:, 1, 0].norm(dim=1), atol=1e-5, rtol=1e-5)
     assert index.properties() == ["colours", "shapes"] and index.head_label(2, 1) == "colours"

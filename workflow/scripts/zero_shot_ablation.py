@@ -13,7 +13,7 @@ def main(smk, log):
     store = DecompositionStore(smk.input.store)
     if store.labels is None:
         raise InputError(f"{smk.input.store} has no labels; the classification set must be labelled")
-    ablations = ablation_set(store.n_layers, store.n_heads, smk.params.mlps)
+    ablations = ablation_set(store.n_layers, store.n_heads, smk.params.paper_rows)
     table = ablation_accuracies(store, load_tensor(smk.input.classifier), store.labels, ablations)
     table["attention_layers_ablated"] = [layers_ablated(name) for name in table["ablation"]]
     log.info("zero-shot accuracy: %s", dict(zip(table["ablation"], table["accuracy"].round(4))))

@@ -1,10 +1,14 @@
 """The decomposition store: per-image terms in the joint space, written in fixed-size HDF5 shards.
 
 Shard k of an image list covers rows ``k * shard_size .. (k + 1) * shard_size - 1``. A shard file
-holds ``keys`` and, one row per image, ``embedding`` (E,) float32 and the terms
-``embedding_term`` (E,), ``heads`` (L, H, E) summed over sources, ``attn_bias`` (L, E), ``mlps``
-(L, E) and ``ln_bias`` (E,) in the store's dtype (float16 or float32), plus ``label`` when labels
-are given; attributes name the model, the convention and the shard. Images are decomposed
+holds ``keys`` and, one row per image, in the paper's units (every term divided by the norm ``||e||`` of the
+image's embedding, :meth:`~clip_interp.contributions.Decomposition.unit`): ``embedding`` (E,) float32, the unit
+embedding ``e/||e||``; ``embedding_norm`` () float32, ``||e||``; the terms ``embedding_term`` (E,), ``heads``
+(L, H, E) summed over sources, ``attn_bias`` (L, E), ``mlps`` (L, E) and ``ln_bias`` (E,), which sum to
+``embedding``, and ``class_attention`` (L, E), the class-token-to-class-token part of ``heads`` summed over heads,
+in the store's dtype (float16 or float32); plus ``label`` when labels are given. A term in the units of ``e`` is
+the stored term times ``embedding_norm``. Attributes name the model, the convention, the units
+(:data:`UNITS`) and the shard. Images are decomposed
 ``batch_size`` at a time and written at once, so memory is bounded by the batch size. Files are
 written atomically: an interrupted shard leaves nothing and re-runs alone. The last thing a shard's writer
 does is record its completion (attribute :data:`COMPLETION_ATTRIBUTE`: its row count and a digest of its
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 
 from .batching import row_slices
-from .contributions import FIELDS, decompose
+from .contributions import FIELDS, PARTS, decompose
 from .errors import InputError
 from .images import load_images
 from .io import atomic_path
@@ -39,6 +43,9 @@ from .models import layer_index
 from .store import RowWriter, decode_keys, require_datasets, write_header
 
 DTYPES = ("float16", "float32")
+# Every per-image dataset of a store, and the units its terms are in (the `units` attribute).
+STORE_FIELDS = (*FIELDS, *PARTS)
+UNITS = "unit_embedding"
 # The shard attribute that records a finished shard: JSON {"rows": n, "keys_sha256": keys_digest(keys)}.
 COMPLETION_ATTRIBUTE = "completed"
 
@@ -62,7 +69,7 @@ def n_shards(n_images: int, shard_size: int) -> int:
 
 @torch.no_grad()
 def write_decomposition(model, image_paths: Sequence[str | Path], keys: Sequence[str], path, *, model_id: str,
-                        convention: str = "per_component", dtype: str = "float16", batch_size: int = 16,
+                        convention: str = "uniform", dtype: str = "float32", batch_size: int = 16,
                         labels: Sequence[int] | None = None, metadata: dict | None = None,
                         pixels_fn=None) -> None:
     """Decompose the images and write one store file (a shard).
@@ -77,7 +84,7 @@ def write_decomposition(model, image_paths: Sequence[str | Path], keys: Sequence
                          f"{'no' if labels is None else len(labels)} labels do not match")
     load = pixels_fn or (lambda paths, names: load_images(paths, model.preprocess, keys=names))
     n = len(keys)
-    meta = {"convention": convention, "study": "decomposition", **(metadata or {})}
+    meta = {"convention": convention, "units": UNITS, "study": "decomposition", **(metadata or {})}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         write_header(f, keys, model_id=model_id, model=model, tower=model.vision, metadata=meta)
         if labels is not None:
@@ -85,9 +92,10 @@ def write_decomposition(model, image_paths: Sequence[str | Path], keys: Sequence
         writer = RowWriter(f, n, dtype)
         for sl in row_slices(n, batch_size):
             pixels = load(list(image_paths[sl]), list(keys[sl])).to(model.device)
-            parts = decompose(model.vision, pixels, convention=convention)
-            writer.write("embedding", sl, parts.embedding, full_precision=True)
-            for name in FIELDS[1:]:
+            parts = decompose(model.vision, pixels, convention=convention).unit()
+            for name in ("embedding", "embedding_norm"):
+                writer.write(name, sl, getattr(parts, name), full_precision=True)
+            for name in (*FIELDS[1:], "class_attention"):
                 writer.write(name, sl, getattr(parts, name))
         f.attrs[COMPLETION_ATTRIBUTE] = completion_record(keys)
 
@@ -115,11 +123,14 @@ def shard_problems(part: str | Path, expected_keys: Sequence[str] | None = None)
         if record is None:
             return ("has no completion record: its job did not finish writing it (or it was written before shards "
                     "recorded their completion)")
+        if f.attrs.get("units") != UNITS:
+            return ("holds terms in the units of the image embedding (written before stores held them divided by "
+                    "||e||)")
         record = json.loads(record)
         keys = decode_keys(f["keys"][:]) if "keys" in f else []
-        lengths = {name: len(f[name]) for name in ("keys", *FIELDS) if name in f}
+        lengths = {name: len(f[name]) for name in ("keys", *STORE_FIELDS) if name in f}
     short = {name: n for name, n in lengths.items() if n != record["rows"]}
-    if len(lengths) < len(FIELDS) + 1 or short:
+    if len(lengths) < len(STORE_FIELDS) + 1 or short:
         return f"records {record['rows']} rows but holds {short or 'not every dataset'}"
     if keys_digest(keys) != record["keys_sha256"]:
         return "holds image keys other than those it recorded"
@@ -185,8 +196,8 @@ def gather_shards(parts: Sequence[str | Path], path, image_keys: Sequence[str] |
     shapes, keys, labels, attrs = {}, [], [], None
     for part in parts:
         with h5py.File(part, "r") as f:
-            require_datasets(f, ["keys", *FIELDS], part)
-            current = {k: f.attrs[k] for k in ("model", "convention", "n_layers", "n_heads")}
+            require_datasets(f, ["keys", *STORE_FIELDS], part)
+            current = {k: f.attrs.get(k) for k in ("model", "convention", "units", "n_layers", "n_heads")}
             if attrs is not None and current != attrs:
                 raise InputError(f"shard {part} was written by {current}, the first shard by {attrs}; "
                                  "re-run every shard with one configuration")
@@ -194,7 +205,7 @@ def gather_shards(parts: Sequence[str | Path], path, image_keys: Sequence[str] |
             keys.extend(decode_keys(f["keys"][:]))
             if "label" in f:
                 labels.append(f["label"][:])
-            for name in FIELDS:
+            for name in STORE_FIELDS:
                 shapes.setdefault(name, []).append((f[name].shape, f[name].dtype))
     if labels and len(labels) != len(parts):
         raise InputError("some decomposition shards have labels and others do not; re-run them with one image set")
@@ -210,7 +221,7 @@ def gather_shards(parts: Sequence[str | Path], path, image_keys: Sequence[str] |
                            track_times=False)
         if labels:
             out.create_dataset("label", data=np.concatenate(labels), track_times=False)
-        for name in FIELDS:
+        for name in STORE_FIELDS:
             _virtual_dataset(out, name, relative, [shape for shape, _ in shapes[name]], shapes[name][0][1])
 
 
@@ -242,7 +253,11 @@ class DecompositionStore:
             raise InputError(f"decomposition store {self.path} is missing; run the decomposition rule first")
         self.device = torch.device(device)
         with h5py.File(self.path, "r") as f:
-            require_datasets(f, ["keys", *FIELDS], self.path)
+            if f.attrs.get("units") != UNITS:
+                raise InputError(f"decomposition store {self.path} holds terms in the units of the image embedding "
+                                 "(written before stores held them divided by ||e||, as the paper does); delete "
+                                 f"{self.path.parent} and run the workflow again")
+            require_datasets(f, ["keys", *STORE_FIELDS], self.path)
             self.keys = decode_keys(f["keys"][:])
             self.labels = f["label"][:] if "label" in f else None
             self.attrs = {k: f.attrs[k] for k in f.attrs}
@@ -254,10 +269,11 @@ class DecompositionStore:
         return str(self.attrs.get("convention"))
 
     def batches(self, batch_size: int = 256) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+        """``(rows, values)`` over the store: every dataset of :data:`STORE_FIELDS` as float32 tensors."""
         with h5py.File(self.path, "r") as f:
             for sl in row_slices(self.n, batch_size):
                 yield sl, {name: torch.as_tensor(f[name][sl], dtype=torch.float32, device=self.device)
-                           for name in FIELDS}
+                           for name in STORE_FIELDS}
 
     def head(self, layer: int, head: int, batch_size: int = 1024) -> torch.Tensor:
         """The contributions (N, E) of head (layer 1..L, head 0..H-1) to every image, float32."""

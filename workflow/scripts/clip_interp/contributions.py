@@ -23,8 +23,16 @@ Definitions (layers 1..L, heads 0..H-1, tokens 0..T-1 with the class token at 0,
   ``w_c`` contributes ``P^T (gamma * (c - w_c mu(r)) / sigma(r) + w_c beta)``; its attention-bias
   and LN-bias terms are zero. It sums to ``e`` exactly too.
 
-Divided by ``||e||`` the terms sum to the unit embedding, so their dot products with a unit
-text embedding add up to the image-text cosine.
+:func:`decompose` returns the terms in the units of ``e`` (they sum to it). :meth:`Decomposition.unit` divides
+every term by ``||e||``, as the paper's code does before any mean, search or TEXTSPAN: the terms then sum to the
+unit embedding, so their dot products with a unit text embedding add up to the image-text cosine. The
+decomposition store (:mod:`clip_interp.contribution_store`) holds these unit terms and ``||e||`` per image, so
+the terms in the units of ``e`` are one multiplication away.
+
+The class-token-to-class-token attention term of layer l, ``class_attention[l]``, is the sum over heads of the
+terms of source 0 (the class token itself) under the same convention (``uniform``: the share of H x 1 of the
+layer's H x T terms); it is part of ``heads`` (a finer view of it), not a further summand. The paper mean-ablates
+it in every layer (its "spatial" ablation).
 
 The decomposition is built from the operations of :mod:`clip_interp.decompose` and read off one
 forward of :class:`~clip_interp.models.HookedTower` with ``pooled_query_only`` (the last block runs
@@ -55,6 +63,8 @@ from .errors import InputError
 
 TERMS = ("embedding_term", "heads", "attn_bias", "mlps", "ln_bias")
 FIELDS = ("embedding", *TERMS)
+# Per-image values beside the terms: ||e|| and the class-token-to-class-token part of `heads`.
+PARTS = ("embedding_norm", "class_attention")
 
 
 @dataclass
@@ -65,7 +75,10 @@ class Decomposition:
     ``embedding_term`` (B, X); ``heads`` (B, L, H, X) summed over sources, (B, L, H, T, X) per
     source (``sources="keep"``) or (B, T, X) summed over layers and heads per source
     (``sources="map"``); ``attn_bias`` (B, L, X); ``mlps`` (B, L, X); ``ln_bias`` (B, X);
-    ``embedding`` the model's own image embedding (B, E), in the joint space whatever X is.
+    ``embedding`` the model's own image embedding (B, E), in the joint space whatever X is;
+    ``embedding_norm`` (B,) ``||e||`` of the model's embedding; ``class_attention`` (B, L, X) the
+    class-token-to-class-token part of ``heads`` per layer (summed over heads), with ``sources="sum"`` only (else
+    None). ``units``: ``raw`` (the terms sum to ``e``) or ``unit`` (divided by ``||e||``: they sum to ``e/||e||``).
     """
 
     embedding_term: torch.Tensor
@@ -76,6 +89,25 @@ class Decomposition:
     embedding: torch.Tensor
     convention: str
     sources: str
+    embedding_norm: torch.Tensor | None = None
+    class_attention: torch.Tensor | None = None
+    units: str = "raw"
+
+    def __post_init__(self):
+        if self.embedding_norm is None:
+            self.embedding_norm = self.embedding.float().norm(dim=-1)
+
+    def unit(self) -> "Decomposition":
+        """The terms divided by ``||e||`` (per image), and the unit embedding: they sum to ``e/||e||``."""
+        if self.units == "unit":
+            return self
+        norm = self.embedding_norm.clamp_min(1e-30)
+
+        def scaled(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else value / norm.view((-1,) + (1,) * (value.ndim - 1))
+
+        return Decomposition(*(scaled(getattr(self, name)) for name in (*TERMS, "embedding")), self.convention,
+                             self.sources, self.embedding_norm, scaled(self.class_attention), "unit")
 
     def total(self) -> torch.Tensor:
         """The sum of every term, (B, X): the image embedding (projected on the directions, if any)."""
@@ -110,6 +142,8 @@ class ClassTokenTerms:
         self.tower, self.readout, self.sources = tower, readout, sources
         self.embedding: ReadTerms | None = None
         self.heads: dict[int, ReadTerms] = {}
+        self.class_sources: dict[int, ReadTerms] = {}
+        self.n_sources: int | None = None
         self.mlps: dict[int, ReadTerms] = {}
         self.mean = self.scale = None
 
@@ -128,8 +162,13 @@ class ClassTokenTerms:
         self.embedding = self.readout.read(resid[:, 0])
 
     def add_heads(self, layer: int, head_source_out: torch.Tensor) -> None:
-        """Block ``layer``'s head terms from its ``head_source_out`` (B, H, T, D) at the class query."""
+        """Block ``layer``'s head terms from its ``head_source_out`` (B, H, T, D) at the class query; with
+        ``sources="sum"`` also its class-token-to-class-token term (source 0, summed over heads)."""
         self.heads[layer] = self.readout.read(stack_head_terms(self.tower, layer, head_source_out, self.sources))
+        self.n_sources = head_source_out.shape[2]
+        if self.sources == "sum":
+            class_source = stack_head_terms(self.tower, layer, head_source_out[:, :, :1], "map")[:, 0]
+            self.class_sources[layer] = self.readout.read(class_source)
 
     def add_mlp(self, layer: int, mlp_out: torch.Tensor) -> None:
         """Block ``layer``'s MLP term from its ``mlp_out`` (B, T, D)."""
@@ -191,6 +230,16 @@ def _attention_bias_part(tower, layer: int, terms: ClassTokenTerms) -> torch.Ten
     return apply_final_ln(batch_free, terms.readout, terms.mean, terms.scale, "per_component")
 
 
+def _uniform_attention_part(tower, layer: int, read: ReadTerms, terms: ClassTokenTerms, weight: float) -> torch.Tensor:
+    """Under ``uniform``, the parts of attention terms that each hold ``weight`` of block ``layer``'s H x T
+    (head, source) terms: that share of the layer's attention bias is added, and of the layer's group share
+    ``1/(2L+1)`` of ``mu(r)`` and ``beta``."""
+    bias = terms.readout.read(attention_bias_term(tower, layer, read.projection.device))
+    with_bias = ReadTerms(read.projection + weight * bias.projection, read.mean)
+    group_share = 1.0 / (2 * tower.n_layers + 1)
+    return apply_final_ln(with_bias, terms.readout, terms.mean, terms.scale, "uniform", group_share * weight)
+
+
 def _head_parts(tower, terms: ClassTokenTerms, convention: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The heads' parts ((B, L, H, [T,] X), or (B, T, X) for ``map``) and the attention biases' parts (B, L, X).
 
@@ -198,7 +247,6 @@ def _head_parts(tower, terms: ClassTokenTerms, convention: str) -> tuple[torch.T
     share ``1/(2L+1)``, split the same way; its bias parts are zero.
     """
     readout, mean, scale = terms.readout, terms.mean, terms.scale
-    group_share = 1.0 / (2 * tower.n_layers + 1)
     heads, biases = [], []
     for layer in range(1, tower.n_layers + 1):
         read = terms.heads[layer]
@@ -206,13 +254,30 @@ def _head_parts(tower, terms: ClassTokenTerms, convention: str) -> tuple[torch.T
             heads.append(apply_final_ln(read, readout, mean, scale, convention))
             biases.append(_attention_bias_part(tower, layer, terms))
             continue
-        weight = _uniform_weight(terms.sources, read.projection, tower.n_heads)
-        bias = readout.read(attention_bias_term(tower, layer, read.projection.device))
-        with_bias = ReadTerms(read.projection + weight * bias.projection, read.mean)
-        heads.append(apply_final_ln(with_bias, readout, mean, scale, convention, group_share * weight))
+        heads.append(_uniform_attention_part(tower, layer, read, terms,
+                                             _uniform_weight(terms.sources, read.projection, tower.n_heads)))
         biases.append(torch.zeros(len(scale), readout.ones.shape[0], device=readout.ones.device))
     head_parts = torch.stack(heads, dim=0).sum(0) if terms.sources == "map" else torch.stack(heads, dim=1)
     return head_parts, torch.stack(biases, dim=1)
+
+
+def _class_attention_parts(tower, terms: ClassTokenTerms, convention: str) -> torch.Tensor | None:
+    """Every layer's class-token-to-class-token part (B, L, X) under ``convention``, or None without it.
+
+    ``uniform``: source 0 of each of the H heads holds ``1/(HT)`` of the layer's attention bias and share, so the
+    sum over heads holds ``1/T`` of them.
+    """
+    if not terms.class_sources:
+        return None
+    readout, mean, scale = terms.readout, terms.mean, terms.scale
+    parts = []
+    for layer in range(1, tower.n_layers + 1):
+        read = terms.class_sources[layer]
+        if convention == "per_component":
+            parts.append(apply_final_ln(read, readout, mean, scale, convention))
+            continue
+        parts.append(_uniform_attention_part(tower, layer, read, terms, 1.0 / terms.n_sources))
+    return torch.stack(parts, dim=1)
 
 
 def assemble_decomposition(tower, terms: ClassTokenTerms, embedding: torch.Tensor, convention: str) -> Decomposition:
@@ -226,7 +291,8 @@ def assemble_decomposition(tower, terms: ClassTokenTerms, embedding: torch.Tenso
                         for layer in range(1, tower.n_layers + 1)], dim=1)
     heads, biases = _head_parts(tower, terms, convention)
     ln_bias = readout.bias.expand(len(scale), -1) if convention == "per_component" else torch.zeros_like(embed_part)
-    return Decomposition(embed_part, heads, biases, mlps, ln_bias.clone(), embedding, convention, terms.sources)
+    return Decomposition(embed_part, heads, biases, mlps, ln_bias.clone(), embedding, convention, terms.sources,
+                         class_attention=_class_attention_parts(tower, terms, convention))
 
 
 def scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:

@@ -7,7 +7,13 @@ Mean-ablation: a set S of components is replaced by its mean over the image set 
 ``e_S = sum_{c not in S} c + sum_{c in S} mean(c)``, and the image re-classified. It is computed as
 ``e + sum_{c in S} (mean(c) - c)`` when S is the smaller part and as the kept sum otherwise, so that
 ablating nothing gives exactly ``e`` and ablating everything exactly ``sum_c mean(c)``, the mean
-embedding.
+embedding. The class-token-to-class-token term of a layer (a part of its heads' terms) is ablated the same way,
+``+ mean(a_l) - a_l``, in layers none of whose heads is ablated as a whole.
+
+The paper's mean-ablation table (its code works on terms divided by ``||e||``, as the store holds them): the
+baseline; the "MLP group" (the embedding term, i.e. ``ln_pre``'s class token, and every MLP: L+1 terms); the
+class-token-to-class-token attention term of every layer; both together; and the curve of the first k attention
+layers (:func:`paper_ablations`).
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ def predict(embeddings: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
 class Ablation:
     """A set of components to mean-ablate: boolean masks over each term (True: replaced by its mean).
 
-    ``heads`` (L, H), ``attn_bias`` (L,), ``mlps`` (L,), ``embedding_term`` and ``ln_bias`` (scalars).
+    ``heads`` (L, H), ``attn_bias`` (L,), ``mlps`` (L,), ``embedding_term`` and ``ln_bias`` (scalars);
+    ``class_attention`` (L,): the layers whose class-token-to-class-token term is ablated (None: no layer).
     """
 
     name: str
@@ -74,6 +81,16 @@ class Ablation:
     mlps: torch.Tensor
     embedding_term: bool = False
     ln_bias: bool = False
+    class_attention: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.class_attention is None:
+            self.class_attention = torch.zeros(len(self.mlps), dtype=torch.bool)
+        overlap = self.class_attention & self.heads.any(dim=1)
+        if overlap.any():
+            layers = [int(i) + 1 for i in torch.nonzero(overlap).flatten()]
+            raise InputError(f"ablation {self.name!r} ablates heads of layers {layers} and their class-token-to-"
+                             "class-token term, which is part of those heads; ablate one or the other")
 
     @classmethod
     def none(cls, n_layers: int, n_heads: int, name: str = "none") -> "Ablation":
@@ -110,14 +127,39 @@ class Ablation:
             ablation.heads[layer_index(layer), head] = True
         return ablation
 
+    @classmethod
+    def mlp_group(cls, n_layers: int, n_heads: int, name: str = "mlp_group") -> "Ablation":
+        """The paper's MLP group: the embedding term (``ln_pre``'s class token) and every MLP, L+1 terms."""
+        ablation = cls.layers(n_layers, n_heads, mlp=range(1, n_layers + 1), name=name)
+        ablation.embedding_term = True
+        return ablation
+
+    @classmethod
+    def class_attention_terms(cls, n_layers: int, n_heads: int, layers: Iterable[int] | None = None,
+                              name: str = "class_attention") -> "Ablation":
+        """The class-token-to-class-token attention term of ``layers`` (1..L; default: every layer)."""
+        ablation = cls.none(n_layers, n_heads, name)
+        for layer in range(1, n_layers + 1) if layers is None else layers:
+            _check_layer(layer, n_layers)
+            ablation.class_attention[layer_index(layer)] = True
+        return ablation
+
+    def union(self, other: "Ablation", name: str) -> "Ablation":
+        """Every component ablated by ``self`` or by ``other``."""
+        return Ablation(name, self.heads | other.heads, self.attn_bias | other.attn_bias, self.mlps | other.mlps,
+                        bool(self.embedding_term or other.embedding_term), bool(self.ln_bias or other.ln_bias),
+                        self.class_attention | other.class_attention)
+
     def masks(self) -> dict[str, torch.Tensor]:
         return {"embedding_term": torch.tensor(bool(self.embedding_term)), "heads": self.heads,
                 "attn_bias": self.attn_bias, "mlps": self.mlps, "ln_bias": torch.tensor(bool(self.ln_bias))}
 
     def count(self) -> tuple[int, int]:
-        """(ablated, total) component counts."""
+        """(ablated, total) component counts; an ablated class-token-to-class-token term counts as ablated (it is
+        not a further component of the total)."""
         masks = self.masks()
-        return int(sum(m.sum() for m in masks.values())), int(sum(m.numel() for m in masks.values()))
+        ablated = int(sum(m.sum() for m in masks.values())) + int(self.class_attention.sum())
+        return ablated, int(sum(m.numel() for m in masks.values()))
 
 
 def _check_layer(layer: int, n_layers: int) -> None:
@@ -137,17 +179,24 @@ def ablated_embeddings(terms: dict[str, torch.Tensor], means: dict[str, torch.Te
                        ablation: Ablation) -> torch.Tensor:
     """``e_S`` (B, E) for a batch of terms: the components of ``ablation`` replaced by their means."""
     masks = ablation.masks()
-    ablated, total = ablation.count()
+    ablated = int(sum(m.sum() for m in masks.values()))
+    total = int(sum(m.numel() for m in masks.values()))
     if ablated <= total - ablated:
         out = terms["embedding"].clone()
         for name in TERMS:
             delta = means[name].unsqueeze(0) - terms[name]
             out += _masked_sum(delta, masks[name])
-        return out
-    out = torch.zeros_like(terms["embedding"])
-    for name in TERMS:
-        out += (_masked_sum(terms[name], ~masks[name])
-                + _masked_sum(means[name].unsqueeze(0).expand_as(terms[name][:1]), masks[name]))
+    else:
+        out = torch.zeros_like(terms["embedding"])
+        for name in TERMS:
+            out += (_masked_sum(terms[name], ~masks[name])
+                    + _masked_sum(means[name].unsqueeze(0).expand_as(terms[name][:1]), masks[name]))
+    if ablation.class_attention.any():
+        if "class_attention" not in terms:
+            raise InputError(f"ablation {ablation.name!r} needs the class-token-to-class-token terms, which this "
+                             "component source lacks (decomposition stores hold them since the paper's units)")
+        delta = means["class_attention"].unsqueeze(0) - terms["class_attention"]
+        out += _masked_sum(delta, ablation.class_attention)
     return out
 
 
@@ -169,6 +218,14 @@ def ablation_accuracies(source, classifier: torch.Tensor, labels: Sequence[int],
         rows.append({"ablation": ablation.name, "ablated": ablated, "components": total,
                      "accuracy": correct[i].item() / max(source.n, 1), "n_images": source.n})
     return pd.DataFrame(rows)
+
+
+def paper_ablations(n_layers: int, n_heads: int) -> list[Ablation]:
+    """The rows of the paper's mean-ablation table: ``mlp_group``, ``class_attention`` (every layer) and
+    ``mlp_group_and_class_attention``."""
+    mlp_group = Ablation.mlp_group(n_layers, n_heads)
+    class_attention = Ablation.class_attention_terms(n_layers, n_heads)
+    return [mlp_group, class_attention, mlp_group.union(class_attention, "mlp_group_and_class_attention")]
 
 
 def layer_ablation_curve(n_layers: int, n_heads: int) -> list[Ablation]:

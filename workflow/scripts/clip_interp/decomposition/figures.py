@@ -16,16 +16,19 @@ from ..plotting import new_figure, ranked_picture_row, save_figure
 
 def accuracy_vs_ablated_layers(table: pd.DataFrame, paths, title: str) -> None:
     """Zero-shot accuracy against k, the first k attention layers mean-ablated; dashed: no ablation and the
-    mean embedding (everything ablated); dotted: every MLP ablated, where the table has it."""
+    mean embedding (everything ablated); the paper's rows where the table has them: the MLP group (the embedding
+    term and every MLP) and the class-token-to-class-token attention terms mean-ablated."""
     curve = table.dropna(subset=["attention_layers_ablated"]).sort_values("attention_layers_ablated")
     fig, ax = new_figure(figsize=(5, 3.5))
     ax.plot(curve["attention_layers_ablated"], curve["accuracy"], marker="o", label="first k attention layers")
-    reference = {"none": ("no ablation", "--"), "everything": ("mean embedding", ":"),
-                 "all_mlps": ("all MLPs ablated", "-.")}
-    for name, (label, style) in reference.items():
+    reference = {"none": ("no ablation", "--", "grey"), "everything": ("mean embedding", ":", "grey"),
+                 "mlp_group": ("MLP group ablated", "-.", "tab:orange"),
+                 "class_attention": ("class-to-class attention ablated", "-.", "tab:green"),
+                 "mlp_group_and_class_attention": ("both", ":", "tab:red")}
+    for name, (label, style, colour) in reference.items():
         row = table[table["ablation"] == name]
         if not row.empty:
-            ax.axhline(float(row["accuracy"].iloc[0]), linestyle=style, color="grey", linewidth=1, label=label)
+            ax.axhline(float(row["accuracy"].iloc[0]), linestyle=style, color=colour, linewidth=1, label=label)
     ax.set_xlabel("attention layers mean-ablated (1..k)")
     ax.set_ylabel("zero-shot accuracy")
     ax.set_xticks(curve["attention_layers_ablated"].astype(int).tolist())

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..head_selection import HeadOutsideModel, select_heads
 from ..io import atomic_path, exclusion_record
-from .classifier import Ablation, imagenet_zero_shot_metadata
+from .classifier import Ablation, imagenet_zero_shot_metadata, paper_ablations
 from .data import read_imagenet_val, read_waterbirds
 
 IMAGE_SETS = ("classification", "waterbirds")
@@ -105,16 +105,15 @@ def resolve_heads(heads: Sequence[Sequence[int]], n_layers: int, n_heads: int, k
                          f"(or -1..-{n_layers}) and heads 0..{n_heads - 1}; fix the list") from None
 
 
-def ablation_set(n_layers: int, n_heads: int, mlps: bool) -> list[Ablation]:
-    """The ablations of the zero-shot table: none; the first k attention layers (k = 1..L); with ``mlps``,
-    every MLP and every MLP with all attention layers; everything (the mean embedding)."""
+def ablation_set(n_layers: int, n_heads: int, paper_rows: bool) -> list[Ablation]:
+    """The ablations of the zero-shot table: none; the first k attention layers (k = 1..L); with ``paper_rows``,
+    the paper's rows (:func:`~clip_interp.decomposition.classifier.paper_ablations`: the MLP group, the
+    class-token-to-class-token terms, both); everything (the mean embedding)."""
     ablations = [Ablation.none(n_layers, n_heads)]
     ablations += [Ablation.layers(n_layers, n_heads, attention=range(1, k + 1), name=f"attention_layers_1_{k}")
                   for k in range(1, n_layers + 1)]
-    if mlps:
-        every = range(1, n_layers + 1)
-        ablations.append(Ablation.layers(n_layers, n_heads, mlp=every, name="all_mlps"))
-        ablations.append(Ablation.layers(n_layers, n_heads, attention=every, mlp=every, name="all_attention_and_mlps"))
+    if paper_rows:
+        ablations += paper_ablations(n_layers, n_heads)
     ablations.append(Ablation.everything(n_layers, n_heads))
     return ablations
 

@@ -5,7 +5,9 @@ A component source is any object with ``n`` (images), ``n_layers``, ``n_heads`` 
 float32 tensors: ``embedding`` (B, E), the model's image embedding, and the terms
 ``embedding_term`` (B, E), ``heads`` (B, L, H, E) summed over sources, ``attn_bias`` (B, L, E),
 ``mlps`` (B, L, E) and ``ln_bias`` (B, E), which sum to ``embedding``
-(:mod:`~clip_interp.decomposition.components`). :class:`ComponentTable` holds them in memory;
+(:mod:`~clip_interp.decomposition.components`); a source may add the per-image parts
+(:data:`~clip_interp.contributions.PARTS`): ``embedding_norm`` (B,) and ``class_attention`` (B, L, E), the
+class-token-to-class-token part of ``heads`` per layer. :class:`ComponentTable` holds them in memory;
 :class:`~clip_interp.decomposition.store.DecompositionStore` reads them from HDF5 shards.
 """
 
@@ -16,7 +18,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 
 from ..batching import row_slices
-from ..contributions import FIELDS, TERMS, Decomposition  # noqa: F401
+from ..contributions import FIELDS, PARTS, TERMS, Decomposition  # noqa: F401
 from ..models import layer_index
 
 
@@ -27,7 +29,8 @@ class ComponentTable:
         missing = [name for name in FIELDS if name not in arrays]
         if missing:
             raise ValueError(f"component table lacks {missing}")
-        self.arrays = {name: torch.as_tensor(arrays[name]).float() for name in FIELDS}
+        self.arrays = {name: torch.as_tensor(arrays[name]).float() for name in (*FIELDS, *PARTS)
+                       if arrays.get(name) is not None}
         self.n = len(self.arrays["embedding"])
         self.n_layers, self.n_heads = self.arrays["heads"].shape[1:3]
 
@@ -35,7 +38,8 @@ class ComponentTable:
     def from_decompositions(cls, parts: Sequence[Decomposition]) -> "ComponentTable":
         if any(p.sources != "sum" for p in parts):
             raise ValueError("a component table holds heads summed over sources (sources='sum')")
-        return cls({name: torch.cat([getattr(p, name) for p in parts]) for name in FIELDS})
+        names = [name for name in (*FIELDS, *PARTS) if all(getattr(p, name) is not None for p in parts)]
+        return cls({name: torch.cat([getattr(p, name) for p in parts]) for name in names})
 
     def head(self, layer: int, head: int) -> torch.Tensor:
         """The contributions (N, E) of head (layer 1..L, head 0..H-1) to every image."""

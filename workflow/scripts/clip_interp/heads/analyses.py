@@ -68,9 +68,10 @@ def text_embedding(index: HeadIndex, text: str) -> torch.Tensor:
 
 @torch.no_grad()
 def query_head_contributions(index: HeadIndex, image) -> torch.Tensor:
-    """The query's per-head contributions of the analysed layers, (L_a, H, E) float32: one forward."""
+    """The query's per-head contributions of the analysed layers, (L_a, H, E) float32, in the store's units
+    (divided by ``||e||``): one forward."""
     model = index.model()
-    parts = decompose(model.vision, query_pixels(index, image), convention=_convention(index))
+    parts = decompose(model.vision, query_pixels(index, image), convention=_convention(index)).unit()
     columns = torch.as_tensor([layer_index(layer) for layer in index.layers])
     return parts.heads[0, columns].float().cpu()
 
