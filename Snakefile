@@ -49,6 +49,7 @@ if "decomposition" in STUDIES:
 
     include: "rules/decomposition_common.smk"
     include: "rules/decomposition.smk"
+    include: "rules/decomposition_protocol.smk"
 
 
 # The head-properties study: labels, scores, the explorer's index and analyses (needs the decomposition study).

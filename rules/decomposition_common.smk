@@ -77,3 +77,23 @@ def check_decomposition_inputs():
 
 
 check_decomposition_inputs()
+
+
+def store_variants():
+    """The decomposition's store variants of the protocol report (`decomposition.protocol_report.store_variants`):
+    name -> (convention, dtype), each the configured protocol with one setting changed to its other value."""
+    from clip_interp.decomposition.protocol import store_variants as variants
+
+    return variants(DECOMPOSITION["convention"], DECOMPOSITION["dtype"],
+                    DECOMPOSITION["protocol_report"]["store_variants"])
+
+
+def variant_setting(name):
+    """A params function: the store variant's `convention` or `dtype`."""
+    return lambda wildcards: store_variants()[wildcards.variant][name]
+
+
+def variant_shard_parts(wildcards):
+    """The shard files of an image set in a store variant."""
+    return [part.replace(f"/{wildcards.model}/store/", f"/{wildcards.model}/protocol/{wildcards.variant}/store/")
+            for part in shard_parts(wildcards)]

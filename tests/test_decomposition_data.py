@@ -90,6 +90,7 @@ def test_store_errors(tiny_clip, tmp_path):
         DecompositionStore(tmp_path / "absent.h5")
     with h5py.File(tmp_path / "partial.h5", "w") as f:
         f.create_dataset("keys", data=np.asarray(["a"], dtype=object), dtype=h5py.string_dtype())
+        f.attrs["units"] = "unit_embedding"
     with pytest.raises(InputError, match="lacks"):
         DecompositionStore(tmp_path / "partial.h5")
 

@@ -1,0 +1,60 @@
+# The protocol report: the decomposition's experiments under the paper's protocol (the configured one) beside
+# each named alternative. Store variants re-run the store's experiments on a store written with one setting
+# changed (results/decomposition/{model}/protocol/{variant}/); the other alternatives come from each step's rule.
+
+VARIANT_OUT = "results/decomposition/{model}/protocol/{variant}"
+
+STUDY_TARGETS["decomposition"] += expand(
+    "results/decomposition/{model}/{name}",
+    model=MODELS,
+    name=["protocol_report.parquet", "figures/protocol_report.png", "figures/protocol_report.pdf"],
+)
+
+
+wildcard_constraints:
+    variant="|".join(f"{setting}_{value}" for setting, values in
+                     (("convention", ["per_component", "uniform"]), ("dtype", ["float16", "float32"]))
+                     for value in values),
+
+
+use rule decompose_shard as decompose_variant_shard with:
+    output:
+        f"{VARIANT_OUT}/store/{{imageset}}/shard_{{shard}}.h5",
+    params:
+        model=model_spec,
+        shard_size=DECOMPOSITION["shard_size"],
+        convention=variant_setting("convention"),
+        dtype=variant_setting("dtype"),
+        units=STORE_UNITS,
+        device=DEVICE,
+        batch_size=IMAGE_BATCH_SIZE,
+    log:
+        rule_log("decompose_variant_shard", "{model}", "{variant}", "{imageset}", "{shard}"),
+    benchmark:
+        rule_benchmark("decompose_variant_shard", "{model}", "{variant}", "{imageset}", "{shard}")
+
+
+use rule gather_decomposition as gather_variant_decomposition with:
+    input:
+        parts=variant_shard_parts,
+        table="results/decomposition/datasets/{imageset}.parquet",
+    output:
+        f"{VARIANT_OUT}/store/{{imageset}}.h5",
+    log:
+        rule_log("gather_variant_decomposition", "{model}", "{variant}", "{imageset}"),
+    benchmark:
+        rule_benchmark("gather_variant_decomposition", "{model}", "{variant}", "{imageset}")
+
+
+use rule zero_shot_ablation as zero_shot_ablation_variant with:
+    input:
+        store=f"{VARIANT_OUT}/store/classification.h5",
+        classifier=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
+    output:
+        table=f"{VARIANT_OUT}/zero_shot_ablation.parquet",
+        png=f"{VARIANT_OUT}/figures/accuracy_vs_ablated_layers.png",
+        pdf=f"{VARIANT_OUT}/figures/accuracy_vs_ablated_layers.pdf",
+    log:
+        rule_log("zero_shot_ablation_variant", "{model}", "{variant}"),
+    benchmark:
+        rule_benchmark("zero_shot_ablation_variant", "{model}", "{variant}")
