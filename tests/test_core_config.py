@@ -111,6 +111,29 @@ def test_wrong_value_gives_one_line_with_key_value_and_allowed():
     assert config_problems(config, SCHEMA) == ["`threads` is 0; it must be >= 1"]
 
 
+def test_segmentation_protocol_keys_default_to_the_paper_and_reject_other_values():
+    from snakemake.utils import validate
+
+    config = load("demo.yaml")
+    for key in ("mask_geometry", "clip_negative"):
+        del config["decomposition"]["segmentation"][key]
+    validate(config, str(SCHEMA))
+    assert config["decomposition"]["segmentation"]["mask_geometry"] == "resize"
+    assert config["decomposition"]["segmentation"]["clip_negative"] is True
+    for key, value, expected in [
+            ("mask_geometry", "crop", "`decomposition.segmentation.mask_geometry` is 'crop'; allowed: 'resize' or "
+                                      "'aligned'"),
+            ("mask_geometry", None, "`decomposition.segmentation.mask_geometry` is null; allowed: 'resize' or "
+                                    "'aligned'"),
+            ("clip_negative", "yes", "`decomposition.segmentation.clip_negative` is 'yes' (a string); expected true "
+                                     "or false"),
+            ("clip_negative", 1, "`decomposition.segmentation.clip_negative` is 1 (an integer); expected true or "
+                                 "false")]:
+        config = load("demo.yaml")
+        config["decomposition"]["segmentation"][key] = value
+        assert config_problems(config, SCHEMA) == [expected], (key, value)
+
+
 def test_several_problems_are_listed_one_per_line_without_the_schema():
     config = load("config.yaml")
     config["negation"]["segments"]["correct"] = "high"

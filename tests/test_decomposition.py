@@ -12,13 +12,19 @@ from clip_interp.decomposition.neighbours import head_neighbours, image_query
 from clip_interp.decomposition.reference import reference_decompose
 from clip_interp.decomposition.segmentation import (
     SegmentationMetrics,
+    SegmentationProtocol,
+    aligned_mask,
     attention_rollout_scores,
+    average_precision,
     binarise,
     decomposition_scores,
+    input_mask,
     last_layer_attention_scores,
     method_scores,
-    preprocess_mask,
+    resized_mask,
     scores_to_maps,
+    segmentation_maps,
+    two_channel_average_precision,
 )
 from clip_interp.decomposition.spurious import group_accuracies, select_heads_by_descriptions, spurious_table
 from clip_interp.decomposition.table import ComponentTable, component_means
@@ -236,27 +242,97 @@ def test_textspan_over_heads_and_reconstruction_check(table, classifier):
 # --------------------------------------------------------------------------- segmentation
 
 
+def two_channel_ap_by_sklearn(soft, mask):
+    """The paper's AP of one image, through sklearn: labels [~mask, mask], scores [1 - map, map]."""
+    from sklearn.metrics import average_precision_score
+
+    soft, mask = np.asarray(soft, dtype=np.float32).ravel(), np.asarray(mask, dtype=bool).ravel()
+    return average_precision_score(np.r_[~mask, mask], np.r_[1 - soft, soft])
+
+
 def test_segmentation_metrics_on_hand_made_maps():
-    soft = torch.tensor([[[0.9, 0.8], [0.1, 0.0]], [[0.2, 1.0], [0.6, 0.4]]])
+    # dyadic values, so that 1 - map is exact in float32 and its ties are the ones written here
+    soft = torch.tensor([[[1.0, 0.75], [0.25, 0.0]], [[0.25, 1.0], [0.75, 0.5]]])
     truth = np.array([[[1, 1], [0, 0]], [[0, 1], [0, 1]]], dtype=bool)
     metrics = SegmentationMetrics()
     metrics.update(soft, truth)
     result = metrics.result()
-    # image 1: mean 0.45 -> pred [[1,1],[0,0]] all correct; image 2: mean 0.55 -> pred [[0,1],[1,0]], 2 of 4 correct
+    # image 1: mean 0.5 -> pred [[1,1],[0,0]] all correct; image 2: mean 0.625 -> pred [[0,1],[1,0]], 2 of 4 correct
     assert result["pixel_accuracy"] == pytest.approx(6 / 8)
-    # background: inter 2 + 1, union 2 + 3; foreground: inter 2 + 1, union 2 + 3
+    # background: inter 2 + 1, union 2 + 3; foreground: inter 2 + 1, union 2 + 3 (pooled over the images)
+    assert result["iou_background"] == pytest.approx(3 / 5) and result["iou_foreground"] == pytest.approx(3 / 5)
     assert result["miou"] == pytest.approx(0.5 * (3 / 5 + 3 / 5))
-    # AP: image 1 ranks both positives first -> 1; image 2 scores 1.0(+), 0.6(-), 0.4(+), 0.2(-) -> (1 + 2/3) / 2
-    assert result["map"] == pytest.approx((1 + (1 + 2 / 3) / 2) / 2)
-    assert result["n_images"] == 2 and result["n_images_without_ap"] == 0
+    # AP over both channels. Image 1: background scores 1 - map put its two background pixels at 1.0 and 0.75
+    # beside the two foreground pixels -> every positive ranks first, AP 1. Image 2: scores (label) in decreasing
+    # order 1.0(+), 0.75(-) 0.75(+), 0.5(+) 0.5(-), 0.25(-) 0.25(+), 0.0(-); tied scores form one step, 4 positives:
+    # AP = (1 * 1/1 + 1 * 2/3 + 1 * 3/5 + 1 * 4/7) / 4
+    second = (1 + 2 / 3 + 3 / 5 + 4 / 7) / 4
+    assert metrics.average_precisions == pytest.approx([1.0, second])
+    assert second == pytest.approx(two_channel_ap_by_sklearn(soft[1], truth[1]))
+    assert result["map"] == pytest.approx((1 + second) / 2) and result["n_images"] == 2
 
 
-def test_segmentation_metrics_count_images_without_ap_and_check_shapes():
+def test_average_precision_matches_sklearn_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        n = int(rng.integers(1, 40))
+        scores = (rng.integers(0, 4, n) / 4 if trial % 2 else rng.random(n)).astype(np.float32)
+        labels = rng.random(n) < 0.4
+        labels[0] = True
+        assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    assert np.isnan(average_precision(np.array([0.3, 0.1]), np.array([False, False])))
+    maps, masks = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.rand(3, 8, 8) > 0.5
+    torch.testing.assert_close(torch.as_tensor(two_channel_average_precision(maps, masks)),
+                               torch.tensor([two_channel_ap_by_sklearn(m, g) for m, g in zip(maps, masks)],
+                                            dtype=torch.float64))
+
+
+def test_an_all_foreground_or_all_background_mask_is_counted():
+    soft = torch.tensor([[[1.0, 0.5], [0.25, 0.0]]])
     metrics = SegmentationMetrics()
-    metrics.update(torch.rand(1, 3, 3), np.zeros((1, 3, 3), dtype=bool))
-    assert metrics.result()["n_images_without_ap"] == 1 and np.isnan(metrics.result()["map"])
+    metrics.update(soft, np.ones((1, 2, 2), dtype=bool))
+    # foreground channel all positive (1, .5, .25, 0), background channel all negative (0, .5, .75, 1):
+    # 1.0(+ -) P 1/2, 0.75(-), 0.5(+ -) P 2/5, 0.25(+) P 1/2, 0.0(+ -) P 1/2 -> AP (1/2 + 2/5 + 1/2 + 1/2) / 4
+    assert metrics.average_precisions == pytest.approx([1.9 / 4])
+    metrics.update(soft, np.zeros((1, 2, 2), dtype=bool))
+    assert metrics.average_precisions[1] == pytest.approx(two_channel_ap_by_sklearn(soft[0], np.zeros((2, 2))))
+    result = metrics.result()
+    assert result["n_images"] == 2 and result["map"] == pytest.approx(np.mean(metrics.average_precisions))
+    assert result["pixel_accuracy"] == pytest.approx(4 / 8)  # the map's mean 0.4375: 2 foreground pixels each time
     with pytest.raises(InputError, match="differ in shape"):
         metrics.update(torch.rand(1, 3, 3), np.zeros((1, 4, 4), dtype=bool))
+
+
+def test_a_constant_map_is_background_and_scores_zero_on_both_channels():
+    """The paper's code divides 0 by 0 on a constant map and sets the NaNs to 0: every pixel of both channels
+    scores 0, so the AP is the share of positives among the 2 H W labels, 1/2."""
+    metrics = SegmentationMetrics()
+    metrics.update(torch.zeros(1, 2, 2), np.array([[[1, 0], [0, 0]]], dtype=bool))
+    result = metrics.result()
+    assert result["map"] == pytest.approx(0.5) and result["pixel_accuracy"] == pytest.approx(3 / 4)
+    assert result["iou_foreground"] == 0 and result["iou_background"] == pytest.approx(3 / 4)
+
+
+def test_negative_values_are_clipped_before_the_min_max():
+    scores = torch.tensor([[-2.0, 1.0, 3.0, -1.0]])  # the 2 x 2 grid [[-2, 1], [3, -1]], drawn at its own size
+    unclipped = segmentation_maps(scores, (2, 2), 2, clip_negative=False)
+    clipped = segmentation_maps(scores, (2, 2), 2)
+    torch.testing.assert_close(unclipped[0], torch.tensor([[0.0, 0.6], [1.0, 0.2]]))
+    torch.testing.assert_close(clipped[0], torch.tensor([[0.0, 1 / 3], [1.0, 0.0]]))
+    # the threshold (the map's mean) moves: 1 is foreground unclipped (0.6 > 0.45), not clipped (1/3 = mean)
+    assert binarise(unclipped)[0].tolist() == [[False, True], [True, False]]
+    assert binarise(clipped)[0].tolist() == [[False, False], [True, False]]
+    truth = np.array([[[False, True], [True, False]]])
+    by_protocol = {}
+    for protocol in (SegmentationProtocol(), SegmentationProtocol(clip_negative=False)):
+        metrics = SegmentationMetrics()
+        metrics.update(segmentation_maps(scores, (2, 2), 2, clip_negative=protocol.clip_negative), truth)
+        by_protocol[protocol.name] = metrics.result()["pixel_accuracy"]
+    assert by_protocol == {"paper": 3 / 4, "unclipped": 1.0}
+    # every patch negative: clipped, the map is constant -> all 0 (background, both AP channels scored 0)
+    assert segmentation_maps(-scores.abs(), (2, 2), 2).abs().max() == 0
 
 
 def test_maps_are_upsampled_normalised_and_thresholded():
@@ -266,43 +342,125 @@ def test_maps_are_upsampled_normalised_and_thresholded():
     assert maps[0, 0, 0] == 0 and maps[0, 3, 3] == 1  # corners keep the patch values (align_corners=False)
     assert binarise(maps)[0].sum() == (maps[0] > maps[0].mean()).sum()
     assert scores_to_maps(torch.ones(1, 4), (2, 2), (4, 4)).abs().max() == 0  # a constant map is all background
+    # the upsampling is by the patch size: the same as F.interpolate with scale_factor 2 here
+    by_scale = F.interpolate(scores.view(1, 1, 2, 2), scale_factor=2, mode="bilinear", align_corners=False)[0, 0]
+    torch.testing.assert_close(maps[0], (by_scale - by_scale.min()) / (by_scale.max() - by_scale.min()))
     with pytest.raises(InputError, match="patch grid"):
         scores_to_maps(scores, (3, 3), (4, 4))
 
 
-def test_mask_follows_the_image_geometry():
+def test_mask_geometries_on_a_non_square_mask():
     mask = np.zeros((100, 200), dtype=np.uint8)
-    mask[:, 100:] = 1  # right half
-    out = preprocess_mask(mask, 50)  # 100x200 -> 50x100 -> centre 50x50 covers columns 25..74 of 100
-    assert out.shape == (50, 50) and out[:, :25].sum() == 0 and out[:, 25:].all()
+    mask[:, 150:] = 1  # the right quarter
+    # resize (the paper's): the whole 100 x 200 mask squeezed into 50 x 50, the right quarter stays a quarter
+    resized = resized_mask(mask, 50)
+    assert resized.shape == (50, 50) and resized[:, :37].sum() == 0 and resized[:, 38:].all()
+    # aligned: 100 x 200 -> 50 x 100, centre crop columns 25..74 of 100: the right quarter (75..99) is cut off
+    aligned = aligned_mask(mask, 50)
+    assert aligned.shape == (50, 50) and aligned.sum() == 0
+    half = np.zeros((100, 200), dtype=np.uint8)
+    half[:, 100:] = 1  # the right half: columns 25.. of both (50..74 of the resized 100 in the crop)
+    assert aligned_mask(half, 50)[:, 25:].all() and aligned_mask(half, 50)[:, :25].sum() == 0
+    assert (input_mask(mask, 50, "resize") == resized).all() and (input_mask(mask, 50, "aligned") == aligned).all()
+    square = np.zeros((60, 60), dtype=bool)
+    square[10:40, 20:50] = True  # on a square mask both geometries agree
+    assert (resized_mask(square, 30) == aligned_mask(square, 30)).all()
+    with pytest.raises(InputError, match="unknown mask geometry 'crop'"):
+        input_mask(mask, 50, "crop")
+
+
+def test_segmentation_protocols_and_their_errors():
+    paper = SegmentationProtocol()
+    assert (paper.mask_geometry, paper.clip_negative, paper.name) == ("resize", True, "paper")
+    assert [p.name for p in paper.with_single_alternatives()] == ["paper", "aligned_masks", "unclipped"]
+    aligned = SegmentationProtocol(mask_geometry="aligned")
+    assert [p.name for p in aligned.with_single_alternatives()] == ["aligned_masks", "paper",
+                                                                    "aligned_masks_unclipped"]
+    assert "resized to the input square" in paper.description and "unclipped" in SegmentationProtocol(
+        clip_negative=False).description
+    with pytest.raises(InputError, match=r"`decomposition.segmentation.mask_geometry` is 'crop'; allowed: "
+                                         r"'resize' or 'aligned'"):
+        SegmentationProtocol(mask_geometry="crop")
+    with pytest.raises(InputError, match=r"`decomposition.segmentation.clip_negative` is 'yes'; allowed: true or "):
+        SegmentationProtocol(clip_negative="yes")
 
 
 def test_mask_geometry_matches_the_image_preprocessing(tiny_clip):
-    """A mask drawn where the image is white lands where the preprocessed image is white."""
+    """A mask drawn where the image is white lands, aligned, where the preprocessed image is white."""
     from PIL import Image
 
     image = np.zeros((90, 130, 3), dtype=np.uint8)
     image[20:70, 30:60] = 255
     pixels = tiny_clip.preprocess(Image.fromarray(image))
     white = pixels.mean(0) > pixels.mean()
-    mask = preprocess_mask(image[..., 0] > 0, tiny_clip.image_size)
+    mask = aligned_mask(image[..., 0] > 0, tiny_clip.image_size)
     assert (torch.as_tensor(mask) == white).float().mean() > 0.97  # up to the bicubic edge
+    resized = resized_mask(image[..., 0] > 0, tiny_clip.image_size)
+    assert (torch.as_tensor(resized) == white).float().mean() < 0.97  # squeezed: off the cropped pixels
+
+
+def non_square_items(n=3):
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(n):
+        image = rng.integers(0, 255, (70, 100), dtype=np.uint8)[..., None].repeat(3, axis=2)
+        mask = np.zeros((70, 100), dtype=bool)
+        mask[10:60, 5 + 10 * k:45 + 10 * k] = True
+        items.append((image, mask))
+    return items
 
 
 def test_segmentation_evaluation_over_items(tiny_clip, classifier, one_thread):
-    from clip_interp.decomposition.segmentation import METHODS, evaluate_segmentation
+    from clip_interp.decomposition.segmentation import METHODS, evaluate_segmentation, model_pixels
 
-    rng = np.random.default_rng(0)
-    items = []
-    for _ in range(3):
-        image = rng.integers(0, 255, (70, 80, 3), dtype=np.uint8)
-        mask = np.zeros((70, 80), dtype=bool)
-        mask[10:40, 20:50] = True
-        items.append((image, mask))
+    items = non_square_items()
     table = evaluate_segmentation(tiny_clip, items, classifier, batch_size=2)
-    assert table["method"].tolist() == list(METHODS) and (table["n_images"] == 3).all()
-    scores = table[["pixel_accuracy", "miou", "map"]]
+    assert table["protocol"].tolist() == [p for p in ("paper", "aligned_masks", "unclipped") for _ in METHODS]
+    assert table["method"].tolist() == list(METHODS) * 3 and (table["n_images"] == 3).all()
+    assert table["configured"].tolist() == [True] * 3 + [False] * 6
+    scores = table[["pixel_accuracy", "iou_background", "iou_foreground", "miou", "map"]]
     assert ((scores >= 0) & (scores <= 1)).all().all()
+    rows = table.set_index(["protocol", "method"])
+    # attention is positive: clipping changes nothing for the two baselines
+    for method in ("last_layer_attention", "attention_rollout"):
+        assert rows.loc[("unclipped", method), "map"] == pytest.approx(rows.loc[("paper", method), "map"])
+    # each protocol's rows against a direct computation over the same batches
+    size, grid = tiny_clip.image_size, tiny_clip.vision.grid_size
+    for protocol in SegmentationProtocol().with_single_alternatives():
+        metrics = SegmentationMetrics()
+        for batch in (items[:2], items[2:]):
+            pixels = model_pixels(tiny_clip, [image for image, _ in batch])
+            maps = segmentation_maps(method_scores("decomposition", tiny_clip.vision, pixels, classifier), grid,
+                                     size, clip_negative=protocol.clip_negative)
+            metrics.update(maps, np.stack([input_mask(mask, size, protocol.mask_geometry) for _, mask in batch]))
+        expected = metrics.result()
+        for key in ("pixel_accuracy", "miou", "map"):
+            assert rows.loc[(protocol.name, "decomposition"), key] == pytest.approx(expected[key], abs=1e-9), key
+    assert rows.loc[("paper", "decomposition"), "pixel_accuracy"] != rows.loc[("aligned_masks", "decomposition"),
+                                                                             "pixel_accuracy"]
+    aligned = evaluate_segmentation(tiny_clip, items, classifier, methods=["last_layer_attention"],
+                                    protocol=SegmentationProtocol(mask_geometry="aligned"))
+    assert aligned["protocol"].tolist() == ["aligned_masks", "paper", "aligned_masks_unclipped"]
+    assert aligned.loc[1, "map"] == pytest.approx(rows.loc[("paper", "last_layer_attention"), "map"])
+
+
+def test_example_panels_follow_the_configured_protocol(tiny_clip, classifier, one_thread):
+    import pandas as pd
+
+    from clip_interp.decomposition.segmentation import configured_rows, example_panels
+
+    items = non_square_items(2)
+    size = tiny_clip.image_size
+    shown, masks, maps = example_panels(tiny_clip, items, classifier, ["decomposition"])
+    assert shown[0].shape == (size, size, 3) and len(maps["decomposition"]) == 2
+    assert (masks[1] == resized_mask(items[1][1], size)).all()
+    aligned = example_panels(tiny_clip, items, classifier, ["decomposition"],
+                             protocol=SegmentationProtocol(mask_geometry="aligned", clip_negative=False))
+    assert (aligned[1][1] == aligned_mask(items[1][1], size)).all()
+    assert min(m.min() for m in aligned[2]["decomposition"]) == 0 and max(m.max() for m in maps["decomposition"]) == 1
+    table = pd.DataFrame({"method": ["a", "a"], "configured": [True, False], "miou": [0.1, 0.2]})
+    assert configured_rows(table)["miou"].tolist() == [0.1]
+    assert len(configured_rows(table.drop(columns="configured"))) == 2
 
 
 def test_segmentation_scores_of_each_method(tiny_clip, pixels, classifier, one_thread):

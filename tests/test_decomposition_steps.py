@@ -264,14 +264,20 @@ def test_planted_structure_checks_on_hand_made_tables():
     textspan.loc[3, "share"] = 0.1
     waterbirds.loc[1, "worst_group"] = 0.6
     assert planted_structure_checks(textspan, segmentation, waterbirds)["holds"].tolist() == [True, True, True]
+    # a table with the alternatives' rows: only the configured protocol's rows count
+    segmentation = pd.DataFrame({"method": ["decomposition", "last_layer_attention"] * 2, "miou": [0.6, 0.4, 0.3, 0.5],
+                                 "configured": [True, True, False, False]})
+    assert planted_structure_checks(textspan, segmentation, waterbirds)["holds"].tolist() == [True, True, True]
+    segmentation["configured"] = [False, False, True, True]
+    assert planted_structure_checks(textspan, segmentation, waterbirds)["holds"].tolist() == [True, False, True]
 
 
 def test_example_images_share_the_masks_geometry():
-    from clip_interp.decomposition.segmentation import display_image, preprocess_mask
+    from clip_interp.decomposition.segmentation import aligned_mask, display_image
 
     image = np.zeros((40, 100, 3), dtype=np.uint8)
     image[10:30, 45:55] = 255
     mask = image[..., 0] > 0
-    shown, cropped = display_image(image, 32), preprocess_mask(mask, 32)
+    shown, cropped = display_image(image, 32), aligned_mask(mask, 32)
     assert shown.shape == (32, 32, 3) and cropped.shape == (32, 32)
     assert np.abs((shown[..., 0] > 0.5) ^ cropped).sum() <= 8  # the same square, up to resampling at its edges

@@ -44,9 +44,14 @@ def test_demo_produces_every_decomposition_table_and_figure(demo_run):
     per_head = textspan.groupby(["layer", "head"]).size()
     assert (per_head == 5).all() and len(per_head) == 2 * 4  # the last 2 of the toy's 3 layers x 4 heads, K = 5
     assert (textspan.groupby(["layer", "head"])["cumulative_share"].max() <= 1 + 1e-9).all()
-    segmentation = pd.read_parquet(out / "segmentation.parquet").set_index("method")
-    assert set(segmentation.index) == {"decomposition", "last_layer_attention", "attention_rollout"}
-    assert (segmentation["n_images"] == n_cls).all()
+    segmentation = pd.read_parquet(out / "segmentation.parquet")
+    methods = ["decomposition", "last_layer_attention", "attention_rollout"]
+    assert segmentation["method"].tolist() == methods * 3
+    assert segmentation["protocol"].tolist() == [p for p in ("paper", "aligned_masks", "unclipped") for _ in methods]
+    assert segmentation["configured"].tolist() == [True] * 3 + [False] * 6  # the demo runs the paper's protocol
+    assert (segmentation["n_images"] == n_cls).all()  # no image skipped, under every protocol
+    scores = segmentation[["pixel_accuracy", "iou_background", "iou_foreground", "miou", "map"]]
+    assert ((scores >= 0) & (scores <= 1)).all().all()
     waterbirds = pd.read_parquet(out / "waterbirds.parquet").set_index("condition")
     n_test = SMALL_DEMO["demo"]["synthetic"]["decomposition"]["n_waterbirds_test"]
     for group in ("landbird_on_land", "landbird_on_water", "waterbird_on_land", "waterbird_on_water"):

@@ -295,12 +295,17 @@ def assemble_decomposition(tower, terms: ClassTokenTerms, embedding: torch.Tenso
                          class_attention=_class_attention_parts(tower, terms, convention))
 
 
-def scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Patch scores (B, P) as soft maps (B, H, W) in [0, 1]: bilinear upsampling, then per-image min-max."""
+def scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], *,
+                   clip_negative: bool = False) -> torch.Tensor:
+    """Patch scores (B, P) as soft maps (B, H, W) in [0, 1]: the patch grid upsampled bilinearly to ``size``
+    (``align_corners=False``), with ``clip_negative`` every negative value then set to 0, and per image
+    min-max normalised (``(m - min) / (max - min)``); a constant map has no min-max and becomes 0 everywhere."""
     rows, cols = grid
     if scores.shape[1] != rows * cols:
         raise InputError(f"{scores.shape[1]} patch scores do not fill a {rows}x{cols} patch grid")
     maps = F.interpolate(scores.float().view(-1, 1, rows, cols), size=size, mode="bilinear", align_corners=False)[:, 0]
+    if clip_negative:
+        maps = maps.clamp_min(0)
     low = maps.amin(dim=(1, 2), keepdim=True)
     span = maps.amax(dim=(1, 2), keepdim=True) - low
     return torch.where(span > 0, (maps - low) / span.clamp_min(1e-12), torch.zeros_like(maps))

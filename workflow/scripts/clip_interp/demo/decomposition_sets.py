@@ -294,15 +294,18 @@ def planted_structure_checks(textspan, segmentation, waterbirds) -> "pd.DataFram
 
     - TEXTSPAN separates colour heads from shape/position heads: some head's texts are mostly colours and
       another's mostly shapes or positions (:func:`head_kinds`).
-    - Segmentation: the decomposition's mIoU exceeds the raw last-layer attention's.
+    - Segmentation: the decomposition's mIoU exceeds the raw last-layer attention's (the rows of the configured
+      protocol, :func:`~clip_interp.decomposition.segmentation.configured_rows`).
     - Waterbirds: mean-ablating the chosen heads raises the worst-group accuracy.
     """
     import pandas as pd
 
+    from ..decomposition.segmentation import configured_rows
+
     kinds = head_kinds(textspan)
     colour = kinds[kinds["kind"] == "colour"]
     shape = kinds[kinds["kind"] == "shape_or_position"]
-    miou = segmentation.set_index("method")["miou"]
+    miou = configured_rows(segmentation).set_index("method")["miou"]
     worst = waterbirds.set_index("condition")["worst_group"]
 
     def head_names(table) -> str:
