@@ -97,3 +97,21 @@ def variant_shard_parts(wildcards):
     """The shard files of an image set in a store variant."""
     return [part.replace(f"/{wildcards.model}/store/", f"/{wildcards.model}/protocol/{wildcards.variant}/store/")
             for part in shard_parts(wildcards)]
+
+
+def protocol_report_inputs(wildcards):
+    """Each experiment's table under the configured protocol (`{experiment}`) and under each store variant
+    (`{experiment}__{variant}`)."""
+    out = f"results/decomposition/{wildcards.model}"
+    inputs = {}
+    for experiment, name in PROTOCOL_EXPERIMENTS.items():
+        inputs[experiment] = f"{out}/{name}"
+        for variant in store_variants():
+            if experiment in STORE_EXPERIMENTS:
+                inputs[f"{experiment}__{variant}"] = f"{out}/protocol/{variant}/{name}"
+    return inputs
+
+
+# The experiments of the protocol report and their tables; those re-run on each store variant.
+PROTOCOL_EXPERIMENTS = {"zero_shot_ablation": "zero_shot_ablation.parquet"}
+STORE_EXPERIMENTS = ("zero_shot_ablation",)

@@ -58,3 +58,31 @@ use rule zero_shot_ablation as zero_shot_ablation_variant with:
         rule_log("zero_shot_ablation_variant", "{model}", "{variant}"),
     benchmark:
         rule_benchmark("zero_shot_ablation_variant", "{model}", "{variant}")
+
+
+rule protocol_report:
+    input:
+        unpack(protocol_report_inputs),
+    output:
+        table=f"{DECOMPOSITION_OUT}/protocol_report.parquet",
+        png=report(
+            f"{DECOMPOSITION_OUT}/figures/protocol_report.png",
+            caption="../report/decomposition_protocol_report.rst",
+            category="Decomposition",
+            subcategory="{model}",
+        ),
+        pdf=f"{DECOMPOSITION_OUT}/figures/protocol_report.pdf",
+    params:
+        convention=DECOMPOSITION["convention"],
+        dtype=DECOMPOSITION["dtype"],
+    log:
+        rule_log("protocol_report", "{model}"),
+    benchmark:
+        rule_benchmark("protocol_report", "{model}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_protocol_report.py"

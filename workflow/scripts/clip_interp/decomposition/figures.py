@@ -112,3 +112,31 @@ def neighbour_grids(table: pd.DataFrame, images: Mapping[int, np.ndarray], paths
         axes[i][0].set_ylabel(f"L{layer} H{head}\n{label}", fontsize=6)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, paths)
+
+
+def protocol_report_figure(report: pd.DataFrame, paths, title: str) -> None:
+    """One panel per experiment: each setting and metric's difference (alternative - paper's protocol) under every
+    alternative, as horizontal bars; a zero line marks no change."""
+    experiments = list(dict.fromkeys(report["experiment"])) or ["(no experiment)"]
+    heights = [max(1, report[report["experiment"] == e].groupby(["setting", "metric"]).ngroups) for e in experiments]
+    fig, axes = new_figure(len(experiments), 1, figsize=(7, 1.0 + 0.22 * sum(heights) + 0.5 * len(experiments)),
+                           squeeze=False, gridspec_kw={"height_ratios": heights})
+    alternatives = sorted(report["alternative"].unique())
+    for ax, experiment in zip(axes[:, 0], experiments):
+        rows = report[report["experiment"] == experiment]
+        labels = list(dict.fromkeys(f"{s} · {m}" for s, m in zip(rows["setting"], rows["metric"])))
+        width = 0.8 / max(len(alternatives), 1)
+        for k, alternative in enumerate(alternatives):
+            part = rows[rows["alternative"] == alternative]
+            positions = [labels.index(f"{s} · {m}") + k * width for s, m in zip(part["setting"], part["metric"])]
+            ax.barh(positions, part["difference"], height=width, label=alternative)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_yticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_title(experiment, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[-1, 0].set_xlabel("difference from the paper's protocol (alternative - paper)")
+    if alternatives:
+        axes[0, 0].legend(fontsize=6, loc="best")
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, paths)

@@ -72,3 +72,35 @@ def split_by_protocol(table, column: str, paper_value: str):
     alternatives = {str(name): rows.drop(columns=[column]) for name, rows in table.groupby(column, sort=True)
                     if name != paper_value}
     return paper, alternatives
+
+
+# Each experiment of the report: the columns that name a row of its table and the metrics compared.
+EXPERIMENTS = {
+    "zero_shot_ablation": {"keys": ["ablation"], "metrics": ["accuracy"]},
+}
+
+
+def protocol_report(paper_tables: dict, variant_tables: dict):
+    """The report (:data:`REPORT_COLUMNS`) from each experiment's table under the configured protocol
+    (``paper_tables``: experiment -> table) and under each store variant (``variant_tables``: experiment ->
+    {variant: table}), plus the alternatives a table holds as rows of its own."""
+    import pandas as pd
+
+    parts = []
+    for experiment, spec in EXPERIMENTS.items():
+        if experiment not in paper_tables:
+            continue
+        paper = paper_tables[experiment]
+        alternatives = dict(variant_tables.get(experiment, {}))
+        parts.append(compare_tables(experiment, spec["keys"], spec["metrics"], paper, alternatives))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(REPORT_COLUMNS))
+
+
+def largest_differences(report):
+    """Per experiment and alternative, the largest absolute difference over its settings and metrics, with the
+    setting and metric where it occurs: which choices matter and by how much."""
+    if report.empty:
+        return report.assign(abs_difference=[])
+    ranked = report.assign(abs_difference=report["difference"].abs())
+    top = ranked.sort_values(["experiment", "alternative", "abs_difference"], ascending=[True, True, False])
+    return top.drop_duplicates(["experiment", "alternative"]).reset_index(drop=True)
