@@ -104,14 +104,17 @@ def protocol_report_inputs(wildcards):
     (`{experiment}__{variant}`)."""
     out = f"results/decomposition/{wildcards.model}"
     inputs = {}
-    for experiment, name in PROTOCOL_EXPERIMENTS.items():
+    for experiment, (name, settings) in PROTOCOL_EXPERIMENTS.items():
         inputs[experiment] = f"{out}/{name}"
         for variant in store_variants():
-            if experiment in STORE_EXPERIMENTS:
+            if variant.split("_", 1)[0] in settings:
                 inputs[f"{experiment}__{variant}"] = f"{out}/protocol/{variant}/{name}"
     return inputs
 
 
-# The experiments of the protocol report and their tables; those re-run on each store variant.
-PROTOCOL_EXPERIMENTS = {"zero_shot_ablation": "zero_shot_ablation.parquet"}
-STORE_EXPERIMENTS = ("zero_shot_ablation",)
+# The experiments of the protocol report: their tables and the store settings whose variants re-run them
+# (segmentation decomposes its images itself: only the convention applies).
+PROTOCOL_EXPERIMENTS = {
+    "zero_shot_ablation": ("zero_shot_ablation.parquet", ("convention", "dtype")),
+    "segmentation": ("segmentation.parquet", ("convention",)),
+}

@@ -60,6 +60,24 @@ use rule zero_shot_ablation as zero_shot_ablation_variant with:
         rule_benchmark("zero_shot_ablation_variant", "{model}", "{variant}")
 
 
+use rule decomposition_segmentation as decomposition_segmentation_variant with:
+    output:
+        table=f"{VARIANT_OUT}/segmentation.parquet",
+        png=f"{VARIANT_OUT}/figures/segmentation_examples.png",
+        pdf=f"{VARIANT_OUT}/figures/segmentation_examples.pdf",
+    params:
+        model=model_spec,
+        segmentation=DECOMPOSITION["segmentation"],
+        convention=variant_setting("convention"),
+        device=DEVICE,
+        batch_size=IMAGE_BATCH_SIZE,
+        fingerprint=source_fingerprint("decomposition", "segmentation"),
+    log:
+        rule_log("decomposition_segmentation_variant", "{model}", "{variant}"),
+    benchmark:
+        rule_benchmark("decomposition_segmentation_variant", "{model}", "{variant}")
+
+
 rule protocol_report:
     input:
         unpack(protocol_report_inputs),

@@ -10,6 +10,7 @@ Waterbirds: heads-only ablation; neighbours: cosine).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from ..contributions import CONVENTIONS
@@ -61,38 +62,54 @@ def compare_tables(experiment: str, keys: Sequence[str], metrics: Sequence[str],
     return pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
 
 
-def split_by_protocol(table, column: str, paper_value: str):
-    """A step's table with its alternatives as rows (``column`` names the protocol of each row): the paper's rows
-    and ``{alternative: its rows}``, each without ``column``."""
-    if column not in table.columns:
-        raise InputError(f"the table has no column {column!r} naming each row's protocol; re-run its rule")
-    paper = table[table[column] == paper_value].drop(columns=[column])
-    if paper.empty:
-        raise InputError(f"the table has no rows of the protocol {paper_value!r} in {column!r}; re-run its rule")
-    alternatives = {str(name): rows.drop(columns=[column]) for name, rows in table.groupby(column, sort=True)
-                    if name != paper_value}
-    return paper, alternatives
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of the report: the columns that name a row of its table (``keys``), the metrics compared,
+    and, for a table that holds its own alternatives as rows, the column naming each row's protocol (the rows of
+    the configured protocol have ``configured`` true)."""
+
+    keys: tuple[str, ...]
+    metrics: tuple[str, ...]
+    protocol_column: str | None = None
+
+    def configured_rows(self, table):
+        """The rows of ``table`` under the configured protocol, without the protocol columns."""
+        if self.protocol_column is None:
+            return table
+        if "configured" not in table.columns:
+            raise InputError("a table with its alternatives as rows needs a `configured` column; re-run its rule")
+        return table[table["configured"].astype(bool)].drop(columns=[self.protocol_column, "configured"])
+
+    def alternative_rows(self, table) -> dict:
+        """``{protocol: its rows}`` for the alternatives ``table`` holds as rows (none without a protocol column)."""
+        if self.protocol_column is None:
+            return {}
+        others = table[~table["configured"].astype(bool)]
+        return {str(name): rows.drop(columns=[self.protocol_column, "configured"])
+                for name, rows in others.groupby(self.protocol_column, sort=False)}
 
 
-# Each experiment of the report: the columns that name a row of its table and the metrics compared.
+# The experiments of the report, in its order.
 EXPERIMENTS = {
-    "zero_shot_ablation": {"keys": ["ablation"], "metrics": ["accuracy"]},
+    "zero_shot_ablation": Experiment(("ablation",), ("accuracy",)),
+    "segmentation": Experiment(("method",), ("pixel_accuracy", "miou", "map"), protocol_column="protocol"),
 }
 
 
 def protocol_report(paper_tables: dict, variant_tables: dict):
     """The report (:data:`REPORT_COLUMNS`) from each experiment's table under the configured protocol
     (``paper_tables``: experiment -> table) and under each store variant (``variant_tables``: experiment ->
-    {variant: table}), plus the alternatives a table holds as rows of its own."""
+    {variant: table}), plus the alternatives a table holds as rows of its own (:class:`Experiment`)."""
     import pandas as pd
 
     parts = []
     for experiment, spec in EXPERIMENTS.items():
         if experiment not in paper_tables:
             continue
-        paper = paper_tables[experiment]
-        alternatives = dict(variant_tables.get(experiment, {}))
-        parts.append(compare_tables(experiment, spec["keys"], spec["metrics"], paper, alternatives))
+        table = paper_tables[experiment]
+        alternatives = {name: spec.configured_rows(t) for name, t in variant_tables.get(experiment, {}).items()}
+        alternatives.update(spec.alternative_rows(table))
+        parts.append(compare_tables(experiment, spec.keys, spec.metrics, spec.configured_rows(table), alternatives))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(REPORT_COLUMNS))
 
 
