@@ -57,6 +57,8 @@ from .decompose import (
     ReadTerms,
     apply_final_ln,
     attention_bias_term,
+    pooled_head_terms,
+    self_source_term,
     stack_head_terms,
 )
 from .errors import InputError
@@ -148,14 +150,39 @@ class ClassTokenTerms:
         self.mean = self.scale = None
 
     def hooks(self) -> dict:
-        """Hooks for :meth:`~clip_interp.models.HookedTower.run` that add every term as the forward computes it."""
+        """Hooks for :meth:`~clip_interp.models.HookedTower.run` that add every term as the forward computes it.
+
+        Per source (``keep``, ``map``) the heads are read from ``head_source_out``; summed over sources (``sum``)
+        from the class query's ``z``, and the class-token-to-class-token term from its ``v`` and ``pattern``
+        (:func:`~clip_interp.decompose.pooled_head_terms`, :func:`~clip_interp.decompose.self_source_term`),
+        which never build the per-source (B, H, T, D) tensor.
+        """
         n = self.tower.n_layers
         hooks = {("resid", 0): lambda value, key: self.add_embedding(value),
                  ("ln_final_mean", n): self._keep_mean, ("ln_final_scale", n): self._keep_scale}
         for layer in range(1, n + 1):
-            hooks[("head_source_out", layer)] = lambda value, key: self.add_heads(key[1], value)
             hooks[("mlp_out", layer)] = lambda value, key: self.add_mlp(key[1], value)
+            if self.sources != "sum":
+                hooks[("head_source_out", layer)] = lambda value, key: self.add_heads(key[1], value)
+                continue
+            hooks[("v", layer)] = self._keep_class_values
+            hooks[("pattern", layer)] = self._keep_class_self_attention
+            hooks[("z", layer)] = lambda value, key: self.add_pooled_heads(key[1], value[:, 0])
         return hooks
+
+    def _keep_class_values(self, value: torch.Tensor, key) -> None:
+        self._class_values = value[:, 0]
+
+    def _keep_class_self_attention(self, value: torch.Tensor, key) -> None:
+        self._class_self_attention = value[:, :, 0, 0]
+        self.n_sources = value.shape[-1]
+
+    def add_pooled_heads(self, layer: int, z_class: torch.Tensor) -> None:
+        """Block ``layer``'s head terms summed over sources from the class query's ``z`` (B, H, d_head), and its
+        class-token-to-class-token term from the values and attention kept by the ``v`` and ``pattern`` hooks."""
+        self.heads[layer] = self.readout.read(pooled_head_terms(self.tower, layer, z_class))
+        class_source = self_source_term(self.tower, layer, self._class_self_attention, self._class_values)
+        self.class_sources[layer] = self.readout.read(class_source)
 
     def add_embedding(self, resid: torch.Tensor) -> None:
         """The embedding term from ``resid[0]`` (B, T, D)."""

@@ -6,7 +6,9 @@ in the manner of TransformerLens' ``stack_head_results`` and ``apply_ln_to_stack
 - :func:`stack_head_terms`: block ``l``'s attention terms at the pooled query ``q``, per head ``h`` and source
   token ``j``, ``ls_1(alpha_{l,h}(q -> j) v_{l,h,j} W_O[l,h]^T)`` (the site ``head_source_out`` through the
   block's layer scale ``ls_1``, the identity in blocks without one), kept per source or summed over sources
-  or over heads. :func:`attention_bias_term` is the block's attention term that belongs to no head,
+  or over heads. Summed over sources they are :func:`pooled_head_terms` of the query's ``z``, and the query's
+  term from itself summed over heads is :func:`self_source_term`; both cost nothing per source.
+  :func:`attention_bias_term` is the block's attention term that belongs to no head,
   ``ls_1(b_O)``. Summed, the two give ``attn_out[q]``.
 - :class:`FinalReadout`: the linear part of ``e = P^T LN(r)``, ``LN(r) = gamma * (r - mu(r)) / sigma(r) + beta``,
   applied to terms ``c`` (..., D): it reads ``c (gamma P)`` and ``mu(c)``. :meth:`FinalReadout.on_directions`
@@ -44,6 +46,24 @@ def stack_head_terms(tower, layer: int, head_source_out: torch.Tensor, sources: 
     elif sources == "map":
         terms = terms.sum(dim=1)
     return terms
+
+
+def pooled_head_terms(tower, layer: int, z_pooled: torch.Tensor) -> torch.Tensor:
+    """Block ``layer``'s attention terms at the pooled query summed over sources, from that query's ``z`` (B, H,
+    d_head): ``ls_1(z_h W_O[:, h]^T)`` (B, H, D). Equal to ``stack_head_terms(..., "sum")`` (``z_h`` is
+    ``sum_j alpha_h(q -> j) v_{h,j}``), at a cost that does not grow with the number of sources."""
+    block = tower.block(layer)
+    w_heads = block.w_out.view(tower.d_model, tower.n_heads, tower.d_head)
+    return block.ls_1(torch.einsum("bhk,dhk->bhd", z_pooled, w_heads))
+
+
+def self_source_term(tower, layer: int, pattern_self: torch.Tensor, v_self: torch.Tensor) -> torch.Tensor:
+    """Block ``layer``'s attention term of the pooled query from itself, summed over heads: ``ls_1(sum_h
+    alpha_h(q -> q) v_{h,q} W_O[:, h]^T)`` (B, D), from ``pattern_self`` (B, H), the attention of the query to
+    itself, and its values ``v_self`` (B, H, d_head); source q of ``stack_head_terms(..., "map")``."""
+    block = tower.block(layer)
+    w_heads = block.w_out.view(tower.d_model, tower.n_heads, tower.d_head)
+    return block.ls_1(torch.einsum("bh,bhk,dhk->bd", pattern_self, v_self, w_heads))
 
 
 def attention_bias_term(tower, layer: int, device) -> torch.Tensor:
