@@ -19,11 +19,11 @@ from workflow_runs import (
 pytestmark = pytest.mark.slow
 
 DECOMPOSITION_TABLES = ["zero_shot_ablation", "textspan", "textspan_reconstruction", "segmentation", "waterbirds",
-                        "waterbirds_heads", "neighbours"]
+                        "waterbirds_heads", "neighbours", "spatial_maps"]
 
 
 DECOMPOSITION_FIGURES = ["accuracy_vs_ablated_layers", "head_cards", "segmentation_examples", "waterbirds_groups",
-                         "neighbour_grids"]
+                         "neighbour_grids", "spatial_maps"]
 
 
 def test_demo_produces_every_decomposition_table_and_figure(demo_run):
@@ -52,6 +52,13 @@ def test_demo_produces_every_decomposition_table_and_figure(demo_run):
     for group in ("landbird_on_land", "landbird_on_water", "waterbird_on_land", "waterbird_on_water"):
         assert (waterbirds[f"n_{group}"] == n_test // 4).all()
     assert len(pd.read_parquet(out / "waterbirds_heads.parquet")) == 2
+    neighbours = pd.read_parquet(out / "neighbours.parquet")
+    assert set(neighbours["similarity"]) == {"dot", "cosine"} and "file" in set(neighbours["query_kind"])
+    assert (neighbours[neighbours["similarity"] == "dot"]["shared_with_paper"] == 1.0).all()
+    maps = pd.read_parquet(out / "spatial_maps.parquet")
+    for _, pair in maps.groupby(["image", "text"]):
+        value = pair.groupby("scope")["value"].sum()
+        assert abs(value["model"] + value["class_token"] + value["other_terms"] - value["embedding"]) < 1e-4
 
 
 def test_demo_planted_structure(demo_run):
@@ -104,7 +111,7 @@ def test_default_config_dry_run_lists_every_decomposition_output(tmp_path, share
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
     for rule in ("fetch_decomposition_source", "extract_waterbirds", "decomposition_image_list", "decomposition_text",
                  "gather_decomposition", "zero_shot_ablation", "textspan", "decomposition_segmentation", "waterbirds",
-                 "head_neighbours"):
+                 "head_neighbours", "spatial_maps"):
         assert rule in jobs, rule
     listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout
     for table in DECOMPOSITION_TABLES:
