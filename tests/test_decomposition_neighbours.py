@@ -67,9 +67,10 @@ def test_the_table_holds_both_similarities_and_their_shared_top_k():
     queries = configured_queries(table, ["red"], QUERY.view(1, 2), [2])
     assert [(q.name, q.kind, q.exclude) for q in queries] == [("text: red", "text", None), ("image: row 2", "image", 2)]
     torch.testing.assert_close(queries[1].at(1, 0), torch.tensor([3.0, -1.0]))
-    frame = neighbour_table(table, [(1, 0)], queries, 2)
+    frame = neighbour_table(table, [(1, 0)], queries, 2, similarity="cosine")
     assert list(frame.columns) == ["layer", "head", "query", "query_kind", "similarity", "rank", "row", "score",
-                                   "shared_with_paper"]
+                                   "shared_with_paper", "configured"]
+    assert (frame["configured"] == (frame["similarity"] == "cosine")).all()
     text = frame[frame["query"] == "text: red"].set_index(["similarity", "rank"])
     assert text.loc["dot", "row"].tolist() == [0, 2] and text.loc["cosine", "row"].tolist() == [1, 2]
     assert (text.loc["dot", "shared_with_paper"] == 1.0).all()

@@ -55,6 +55,7 @@ def test_demo_produces_every_decomposition_table_and_figure(demo_run):
     neighbours = pd.read_parquet(out / "neighbours.parquet")
     assert set(neighbours["similarity"]) == {"dot", "cosine"} and "file" in set(neighbours["query_kind"])
     assert (neighbours[neighbours["similarity"] == "dot"]["shared_with_paper"] == 1.0).all()
+    assert (neighbours["configured"] == (neighbours["similarity"] == "dot")).all()
     maps = pd.read_parquet(out / "spatial_maps.parquet")
     for _, pair in maps.groupby(["image", "text"]):
         value = pair.groupby("scope")["value"].sum()

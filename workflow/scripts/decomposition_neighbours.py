@@ -32,13 +32,13 @@ def main(smk, log):
     texts = encode_pool(model, p["text_queries"], smk.params.batch_size) if p["text_queries"] else None
     file_terms = file_head_terms(model, files, store.convention) if files else None
     queries = configured_queries(store, p["text_queries"], texts, p["image_queries"], file_terms)
-    table = neighbour_table(store, heads, queries, p["k"])
+    table = neighbour_table(store, heads, queries, p["k"], similarity=p["similarity"])
     table["key"] = [store.keys[row] for row in table["row"]]
     log.info("%d heads x %d queries (%d image files outside the set), k = %d, similarities %s; drawn: %s",
              len(heads), len(queries), len(files), p["k"], sorted(table["similarity"].unique()), p["similarity"])
     write_parquet(table, smk.output.table, metadata={"model": smk.wildcards.model, "heads": [list(h) for h in heads],
                                                      "similarity": p["similarity"], "convention": store.convention})
-    drawn = table[table["similarity"] == p["similarity"]]
+    drawn = table[table["configured"]]
     paths = dict(zip(images["key"], images["path"]))
     pictures = {row: np.asarray(Image.open(paths[store.keys[row]]).convert("RGB")) for row in set(drawn["row"])}
     neighbour_grids(drawn, pictures, [smk.output.png, smk.output.pdf],

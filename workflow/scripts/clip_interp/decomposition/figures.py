@@ -119,10 +119,12 @@ def _patch_grid(rows: pd.DataFrame) -> np.ndarray:
 
 
 def _overlay(ax, picture: np.ndarray, grid: np.ndarray, limit: float, title: str):
-    """The picture with the patch map over it (bilinear, diverging scale ``[-limit, limit]``, half transparent)."""
+    """The picture in grey (so that its colours do not mix with the map's) with the patch map over it (bilinear,
+    diverging scale ``[-limit, limit]``, partly transparent)."""
     height, width = picture.shape[:2]
-    ax.imshow(picture)
-    image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, extent=(0, width, height, 0),
+    white = 255 if np.issubdtype(picture.dtype, np.integer) else 1.0  # uint8, or floats in [0, 1]
+    ax.imshow(np.asarray(picture, dtype=float).mean(axis=2), cmap="gray", vmin=0, vmax=white)
+    image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.7, extent=(0, width, height, 0),
                       interpolation="bilinear")
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(f"{title}\nsum {np.nansum(grid):+.3f}", fontsize=6)
@@ -157,9 +159,9 @@ def spatial_map_grids(table: pd.DataFrame, pictures: Mapping[str, np.ndarray],
     panels = {pair: _pair_panels(table[(table["image"] == pair[0]) & (table["text"] == pair[1])], heads[pair],
                                  last_layers) for pair in pairs}
     n_cols = max(max(1 + len(top), len(bottom)) for top, bottom in panels.values())
-    height = 1.75 * 2 * len(pairs) + 0.5
+    height = 1.6 * 2 * len(pairs) + 0.5
     fig, axes = new_figure(2 * len(pairs), n_cols, figsize=(1.45 * n_cols, height), squeeze=False)
-    fig.subplots_adjust(top=1 - 0.75 / height, bottom=0.1 / height, hspace=0.5)
+    fig.subplots_adjust(top=1 - 0.75 / height, bottom=0.1 / height, hspace=0.4)
     for i, pair in enumerate(pairs):
         top, bottom = panels[pair]
         picture = pictures[pair[0]]

@@ -144,11 +144,13 @@ def shared_fraction(found: Sequence[int], paper: Sequence[int]) -> float:
 
 
 def neighbour_table(source, heads: Sequence[tuple[int, int]], queries: Sequence[NeighbourQuery], k: int, *,
-                    batch_size: int = 256) -> pd.DataFrame:
+                    similarity: str = PAPER_SIMILARITY, batch_size: int = 256) -> pd.DataFrame:
     """Every (head, query)'s top ``k`` under each similarity of :data:`SIMILARITIES`, as one long table: ``layer``,
-    ``head``, ``query``, ``query_kind``, ``similarity``, ``rank``, ``row``, ``score`` and ``shared_with_paper``,
+    ``head``, ``query``, ``query_kind``, ``similarity``, ``rank``, ``row``, ``score``, ``shared_with_paper``,
     the fraction of the (head, query)'s top-k that its ``dot`` list (:data:`PAPER_SIMILARITY`, the paper's) also
-    holds (1.0 on the ``dot`` rows)."""
+    holds (1.0 on the ``dot`` rows), and ``configured``, true on the rows of ``similarity`` (the configured one;
+    the others are its alternative for the protocol report)."""
+    _check_similarity(similarity)
     parts = []
     for layer, head in heads:
         for query in queries:
@@ -156,13 +158,14 @@ def neighbour_table(source, heads: Sequence[tuple[int, int]], queries: Sequence[
                                                  exclude=query.exclude, similarity=similarity)
                      for similarity in SIMILARITIES}
             paper = lists[PAPER_SIMILARITY]["row"].tolist()
-            for similarity, found in lists.items():
-                found.insert(0, "similarity", similarity)
+            for name, found in lists.items():
+                found.insert(0, "similarity", name)
                 found.insert(0, "query_kind", query.kind)
                 found.insert(0, "query", query.name)
                 found.insert(0, "head", head)
                 found.insert(0, "layer", layer)
                 found["shared_with_paper"] = shared_fraction(found["row"].tolist(), paper)
+                found["configured"] = name == similarity
                 parts.append(found)
     return pd.concat(parts, ignore_index=True)
 
