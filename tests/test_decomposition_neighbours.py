@@ -56,6 +56,8 @@ def test_dot_is_the_plain_dot_product_and_cosine_ranks_otherwise():
     # the ranking by dot is the ranking by the projection on the unit query
     unit = head_neighbours(table, 1, 0, F.normalize(QUERY, dim=0), 3)
     assert unit["row"].tolist() == [0, 2, 1] and unit["score"].tolist() == [10.0, 3.0, 1.0]
+    batches_only = type("BatchesOnly", (), {"n": table.n, "n_layers": 1, "n_heads": 1, "batches": table.batches})()
+    torch.testing.assert_close(head_scores(batches_only, 1, 0, QUERY, batch_size=3), dot)  # a source without `head`
     with pytest.raises(InputError, match="unknown neighbour similarity 'euclid'"):
         head_scores(table, 1, 0, QUERY, similarity="euclid")
     with pytest.raises(InputError, match="at least 1"):
@@ -65,8 +67,8 @@ def test_dot_is_the_plain_dot_product_and_cosine_ranks_otherwise():
 def test_the_table_holds_both_similarities_and_their_shared_top_k():
     table = hand_made_table(VECTORS)
     queries = configured_queries(table, ["red"], QUERY.view(1, 2), [2])
-    assert [(q.name, q.kind, q.exclude) for q in queries] == [("text: red", "text", None), ("image: row 2", "image", 2)]
-    torch.testing.assert_close(queries[1].at(1, 0), torch.tensor([3.0, -1.0]))
+    assert [(q.name, q.kind, q.row) for q in queries] == [("text: red", "text", None), ("image: row 2", "image", 2)]
+    torch.testing.assert_close(queries[1].at(1, 0, table.head(1, 0)), torch.tensor([3.0, -1.0]))
     frame = neighbour_table(table, [(1, 0)], queries, 2, similarity="cosine")
     assert list(frame.columns) == ["layer", "head", "query", "query_kind", "similarity", "rank", "row", "score",
                                    "shared_with_paper", "configured"]
@@ -96,9 +98,9 @@ def test_a_query_image_file_outside_the_set(tiny_clip, tmp_path, one_thread):
     assert terms.shape == (1, tiny_clip.vision.n_layers, tiny_clip.vision.n_heads, parts.embedding.shape[1])
     torch.testing.assert_close(terms[0], store_like.arrays["heads"][0], atol=1e-5, rtol=1e-4)
     queries = configured_queries(store_like, [], None, [str(path), 3], terms)
-    assert [(q.name, q.kind, q.exclude) for q in queries] == [(f"file: {path}", "file", None), ("image: row 3",
-                                                                                               "image", 3)]
-    torch.testing.assert_close(queries[1].at(2, 1), image_query(store_like, 2, 1, 3))
+    assert [(q.name, q.kind, q.row) for q in queries] == [(f"file: {path}", "file", None), ("image: row 3", "image", 3)]
+    torch.testing.assert_close(queries[1].at(2, 1, store_like.head(2, 1)), image_query(store_like, 2, 1, 3))
+    torch.testing.assert_close(queries[0].at(2, 1, store_like.head(2, 1)), terms[0, 1, 1])
     frame = neighbour_table(store_like, [(2, 1), (3, 0)], queries, 6)
     by_file = frame[(frame["query_kind"] == "file") & (frame["similarity"] == "cosine") & (frame["rank"] == 1)]
     assert by_file["row"].tolist() == [0, 0] and by_file["score"].tolist() == pytest.approx([1.0, 1.0], abs=1e-5)

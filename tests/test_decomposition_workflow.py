@@ -127,6 +127,8 @@ def test_default_config_dry_run_lists_every_decomposition_output(tmp_path, share
     ({"sources": {"segmentation": {"url": "/nonexistent/gtsegs_ijcv.mat"}}},
      "`decomposition.sources.segmentation.url` is '/nonexistent/gtsegs_ijcv.mat', which does not exist"),
     ({"textspan": {"texts_per_head": 30, "rank": 20}}, "`decomposition.textspan.texts_per_head` (30) exceeds"),
+    ({"neighbours": {"image_queries": [0, "no/such/query.png"]}},
+     "`decomposition.neighbours.image_queries` names the image file 'no/such/query.png', which does not exist"),
 ])
 def test_decomposition_inputs_are_checked_at_start(tmp_path, override, message):
     workdir = copy_workflow(tmp_path / "wf")

@@ -4,8 +4,9 @@ For head (l, h) (layers 1..L, heads 0..H-1; the paper numbers layers from 0, so 
 contribution ``c_i = c_{l,h}(i)`` (E,) is the head's term summed over sources, as the component source holds it
 (the decomposition store: divided by the norm ``||e_i||`` of the image's embedding, as the paper's code does). A
 query ``q`` (E,) is a direction in the joint space: a unit text embedding, or the contribution of the same head to
-a query image (an image of the set, :func:`image_head_terms`, or a file outside it, :func:`file_head_terms`, each
-divided by its own ``||e||``). The score of image i is, by ``similarity`` (:data:`SIMILARITIES`):
+a query image: an image of the set (its ``c_{l,h}``, as the source holds it) or an image file outside the set,
+decomposed with the model and divided by its own ``||e||`` (:func:`file_head_terms`). The score of image i is, by
+``similarity`` (:data:`SIMILARITIES`):
 
 - ``dot`` (the paper's search, the default): ``c_i . q``, the query not rescaled. Its ranking is the ranking by
   the projection ``c_i . q / ||q||`` on the unit query (``||q||`` is one positive number per query); for a text
@@ -13,7 +14,8 @@ divided by its own ``||e||``). The score of image i is, by ``similarity`` (:data
 - ``cosine``: ``cos(c_i, q) = c_i . q / (||c_i|| ||q||)`` (0 where ``c_i`` is 0). It ignores how large the head's
   contribution is, so it ranks differently from ``dot`` whenever the ``||c_i||`` differ.
 
-The top-k images by score are the neighbours; ties are broken by the lower row.
+The top-k images by score are the neighbours; ties are broken by the lower row. :func:`neighbour_table` reads
+each head's contributions (N, E) once and ranks every query under both similarities.
 """
 
 from __future__ import annotations
@@ -43,25 +45,24 @@ def _check_similarity(similarity: str) -> None:
         raise InputError(f"unknown neighbour similarity {similarity!r}; choose from {SIMILARITIES}")
 
 
-def image_head_terms(source, rows: Sequence[int], batch_size: int = 256) -> torch.Tensor:
-    """The head terms (R, L, H, E) of the source's images ``rows`` (in that order), read in one pass."""
-    bad = [row for row in rows if not 0 <= row < source.n]
-    if bad:
-        raise InputError(f"image rows {bad} are outside 0..{source.n - 1}")
-    if not rows:
-        return torch.zeros(0, source.n_layers, source.n_heads, 0)
-    found: dict[int, torch.Tensor] = {}
-    for sl, terms in source.batches(batch_size):
-        for row in rows:
-            if sl.start <= row < sl.stop:
-                found[row] = terms["heads"][row - sl.start].float().clone()
-    return torch.stack([found[row] for row in rows])
-
-
-def image_query(source, layer: int, head: int, row: int, batch_size: int = 256) -> torch.Tensor:
-    """The contribution (E,) of head (layer, head) to image ``row`` of the source: a query direction."""
+def head_contributions(source, layer: int, head: int, batch_size: int = 1024) -> torch.Tensor:
+    """The contributions (N, E) float32 of head (layer, head) to every image of the source: through the source's
+    own ``head`` reader where it has one (a store then reads that head's slice only), else from its batches."""
     _check_head(source, layer, head)
-    return image_head_terms(source, [row], batch_size)[0, layer_index(layer), head]
+    if hasattr(source, "head"):
+        return source.head(layer, head).float()
+    return torch.cat([terms["heads"][:, layer_index(layer), head].float() for _, terms in source.batches(batch_size)])
+
+
+def _check_row(source, row: int) -> None:
+    if not 0 <= row < source.n:
+        raise InputError(f"image row {row} is outside 0..{source.n - 1}")
+
+
+def image_query(source, layer: int, head: int, row: int, batch_size: int = 1024) -> torch.Tensor:
+    """The contribution (E,) of head (layer, head) to image ``row`` of the source: a query direction."""
+    _check_row(source, row)
+    return head_contributions(source, layer, head, batch_size)[row].clone()
 
 
 @torch.no_grad()
@@ -82,21 +83,25 @@ def file_head_terms(model, paths: Sequence[str], convention: str) -> torch.Tenso
     return (parts.heads.float() / norm.view(-1, 1, 1, 1)).cpu()
 
 
-def head_scores(source, layer: int, head: int, query: torch.Tensor, *, similarity: str = PAPER_SIMILARITY,
-                batch_size: int = 256) -> torch.Tensor:
-    """The score (N,) float64 of every image of the source against ``query`` (E,) (module docstring)."""
-    _check_head(source, layer, head)
+def similarity_scores(contributions: torch.Tensor, query: torch.Tensor,
+                      similarity: str = PAPER_SIMILARITY) -> torch.Tensor:
+    """The score (N,) float64 of each row of ``contributions`` (N, E) against ``query`` (E,) (module docstring):
+    ``dot`` ``c_i . q``, or ``cosine`` ``cos(c_i, q)`` (0 where ``c_i`` or ``q`` is 0)."""
     _check_similarity(similarity)
-    q = query.float().flatten()
-    parts = []
-    for _, terms in source.batches(batch_size):
-        contributions = terms["heads"][:, layer_index(layer), head].float()
-        score = contributions @ q.to(contributions.device)
-        if similarity == "cosine":
-            lengths = contributions.norm(dim=-1) * q.norm()
-            score = torch.where(lengths > 0, score / lengths.clamp_min(1e-30), torch.zeros_like(score))
-        parts.append(score.cpu().double())
-    return torch.cat(parts)
+    c = contributions.double()
+    q = query.double().flatten().to(c.device)
+    score = c @ q
+    if similarity == "cosine":
+        lengths = c.norm(dim=-1) * q.norm()
+        score = torch.where(lengths > 0, score / lengths.clamp_min(1e-300), torch.zeros_like(score))
+    return score.cpu()
+
+
+def head_scores(source, layer: int, head: int, query: torch.Tensor, *, similarity: str = PAPER_SIMILARITY,
+                batch_size: int = 1024) -> torch.Tensor:
+    """The score (N,) float64 of every image of the source against ``query`` (E,) for head (layer, head)."""
+    _check_similarity(similarity)
+    return similarity_scores(head_contributions(source, layer, head, batch_size), query, similarity)
 
 
 def top_k(scores: torch.Tensor, k: int, exclude: int | None = None) -> pd.DataFrame:
@@ -112,7 +117,7 @@ def top_k(scores: torch.Tensor, k: int, exclude: int | None = None) -> pd.DataFr
     return pd.DataFrame({"rank": range(1, len(order) + 1), "row": order.numpy(), "score": scores[order].numpy()})
 
 
-def head_neighbours(source, layer: int, head: int, query: torch.Tensor, k: int, *, batch_size: int = 256,
+def head_neighbours(source, layer: int, head: int, query: torch.Tensor, k: int, *, batch_size: int = 1024,
                     exclude: int | None = None, similarity: str = PAPER_SIMILARITY) -> pd.DataFrame:
     """The ``k`` images of largest score (:func:`head_scores` with ``similarity``): ``rank`` (1..k), ``row``,
     ``score``. ``exclude`` leaves out one row (a query image of the set). Ties are broken by the lower row."""
@@ -121,21 +126,25 @@ def head_neighbours(source, layer: int, head: int, query: torch.Tensor, k: int, 
 
 @dataclass
 class NeighbourQuery:
-    """A query of the neighbour search: ``name`` (as the table shows it), ``kind`` (``text``, ``image`` of the
-    set or ``file`` outside it), and either one ``direction`` (E,) for every head or per-head ``head_terms``
-    (L, H, E); ``exclude``: the row of a query image of the set (left out of its own ranking)."""
+    """A query of the neighbour search: ``name`` (as the table shows it), ``kind`` (``text``; ``image``, a row of
+    the set; or ``file``, an image file outside it), and its direction: one ``direction`` (E,) for every head
+    (a text), per-head ``head_terms`` (L, H, E) (a file), or the image ``row`` of the set, whose own contribution
+    is the direction and which is left out of its own ranking."""
 
     name: str
     kind: str
     direction: torch.Tensor | None = None
     head_terms: torch.Tensor | None = None
-    exclude: int | None = None
+    row: int | None = None
 
-    def at(self, layer: int, head: int) -> torch.Tensor:
-        """The query direction (E,) for head (layer, head)."""
+    def at(self, layer: int, head: int, contributions: torch.Tensor) -> torch.Tensor:
+        """The query direction (E,) for head (layer, head), whose contributions to the set are ``contributions``
+        (N, E)."""
         if self.direction is not None:
             return self.direction
-        return self.head_terms[layer_index(layer), head]
+        if self.head_terms is not None:
+            return self.head_terms[layer_index(layer), head]
+        return contributions[self.row]
 
 
 def shared_fraction(found: Sequence[int], paper: Sequence[int]) -> float:
@@ -153,10 +162,11 @@ def neighbour_table(source, heads: Sequence[tuple[int, int]], queries: Sequence[
     _check_similarity(similarity)
     parts = []
     for layer, head in heads:
+        contributions = head_contributions(source, layer, head, batch_size)
         for query in queries:
-            lists = {similarity: head_neighbours(source, layer, head, query.at(layer, head), k, batch_size=batch_size,
-                                                 exclude=query.exclude, similarity=similarity)
-                     for similarity in SIMILARITIES}
+            direction = query.at(layer, head, contributions)
+            lists = {name: top_k(similarity_scores(contributions, direction, name), k, query.row)
+                     for name in SIMILARITIES}
             paper = lists[PAPER_SIMILARITY]["row"].tolist()
             for name, found in lists.items():
                 found.insert(0, "similarity", name)
@@ -171,16 +181,14 @@ def neighbour_table(source, heads: Sequence[tuple[int, int]], queries: Sequence[
 
 
 def configured_queries(source, texts: Sequence[str], text_directions: torch.Tensor | None,
-                       image_queries: Sequence[int | str], file_terms: torch.Tensor | None = None,
-                       batch_size: int = 256) -> list[NeighbourQuery]:
+                       image_queries: Sequence[int | str], file_terms: torch.Tensor | None = None
+                       ) -> list[NeighbourQuery]:
     """The queries of ``decomposition.neighbours``: one per text (``text_directions`` (M, E), the unit text
     embeddings, named ``text: <text>``), then one per entry of ``image_queries`` in its order: a row of the set
     (named ``image: <key>``, left out of its own ranking) or an image file outside the set (named
     ``file: <path>``; ``file_terms`` (F, L, H, E) holds the files' head terms in their order,
     :func:`file_head_terms`)."""
     queries = [NeighbourQuery(f"text: {text}", "text", direction=text_directions[i]) for i, text in enumerate(texts)]
-    rows = [entry for entry in image_queries if not isinstance(entry, str)]
-    row_terms = dict(zip(rows, image_head_terms(source, rows, batch_size))) if rows else {}
     keys = getattr(source, "keys", None)
     files = 0
     for entry in image_queries:
@@ -188,6 +196,7 @@ def configured_queries(source, texts: Sequence[str], text_directions: torch.Tens
             queries.append(NeighbourQuery(f"file: {entry}", "file", head_terms=file_terms[files]))
             files += 1
             continue
+        _check_row(source, entry)
         name = keys[entry] if keys is not None else f"row {entry}"
-        queries.append(NeighbourQuery(f"image: {name}", "image", head_terms=row_terms[entry], exclude=entry))
+        queries.append(NeighbourQuery(f"image: {name}", "image", row=entry))
     return queries
