@@ -98,19 +98,6 @@ def waterbirds_groups(table: pd.DataFrame, class_names: Sequence[str], paths, ti
     save_figure(fig, paths)
 
 
-def neighbour_grids(table: pd.DataFrame, images: Mapping[int, np.ndarray], paths, title: str) -> None:
-    """One row per (head, query): the query's label, then its neighbours in rank order with their scores."""
-    groups = list(table.groupby(["layer", "head", "query"], sort=False))
-    k = int(table["rank"].max())
-    fig, axes = new_figure(len(groups), k, figsize=(1.3 * k, 1.5 * len(groups)), squeeze=False)
-    for i, ((layer, head, query), rows) in enumerate(groups):
-        ranked_picture_row(axes[i][:k], rows, images)
-        label = "\n".join(textwrap.wrap(str(query), 22)[:3])
-        axes[i][0].set_ylabel(f"L{layer} H{head}\n{label}", fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    save_figure(fig, paths)
-
-
 def _patch_grid(rows: pd.DataFrame) -> np.ndarray:
     """The (rows, columns) grid of a table's patch values (one image, text, scope, layer and head)."""
     grid = np.full((int(rows["patch_row"].max()) + 1, int(rows["patch_col"].max()) + 1), np.nan)
@@ -179,3 +166,17 @@ def spatial_map_grids(table: pd.DataFrame, pictures: Mapping[str, np.ndarray],
                 fig.colorbar(drawn, ax=list(axes[row]), fraction=0.015, pad=0.01).ax.tick_params(labelsize=5)
     fig.suptitle("\n".join(textwrap.wrap(title, int(14 * 1.45 * n_cols))), fontsize=9, y=1 - 0.1 / height)
     save_figure(fig, paths)
+
+
+def neighbour_grids(table: pd.DataFrame, images: Mapping[int, np.ndarray], paths, title: str) -> None:
+    """One row per (head, query): the query's label, then its neighbours in rank order with their scores."""
+    groups = list(table.groupby(["layer", "head", "query"], sort=False))
+    k = int(table["rank"].max())
+    fig, axes = new_figure(len(groups), k, figsize=(1.3 * k, 1.5 * len(groups)), squeeze=False)
+    for i, ((layer, head, query), rows) in enumerate(groups):
+        ranked_picture_row(axes[i][:k], rows, images)
+        label = "\n".join(textwrap.wrap(str(query), 22)[:3])
+        axes[i][0].set_ylabel(f"L{layer} H{head}\n{label}", fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, paths)
+
