@@ -179,4 +179,3 @@ def neighbour_grids(table: pd.DataFrame, images: Mapping[int, np.ndarray], paths
         axes[i][0].set_ylabel(f"L{layer} H{head}\n{label}", fontsize=6)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, paths)
-
