@@ -368,6 +368,7 @@ rule spatial_maps:
         convention=DECOMPOSITION["convention"],
         device=DEVICE,
         batch_size=TEXT_BATCH_SIZE,
+        image_batch_size=IMAGE_BATCH_SIZE,
     log:
         rule_log("spatial_maps", "{model}"),
     benchmark:

@@ -20,7 +20,8 @@ def main(smk, log):
     names = [entry if isinstance(entry, str) else images["key"].iloc[entry] for entry in p["images"]]
     model = load_model(smk.params.model, smk.params.device)
     texts = encode_pool(model, p["texts"], smk.params.batch_size)
-    maps = file_spatial_maps(model, paths, texts, convention=smk.params.convention)
+    maps = file_spatial_maps(model, paths, texts, convention=smk.params.convention,
+                             batch_size=smk.params.image_batch_size)
     table = spatial_table(maps, names, p["texts"])
     n_layers, n_heads = maps.heads.shape[1:3]
     chosen = p["heads"] if p["heads"] == "auto" else resolve_heads(p["heads"], n_layers, n_heads,
