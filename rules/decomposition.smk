@@ -1,5 +1,5 @@
 # The decomposition study (Gandelsman et al., ICLR 2024): sharded per-image terms of the image embedding,
-# then mean-ablation, TEXTSPAN, zero-shot segmentation, Waterbirds and per-head neighbours.
+# then mean-ablation, TEXTSPAN, zero-shot segmentation, Waterbirds, per-head neighbours and spatial maps.
 
 DECOMPOSITION_FIGURES = {
     "zero_shot": "accuracy_vs_ablated_layers",
@@ -7,6 +7,7 @@ DECOMPOSITION_FIGURES = {
     "segmentation": "segmentation_examples",
     "waterbirds": "waterbirds_groups",
     "neighbours": "neighbour_grids",
+    "spatial_maps": "spatial_maps",
 }
 
 STUDY_TARGETS["decomposition"] += expand(
@@ -20,6 +21,7 @@ STUDY_TARGETS["decomposition"] += expand(
         "waterbirds.parquet",
         "waterbirds_heads.parquet",
         "neighbours.parquet",
+        "spatial_maps.parquet",
     ]
     + [f"figures/{f}.{ext}" for f in DECOMPOSITION_FIGURES.values() for ext in ("png", "pdf")],
 )
@@ -319,6 +321,7 @@ rule head_neighbours:
         table=neighbour_image_list,
         textspan=f"{DECOMPOSITION_OUT}/textspan.parquet",
         model=model_files,
+        queries=image_files(DECOMPOSITION["neighbours"]["image_queries"]),
     output:
         table=f"{DECOMPOSITION_OUT}/neighbours.parquet",
         png=report(
@@ -344,3 +347,37 @@ rule head_neighbours:
         "../envs/model.yaml"
     script:
         "../workflow/scripts/decomposition_neighbours.py"
+
+
+rule spatial_maps:
+    input:
+        table=spatial_image_list,
+        model=model_files,
+        images=image_files(DECOMPOSITION["spatial_maps"]["images"]),
+    output:
+        table=f"{DECOMPOSITION_OUT}/spatial_maps.parquet",
+        png=report(
+            f"{DECOMPOSITION_OUT}/figures/spatial_maps.png",
+            caption="../report/decomposition_spatial_maps.rst",
+            category="Decomposition",
+            subcategory="{model}",
+        ),
+        pdf=f"{DECOMPOSITION_OUT}/figures/spatial_maps.pdf",
+    params:
+        model=model_spec,
+        spatial_maps=DECOMPOSITION["spatial_maps"],
+        convention=DECOMPOSITION["convention"],
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
+        image_batch_size=IMAGE_BATCH_SIZE,
+    log:
+        rule_log("spatial_maps", "{model}"),
+    benchmark:
+        rule_benchmark("spatial_maps", "{model}")
+    threads: 1
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_spatial_maps.py"

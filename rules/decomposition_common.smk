@@ -63,9 +63,22 @@ def checked_image_list(imageset, key, rows):
 
 
 def neighbour_image_list(wildcards):
-    """The classification list, once written, its rows checked against `decomposition.neighbours.image_queries`."""
+    """The classification list, once written, its rows checked against `decomposition.neighbours.image_queries`
+    (its integer entries; the strings are image files outside the list)."""
     return checked_image_list("classification", "decomposition.neighbours.image_queries",
                               DECOMPOSITION["neighbours"]["image_queries"])
+
+
+def spatial_image_list(wildcards):
+    """The classification list, once written, its rows checked against `decomposition.spatial_maps.images`."""
+    return checked_image_list("classification", "decomposition.spatial_maps.images",
+                              DECOMPOSITION["spatial_maps"]["images"])
+
+
+def image_files(entries):
+    """The image files (string entries) of a list of image rows and files: inputs of the rule that reads them, so
+    that it re-runs when one changes (checked at start by `local_decomposition_problems`)."""
+    return [entry for entry in entries if isinstance(entry, str)]
 
 
 def check_decomposition_inputs():

@@ -19,11 +19,11 @@ from workflow_runs import (
 pytestmark = pytest.mark.slow
 
 DECOMPOSITION_TABLES = ["zero_shot_ablation", "textspan", "textspan_reconstruction", "segmentation", "waterbirds",
-                        "waterbirds_heads", "neighbours"]
+                        "waterbirds_heads", "neighbours", "spatial_maps"]
 
 
 DECOMPOSITION_FIGURES = ["accuracy_vs_ablated_layers", "head_cards", "segmentation_examples", "waterbirds_groups",
-                         "neighbour_grids"]
+                         "neighbour_grids", "spatial_maps"]
 
 
 def test_demo_produces_every_decomposition_table_and_figure(demo_run):
@@ -57,6 +57,14 @@ def test_demo_produces_every_decomposition_table_and_figure(demo_run):
     for group in ("landbird_on_land", "landbird_on_water", "waterbird_on_land", "waterbird_on_water"):
         assert (waterbirds[f"n_{group}"] == n_test // 4).all()
     assert len(pd.read_parquet(out / "waterbirds_heads.parquet")) == 2
+    neighbours = pd.read_parquet(out / "neighbours.parquet")
+    assert set(neighbours["similarity"]) == {"dot", "cosine"} and "file" in set(neighbours["query_kind"])
+    assert (neighbours[neighbours["similarity"] == "dot"]["shared_with_paper"] == 1.0).all()
+    assert (neighbours["configured"] == (neighbours["similarity"] == "dot")).all()
+    maps = pd.read_parquet(out / "spatial_maps.parquet")
+    for _, pair in maps.groupby(["image", "text"]):
+        value = pair.groupby("scope")["value"].sum()
+        assert abs(value["model"] + value["class_token"] + value["other_terms"] - value["embedding"]) < 1e-4
 
 
 def test_demo_planted_structure(demo_run):
@@ -109,7 +117,7 @@ def test_default_config_dry_run_lists_every_decomposition_output(tmp_path, share
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
     for rule in ("fetch_decomposition_source", "extract_waterbirds", "decomposition_image_list", "decomposition_text",
                  "gather_decomposition", "zero_shot_ablation", "textspan", "decomposition_segmentation", "waterbirds",
-                 "head_neighbours"):
+                 "head_neighbours", "spatial_maps"):
         assert rule in jobs, rule
     listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout
     for table in DECOMPOSITION_TABLES:
@@ -124,6 +132,8 @@ def test_default_config_dry_run_lists_every_decomposition_output(tmp_path, share
     ({"sources": {"segmentation": {"url": "/nonexistent/gtsegs_ijcv.mat"}}},
      "`decomposition.sources.segmentation.url` is '/nonexistent/gtsegs_ijcv.mat', which does not exist"),
     ({"textspan": {"texts_per_head": 30, "rank": 20}}, "`decomposition.textspan.texts_per_head` (30) exceeds"),
+    ({"neighbours": {"image_queries": [0, "no/such/query.png"]}},
+     "`decomposition.neighbours.image_queries` names the image file 'no/such/query.png', which does not exist"),
 ])
 def test_decomposition_inputs_are_checked_at_start(tmp_path, override, message):
     workdir = copy_workflow(tmp_path / "wf")

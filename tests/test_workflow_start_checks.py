@@ -58,6 +58,8 @@ def test_image_rows_beyond_the_image_list_stop_before_the_analysis_jobs(tmp_path
           f"exist; allowed are rows 0..{n_images - 1}")),
         ({"decomposition": {"neighbours": {"image_queries": [n_images]}}},
          f"`decomposition.neighbours.image_queries` is [{n_images}], but the image list"),
+        ({"decomposition": {"spatial_maps": {"images": [1, n_images]}}},
+         f"`decomposition.spatial_maps.images` is [1, {n_images}], but the image list"),
     ]:
         bad = write_config(workdir, "demo.yaml", deep_merge(settings, override), name="bad.yaml")
         proc = snakemake(workdir, "--configfile", str(bad), check=False)

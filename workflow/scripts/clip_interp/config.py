@@ -431,13 +431,39 @@ def _names_a_head(pair: Sequence, n_layers: int, n_heads: int, first_layer: int)
     return first_layer <= resolved <= n_layers and 0 <= head < n_heads
 
 
-def image_row_problems(key: str, rows: Iterable[int], n_images: int, image_list: str) -> list[str]:
-    """The line saying which of the rows configured under ``key`` are beyond an image list of ``n_images`` rows."""
-    bad = [row for row in rows if not 0 <= row < n_images]
+def image_row_problems(key: str, rows: Iterable[int | str], n_images: int, image_list: str) -> list[str]:
+    """The line saying which of the rows configured under ``key`` are beyond an image list of ``n_images`` rows
+    (entries that are strings, image files outside the list, are checked by :func:`image_file_problems`)."""
+    rows = list(rows)
+    bad = [row for row in rows if not isinstance(row, str) and not 0 <= row < n_images]
     if not bad:
         return []
     return [(f"`{key}` is {_show(list(rows))}, but the image list {image_list} has {n_images} images, so rows "
              f"{_show(bad)} do not exist; allowed are rows 0..{n_images - 1}")]
+
+
+def image_file_problems(key: str, entries: Iterable[int | str]) -> list[str]:
+    """One line per image file named under ``key`` (its string entries; integers are rows of an image list) that
+    is missing or cannot be decoded as an image, naming the key and the path."""
+    files = [entry for entry in entries if isinstance(entry, str)]
+    if not files:
+        return []
+    from PIL import Image
+
+    lines = []
+    for entry in files:
+        path = Path(entry)
+        if not path.is_file():
+            lines.append(f"`{key}` names the image file {entry!r}, which does not exist (looked for "
+                         f"{str(path.resolve())!r}); fix the path (relative to the working directory) or remove it")
+            continue
+        try:
+            with Image.open(path) as image:
+                image.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as exc:
+            lines.append(f"`{key}` names the image file {entry!r}, which cannot be read as an image ({exc}); "
+                         "replace the file or remove it from the list")
+    return lines
 
 
 def description_count(path: str | Path) -> int:
@@ -459,8 +485,10 @@ def local_decomposition_problems(config: Mapping, written_configs: Mapping[str, 
 
     The classification images must be a local folder; every local source must exist (paths the workflow writes
     excepted); ``spurious.heads: auto`` needs ``sources.place_descriptions``; ``textspan.texts_per_head`` can
-    be at most ``textspan.rank`` and at most the descriptions of a local pool; configured heads must be heads of
-    each model's image tower (:func:`head_list_problems`).
+    be at most ``textspan.rank`` and at most the descriptions of a local pool; the image files named by
+    ``neighbours.image_queries`` and ``spatial_maps.images`` must be readable images
+    (:func:`image_file_problems`); configured heads must be heads of each model's image tower
+    (:func:`head_list_problems`).
     """
     from .sources import is_remote, local_path
 
@@ -488,12 +516,22 @@ def local_decomposition_problems(config: Mapping, written_configs: Mapping[str, 
             "`decomposition.spurious.heads` is 'auto', which needs `decomposition.sources.place_descriptions` "
             "(a file of place/background descriptions); add it or list the heads"
         )
-    return lines + _textspan_problems(decomposition) + [
+    return lines + _textspan_problems(decomposition) + _query_image_problems(decomposition) + [
         line
-        for key in ("spurious", "neighbours")
-        for line in head_list_problems(f"decomposition.{key}.heads", decomposition[key]["heads"], config["models"],
-                                       written_configs)
+        for key in ("spurious", "neighbours", "spatial_maps")
+        if key in decomposition
+        for line in head_list_problems(f"decomposition.{key}.heads", decomposition[key].get("heads", "auto"),
+                                       config["models"], written_configs)
     ]
+
+
+def _query_image_problems(decomposition: Mapping) -> list[str]:
+    """The image files (string entries) of ``neighbours.image_queries`` and ``spatial_maps.images``: each must
+    exist and be an image (:func:`image_file_problems`)."""
+    return [line
+            for section, key in (("neighbours", "image_queries"), ("spatial_maps", "images"))
+            for line in image_file_problems(f"decomposition.{section}.{key}",
+                                            decomposition.get(section, {}).get(key, []))]
 
 
 def _textspan_problems(decomposition: Mapping) -> list[str]:

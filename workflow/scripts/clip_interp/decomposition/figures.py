@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..plotting import new_figure, ranked_picture_row, save_figure
+from ..plotting import new_figure, ranked_picture_row, save_figure, symmetric_limit
 
 
 def accuracy_vs_ablated_layers(table: pd.DataFrame, paths, title: str) -> None:
@@ -98,6 +98,76 @@ def waterbirds_groups(table: pd.DataFrame, class_names: Sequence[str], paths, ti
     ax.set_ylabel("zero-shot accuracy")
     ax.set_title(title)
     ax.legend(fontsize=7)
+    save_figure(fig, paths)
+
+
+def _patch_grid(rows: pd.DataFrame) -> np.ndarray:
+    """The (rows, columns) grid of a table's patch values (one image, text, scope, layer and head)."""
+    grid = np.full((int(rows["patch_row"].max()) + 1, int(rows["patch_col"].max()) + 1), np.nan)
+    grid[rows["patch_row"].to_numpy(dtype=int), rows["patch_col"].to_numpy(dtype=int)] = rows["value"].to_numpy()
+    return grid
+
+
+def _overlay(ax, picture: np.ndarray, grid: np.ndarray, limit: float, title: str):
+    """The picture in grey (so that its colours do not mix with the map's) with the patch map over it (bilinear,
+    diverging scale ``[-limit, limit]``, partly transparent)."""
+    height, width = picture.shape[:2]
+    white = 255 if np.issubdtype(picture.dtype, np.integer) else 1.0  # uint8, or floats in [0, 1]
+    ax.imshow(np.asarray(picture, dtype=float).mean(axis=2), cmap="gray", vmin=0, vmax=white)
+    image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.7, extent=(0, width, height, 0),
+                      interpolation="bilinear")
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(f"{title}\nsum {np.nansum(grid):+.3f}", fontsize=6)
+    return image
+
+
+def _pair_panels(table: pd.DataFrame, heads: Sequence[tuple[int, int]], last_layers: int):
+    """The two rows of panels of one (image, text): [(title, grid)] for the model, the earlier layers summed (if
+    any) and each of the last ``last_layers`` layers; and for each head."""
+    n_layers = int(table["layer"].max())
+    first = max(1, n_layers - last_layers + 1)
+    layers = table[table["scope"] == "layer"]
+    top = [("whole model", _patch_grid(table[table["scope"] == "model"]))]
+    if first > 1:
+        earlier = layers[layers["layer"] < first].groupby(["patch_row", "patch_col"], as_index=False)["value"].sum()
+        top.append(("layer 1" if first == 2 else f"layers 1-{first - 1} summed", _patch_grid(earlier)))
+    top += [(f"layer {layer}", _patch_grid(layers[layers["layer"] == layer])) for layer in range(first, n_layers + 1)]
+    head_rows = table[table["scope"] == "head"]
+    bottom = [(f"L{layer} H{head}", _patch_grid(head_rows[(head_rows["layer"] == layer) & (head_rows["head"] == head)]))
+              for layer, head in heads]
+    return top, bottom
+
+
+def spatial_map_grids(table: pd.DataFrame, pictures: Mapping[str, np.ndarray],
+                      heads: Mapping[tuple[str, str], Sequence[tuple[int, int]]], last_layers: int, paths,
+                      title: str) -> None:
+    """For each (image, text) of the spatial-maps table (in its order), two rows over the image: the image, the
+    whole-model map, the earlier layers' maps summed and each of the last ``last_layers`` layers' maps (one colour
+    scale); then the maps of the heads ``heads[(image, text)]`` (one colour scale). Red: adds to the text's score,
+    blue: takes from it; each panel gives its sum over patches."""
+    pairs = list(dict.fromkeys(zip(table["image"], table["text"])))
+    panels = {pair: _pair_panels(table[(table["image"] == pair[0]) & (table["text"] == pair[1])], heads[pair],
+                                 last_layers) for pair in pairs}
+    n_cols = max(max(1 + len(top), len(bottom)) for top, bottom in panels.values())
+    height = 1.6 * 2 * len(pairs) + 0.5
+    fig, axes = new_figure(2 * len(pairs), n_cols, figsize=(1.45 * n_cols, height), squeeze=False)
+    fig.subplots_adjust(top=1 - 0.75 / height, bottom=0.1 / height, hspace=0.4)
+    for i, pair in enumerate(pairs):
+        top, bottom = panels[pair]
+        picture = pictures[pair[0]]
+        axes[2 * i][0].imshow(picture)
+        axes[2 * i][0].set_xticks([]), axes[2 * i][0].set_yticks([])
+        label = "\n".join(textwrap.wrap(f"{pair[0]}: {pair[1]}", 24)[:4])
+        axes[2 * i][0].set_title(label, fontsize=6)
+        for row, cells, offset in ((2 * i, top, 1), (2 * i + 1, bottom, 0)):
+            limit = symmetric_limit(*[grid for _, grid in cells]) if cells else 1.0
+            for j, (name, grid) in enumerate(cells):
+                drawn = _overlay(axes[row][offset + j], picture, grid, limit, name)
+            for ax in axes[row][offset + len(cells):]:
+                ax.axis("off")
+            if cells:
+                fig.colorbar(drawn, ax=list(axes[row]), fraction=0.015, pad=0.01).ax.tick_params(labelsize=5)
+    fig.suptitle("\n".join(textwrap.wrap(title, int(14 * 1.45 * n_cols))), fontsize=9, y=1 - 0.1 / height)
     save_figure(fig, paths)
 
 
