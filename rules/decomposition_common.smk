@@ -130,4 +130,5 @@ def protocol_report_inputs(wildcards):
 PROTOCOL_EXPERIMENTS = {
     "zero_shot_ablation": ("zero_shot_ablation.parquet", ("convention", "dtype")),
     "segmentation": ("segmentation.parquet", ("convention",)),
+    "neighbours": ("neighbours.parquet", ()),
 }

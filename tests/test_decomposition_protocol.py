@@ -62,3 +62,14 @@ def test_an_alternative_missing_a_row_is_an_error():
     with pytest.raises(InputError, match="'dtype_float16' has no row"):
         compare_tables("zero_shot_ablation", ["ablation"], ["accuracy"], zero_shot([0.8, 0.5]),
                        {"dtype_float16": zero_shot([0.8, 0.5]).iloc[:1]})
+
+
+def test_neighbour_overlap_is_read_once_per_head_and_query():
+    rows = [(3, 1, "a dog", similarity, rank, shared, similarity == "dot")
+            for similarity, shared in (("dot", 1.0), ("cosine", 0.6)) for rank in (1, 2, 3)]
+    table = pd.DataFrame(rows, columns=["layer", "head", "query", "similarity", "rank", "shared_with_paper",
+                                        "configured"])
+    report = protocol_report({"neighbours": table}, {})
+    assert len(report) == 1
+    row = report.iloc[0]
+    assert (row["alternative"], row["setting"], row["paper"], row["value"]) == ("cosine", "3/1/a dog", 1.0, 0.6)

@@ -22,23 +22,6 @@ from clip_interp.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def biased_clip(tiny_clip):
-    """A copy of the tiny model with random LayerNorm weights and biases and attention/MLP biases (random init
-    leaves them 1 and 0, which would hide a mishandled bias or LayerNorm scale)."""
-    import copy
-
-    from clip_interp.models.loading import hook_open_clip
-
-    model = copy.deepcopy(tiny_clip.source_model)
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, parameter in model.visual.named_parameters():
-            if name.endswith("bias") or ("ln" in name and name.endswith("weight")):
-                parameter.copy_(parameter + 0.3 * torch.randn(parameter.shape, generator=g))
-    return hook_open_clip(model, tiny_clip.tokenizer, tiny_clip.preprocess, tiny_clip.spec, tiny_clip.device)
-
-
-@pytest.fixture(scope="module")
 def texts(biased_clip):
     g = torch.Generator().manual_seed(3)
     return F.normalize(torch.randn(2, biased_clip.vision.proj.shape[1], generator=g), dim=-1)

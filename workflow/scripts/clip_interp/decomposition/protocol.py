@@ -66,7 +66,8 @@ def compare_tables(experiment: str, keys: Sequence[str], metrics: Sequence[str],
 class Experiment:
     """One experiment of the report: the columns that name a row of its table (``keys``), the metrics compared,
     and, for a table that holds its own alternatives as rows, the column naming each row's protocol (the rows of
-    the configured protocol have ``configured`` true)."""
+    the configured protocol have ``configured`` true; rows repeated over a column outside ``keys``, such as a
+    neighbour's rank, are read once)."""
 
     keys: tuple[str, ...]
     metrics: tuple[str, ...]
@@ -78,14 +79,15 @@ class Experiment:
             return table
         if "configured" not in table.columns:
             raise InputError("a table with its alternatives as rows needs a `configured` column; re-run its rule")
-        return table[table["configured"].astype(bool)].drop(columns=[self.protocol_column, "configured"])
+        rows = table[table["configured"].astype(bool)].drop(columns=[self.protocol_column, "configured"])
+        return rows.drop_duplicates(list(self.keys))
 
     def alternative_rows(self, table) -> dict:
         """``{protocol: its rows}`` for the alternatives ``table`` holds as rows (none without a protocol column)."""
         if self.protocol_column is None:
             return {}
         others = table[~table["configured"].astype(bool)]
-        return {str(name): rows.drop(columns=[self.protocol_column, "configured"])
+        return {str(name): rows.drop(columns=[self.protocol_column, "configured"]).drop_duplicates(list(self.keys))
                 for name, rows in others.groupby(self.protocol_column, sort=False)}
 
 
@@ -93,6 +95,8 @@ class Experiment:
 EXPERIMENTS = {
     "zero_shot_ablation": Experiment(("ablation",), ("accuracy",)),
     "segmentation": Experiment(("method",), ("pixel_accuracy", "miou", "map"), protocol_column="protocol"),
+    # Per head and query: the share of the top k that the paper's dot-product list also holds (1 for itself).
+    "neighbours": Experiment(("layer", "head", "query"), ("shared_with_paper",), protocol_column="similarity"),
 }
 
 
