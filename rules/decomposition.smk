@@ -4,6 +4,7 @@
 DECOMPOSITION_FIGURES = {
     "zero_shot": "accuracy_vs_ablated_layers",
     "textspan": "head_cards",
+    "textspan_sweep": "textspan_sweep",
     "segmentation": "segmentation_examples",
     "waterbirds": "waterbirds_groups",
     "neighbours": "neighbour_grids",
@@ -17,6 +18,7 @@ STUDY_TARGETS["decomposition"] += expand(
         "zero_shot_ablation.parquet",
         "textspan.parquet",
         "textspan_reconstruction.parquet",
+        "textspan_sweep.parquet",
         "segmentation.parquet",
         "waterbirds.parquet",
         "waterbirds_heads.parquet",
@@ -41,6 +43,7 @@ DECOMPOSITION_KINDS = {
     "segmentation": "binary",
     "waterbirds": "binary",
     "descriptions": "binary",
+    "words": "binary",
     "place_descriptions": "binary",
     "class_names": "binary",
     "templates": "binary",
@@ -167,6 +170,7 @@ rule decomposition_text:
         classification=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
         waterbirds=f"{DECOMPOSITION_OUT}/text/classifier_waterbirds.npy",
         descriptions=f"{DECOMPOSITION_OUT}/text/descriptions.npy",
+        words=f"{DECOMPOSITION_OUT}/text/words.npy",
         place_descriptions=f"{DECOMPOSITION_OUT}/text/place_descriptions.npy",
     params:
         model=model_spec,
@@ -244,6 +248,36 @@ rule textspan:
         "../envs/model.yaml"
     script:
         "../workflow/scripts/decomposition_textspan.py"
+
+
+rule textspan_sweep:
+    input:
+        unpack(sweep_pool_embeddings),
+        store=f"{DECOMPOSITION_OUT}/store/classification.h5",
+        classifier=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
+    output:
+        table=f"{DECOMPOSITION_OUT}/textspan_sweep.parquet",
+        png=report(
+            f"{DECOMPOSITION_OUT}/figures/textspan_sweep.png",
+            caption="../report/decomposition_textspan_sweep.rst",
+            category="Decomposition",
+            subcategory="{model}",
+        ),
+        pdf=f"{DECOMPOSITION_OUT}/figures/textspan_sweep.pdf",
+    params:
+        textspan=DECOMPOSITION["textspan"],
+        pools=TEXTSPAN_SWEEP_POOLS,
+    log:
+        rule_log("textspan_sweep", "{model}"),
+    benchmark:
+        rule_benchmark("textspan_sweep", "{model}")
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/decomposition_textspan_sweep.py"
 
 
 rule decomposition_segmentation:

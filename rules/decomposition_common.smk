@@ -1,6 +1,6 @@
 # The decomposition study's settings (config section `decomposition`) and helpers shared by its rule files.
 
-from clip_interp.config import ConfigError, image_row_problems, local_decomposition_problems
+from clip_interp.config import TEXTSPAN_POOLS, ConfigError, image_row_problems, local_decomposition_problems
 from clip_interp.contribution_store import UNITS as STORE_UNITS
 from clip_interp.sources import is_remote, local_path
 
@@ -8,6 +8,8 @@ DECOMPOSITION = config["decomposition"]
 DECOMPOSITION_SOURCES = DECOMPOSITION["sources"]
 DECOMPOSITION_OUT = "results/decomposition/{model}"
 IMAGE_SETS = ["classification", "waterbirds"]
+# The text pools the TEXTSPAN K sweep runs on: those of TEXTSPAN_POOLS that the config's sources give.
+TEXTSPAN_SWEEP_POOLS = [name for name in TEXTSPAN_POOLS if DECOMPOSITION_SOURCES.get(name)]
 
 
 def waterbirds_folder():
@@ -34,10 +36,16 @@ def image_list_inputs(wildcards):
 def text_inputs(wildcards):
     inputs = {name: source_path("decomposition", name) for name in ("class_names", "templates") if DECOMPOSITION_SOURCES.get(name)}
     inputs["descriptions"] = source_path("decomposition", "descriptions")
-    if DECOMPOSITION_SOURCES.get("place_descriptions"):
-        inputs["place_descriptions"] = source_path("decomposition", "place_descriptions")
+    for name in ("words", "place_descriptions"):
+        if DECOMPOSITION_SOURCES.get(name):
+            inputs[name] = source_path("decomposition", name)
     inputs["model"] = model_files(wildcards)
     return inputs
+
+
+def sweep_pool_embeddings(wildcards):
+    """The text embeddings of each pool the TEXTSPAN sweep runs on, by pool name."""
+    return {name: f"results/decomposition/{wildcards.model}/text/{name}.npy" for name in TEXTSPAN_SWEEP_POOLS}
 
 
 def shard_parts(wildcards):

@@ -41,6 +41,23 @@ rule generate_synthetic_benchmark:
         "../workflow/scripts/generate_synthetic_benchmark.py"
 
 
+# The demo's second TEXTSPAN pool (single words), apart from the sets above so that adding it retrains nothing.
+rule demo_word_pool:
+    output:
+        words=f"{SYNTHETIC_DECOMPOSITION}/words.txt",
+    log:
+        rule_log("demo_word_pool"),
+    benchmark:
+        rule_benchmark("demo_word_pool")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/demo_word_pool.py"
+
+
 rule train_toy_clip:
     input:
         valse="results/synthetic/existence.json",

@@ -77,7 +77,12 @@ def test_head_lists_are_checked_against_the_image_tower():
     ({"sources": {"classification_images": {"url": "https://example.org/val.tar"}}},
      "`decomposition.sources.classification_images.url` is 'https://example.org/val.tar'; the classification"),
     ({"sources": {"place_descriptions": None}}, "`decomposition.spurious.heads` is 'auto', which needs"),
-], ids=["neighbour-heads", "spurious-heads", "rank", "missing-source", "remote-images", "auto-needs-places"])
+    ({"textspan": {"sweep": {"texts_per_head": [5, 25]}}},
+     "`decomposition.textspan.sweep.texts_per_head` (largest 25) exceeds `decomposition.textspan.rank` (20)"),
+    ({"sources": {"words": {"url": "/nonexistent/google_3498_english.txt"}}},
+     "`decomposition.sources.words.url` is '/nonexistent/google_3498_english.txt', which does not exist"),
+], ids=["neighbour-heads", "spurious-heads", "rank", "missing-source", "remote-images", "auto-needs-places",
+        "sweep-rank", "missing-pool"])
 def test_decomposition_problems_name_the_key(demo, override, expected):
     config = deep_merge(demo, {"decomposition": override})
     config["decomposition"]["sources"] = {k: v for k, v in config["decomposition"]["sources"].items() if v}
@@ -93,8 +98,26 @@ def test_a_local_description_pool_smaller_than_texts_per_head_is_named(demo, tmp
     assert local_decomposition_problems(config, WRITTEN) == [
         (f"`decomposition.sources.descriptions.url` is {str(pool)!r}, a pool of 3 descriptions (non-empty lines), "
          "fewer than `decomposition.textspan.texts_per_head` (5); give a larger pool or set texts_per_head to at "
-         "most 3")]
+         "most 3"),
+        (f"`decomposition.sources.descriptions.url` is {str(pool)!r}, a pool of 3 descriptions (non-empty lines), "
+         "fewer than `decomposition.textspan.sweep.texts_per_head` (largest 20); give a larger pool or set every K "
+         "to at most 3")]
     assert produced_by_workflow("results/synthetic/decomposition/descriptions.txt")  # the demo's: checked by its rule
+
+
+def test_the_sweep_checks_every_local_text_pool(demo, shared_data, tmp_path):
+    words = shared_data / "text_descriptions" / "google_3498_english.txt"
+    descriptions = shared_data / "text_descriptions" / "image_descriptions_general.txt"
+    assert description_count(words) == description_count(descriptions) == 3498  # the paper's two pools
+    paper = {"textspan": {"rank": 80, "texts_per_head": 20, "sweep": {"texts_per_head": [10, 20, 30, 40, 50, 60]}},
+             "sources": {"descriptions": {"url": str(descriptions)}, "words": {"url": str(words)}}}
+    assert local_decomposition_problems(deep_merge(demo, {"decomposition": paper}), WRITTEN) == []
+    small = tmp_path / "words.txt"
+    small.write_text("red\ncircle\n\nwater\n")
+    config = deep_merge(demo, {"decomposition": deep_merge(paper, {"sources": {"words": {"url": str(small)}}})})
+    assert local_decomposition_problems(config, WRITTEN) == [
+        (f"`decomposition.sources.words.url` is {str(small)!r}, a pool of 3 texts (non-empty lines), fewer than "
+         "`decomposition.textspan.sweep.texts_per_head` (largest 60); give a larger pool or set every K to at most 3")]
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -18,12 +18,12 @@ from workflow_runs import (
 
 pytestmark = pytest.mark.slow
 
-DECOMPOSITION_TABLES = ["zero_shot_ablation", "textspan", "textspan_reconstruction", "segmentation", "waterbirds",
-                        "waterbirds_heads", "neighbours", "spatial_maps"]
+DECOMPOSITION_TABLES = ["zero_shot_ablation", "textspan", "textspan_reconstruction", "textspan_sweep", "segmentation",
+                        "waterbirds", "waterbirds_heads", "neighbours", "spatial_maps", "protocol_report"]
 
 
-DECOMPOSITION_FIGURES = ["accuracy_vs_ablated_layers", "head_cards", "segmentation_examples", "waterbirds_groups",
-                         "neighbour_grids", "spatial_maps"]
+DECOMPOSITION_FIGURES = ["accuracy_vs_ablated_layers", "head_cards", "textspan_sweep", "segmentation_examples",
+                         "waterbirds_groups", "neighbour_grids", "spatial_maps", "protocol_report"]
 
 
 def test_demo_produces_every_decomposition_table_and_figure(demo_run):
@@ -44,6 +44,13 @@ def test_demo_produces_every_decomposition_table_and_figure(demo_run):
     per_head = textspan.groupby(["layer", "head"]).size()
     assert (per_head == 5).all() and len(per_head) == 2 * 4  # the last 2 of the toy's 3 layers x 4 heads, K = 5
     assert (textspan.groupby(["layer", "head"])["cumulative_share"].max() <= 1 + 1e-9).all()
+    sweep = pd.read_parquet(out / "textspan_sweep.parquet")
+    assert set(sweep["pool"].dropna()) == {"descriptions", "words"} and (sweep["n_images"] == n_cls).all()
+    assert len(sweep) == (1 + 2 * 2) * 5  # principal components, then TEXTSPAN and random texts per pool; 5 K
+    reconstruction = pd.read_parquet(out / "textspan_reconstruction.parquet")["accuracy"].iloc[-1]
+    at_k = sweep[(sweep["method"] == "textspan") & (sweep["pool"] == "descriptions") & (sweep["texts_per_head"] == 5)]
+    # the textspan rule's check at its K = 5 (float32 scores there, float64 here: one near-tie at most may differ)
+    assert abs(at_k["accuracy"].item() - reconstruction) <= 1 / n_cls + 1e-12
     segmentation = pd.read_parquet(out / "segmentation.parquet")
     methods = ["decomposition", "last_layer_attention", "attention_rollout"]
     assert segmentation["method"].tolist() == methods * 3
@@ -116,8 +123,9 @@ def test_default_config_dry_run_lists_every_decomposition_output(tmp_path, share
     config = write_config(workdir, "config.yaml", overrides)
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
     for rule in ("fetch_decomposition_source", "extract_waterbirds", "decomposition_image_list", "decomposition_text",
-                 "gather_decomposition", "zero_shot_ablation", "textspan", "decomposition_segmentation", "waterbirds",
-                 "head_neighbours", "spatial_maps"):
+                 "gather_decomposition", "zero_shot_ablation", "textspan", "textspan_sweep",
+                 "decomposition_segmentation", "waterbirds", "head_neighbours", "spatial_maps",
+                 "decompose_variant_shard", "zero_shot_ablation_variant", "protocol_report"):
         assert rule in jobs, rule
     listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout
     for table in DECOMPOSITION_TABLES:

@@ -39,7 +39,8 @@ MODEL_RULES = {"cache_text_activations", "cache_image_activations", "cache_canno
                "heads_labels", "heads_scores"}
 LIGHT_RULES = {"generate_synthetic_benchmark", "prepare_valse", "compute_scores", "causal_tracing_summary",
                "image_ablation_summary", "cross_model_profiles", "image_covariates", "probes",
-               "gather_decomposition", "zero_shot_ablation", "textspan", "waterbirds",
+               "gather_decomposition", "zero_shot_ablation", "textspan", "textspan_sweep", "waterbirds",
+               "demo_word_pool",
                "heads_property_neighbours", "heads_topic_maps", "heads_contrastive_maps", "heads_image_neighbours",
                "heads_text_neighbours"}
 ALL_RULES = MODEL_RULES | LIGHT_RULES | {"train_toy_clip", "subject_size", "token_positions", "cannot_pairs",

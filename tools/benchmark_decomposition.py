@@ -20,6 +20,16 @@ On random-init open_clip ViT-B/32 and ViT-B/16 (fixed seed) with synthetic 224x2
    (the timing depends on N, M, D and K only). The covariance form runs on every head, the direct form
    on the first ``--direct-heads`` heads; the same texts are required on those heads. Goal: >= 20x at
    N = 10,000, M = 3,498, K = 20.
+4. TEXTSPAN K sweep (``textspan_sweep``) vs one TEXTSPAN run at its largest K, on a synthetic in-memory
+   store of ``--sweep-n`` images, ``--sweep-layers`` layers x ``--sweep-heads`` heads of width
+   ``--sweep-width`` (each head: Gaussian rows with a decaying spectrum in a random basis), every layer
+   replaced (none before them to mean-ablate), pools of ``--sweep-pool`` random unit texts, a classifier of
+   ``--sweep-classes`` random unit classes and the labels the embedding predicts. Timed: TEXTSPAN of every
+   head at the largest K of ``--sweep-k`` (``textspan_heads``, one pool), that plus its reconstruction check
+   (``reconstruction_accuracy``, what the ``textspan`` rule runs), and the whole sweep (directions of the three
+   methods and the accuracy of every (method, pool, K)) with one pool and with ``--sweep-pools`` pools.
+   Goal: the one-pool sweep <= 2x the TEXTSPAN run. The sweep's TEXTSPAN accuracy at the largest K must equal
+   the reconstruction check's.
 
 Peak memory on the CPU is the peak resident set size above the size before the call, sampled every
 millisecond by a thread, with glibc told (``mallopt``) to serve every allocation above 64 KiB by
@@ -30,11 +40,12 @@ measurement; the calls of the agreement check are the warm-up.
     python tools/benchmark_decomposition.py --threads 1 --repeats 1 --batch 8 --models ViT-B-16 --sections reference
     python tools/benchmark_decomposition.py --threads 1 --sections textspan --texts random \
         --textspan-images 32 --direct-heads 2
+    python tools/benchmark_decomposition.py --threads 1 --sections sweep
 
 Times are wall and process-CPU seconds; on the CPU the ratios use CPU seconds (the work done), which a
 shared, loaded machine does not inflate the way it inflates wall time.
 
-Exits 1 when the two decompositions or the two TEXTSPAN forms disagree.
+Exits 1 when the two decompositions, the two TEXTSPAN forms, or the sweep and the reconstruction check disagree.
 """
 
 from __future__ import annotations
@@ -54,8 +65,14 @@ import torch
 from clip_interp.decomposition.components import decompose
 from clip_interp.decomposition.data import read_description_pool
 from clip_interp.decomposition.reference import reference_decompose
-from clip_interp.decomposition.table import TERMS
-from clip_interp.decomposition.textspan import textspan_covariance, textspan_direct
+from clip_interp.decomposition.table import FIELDS, TERMS, ComponentTable
+from clip_interp.decomposition.textspan import (
+    reconstruction_accuracy,
+    textspan_covariance,
+    textspan_direct,
+    textspan_heads,
+)
+from clip_interp.decomposition.textspan_sweep import textspan_sweep
 from clip_interp.encoding import encode_texts
 from clip_interp.models import layer_index, load_model
 
@@ -318,6 +335,68 @@ def bench_textspan(args, device) -> bool:
     return ok
 
 
+def synthetic_store(args) -> tuple[ComponentTable, torch.Tensor, np.ndarray]:
+    """Section 4's in-memory store (every term; heads with a decaying spectrum in a random basis per head), a
+    classifier of random unit classes and the labels the embedding predicts."""
+    g = torch.Generator().manual_seed(11)
+    n, n_layers, n_heads, width = args.sweep_n, args.sweep_layers, args.sweep_heads, args.sweep_width
+    spectrum = torch.logspace(0, -2, width)
+    heads = torch.empty(n, n_layers, n_heads, width)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            basis = torch.linalg.qr(torch.randn(width, width, generator=g))[0]
+            heads[:, layer, head] = (torch.randn(n, width, generator=g) * spectrum) @ basis.T + 0.05 * basis[:, 0]
+    arrays = {"heads": heads, "embedding_term": 0.1 * torch.randn(n, width, generator=g),
+              "attn_bias": torch.zeros(n, n_layers, width), "mlps": 0.3 * torch.randn(n, n_layers, width, generator=g),
+              "ln_bias": torch.zeros(n, width)}
+    arrays["embedding"] = sum(arrays[name].sum(dim=tuple(range(1, arrays[name].ndim - 1))) if arrays[name].ndim > 2
+                              else arrays[name] for name in TERMS)
+    classifier = torch.nn.functional.normalize(torch.randn(args.sweep_classes, width, generator=g), dim=-1)
+    labels = (arrays["embedding"] @ classifier.T).argmax(1).numpy()
+    return ComponentTable({name: arrays[name] for name in FIELDS}), classifier, labels
+
+
+def bench_sweep(args) -> bool:
+    """Section 4: the TEXTSPAN K sweep against one TEXTSPAN run at its largest K (process-CPU seconds; the calls
+    alternate ``--repeats`` times, so that all see the same machine load, and the medians are printed)."""
+    table, classifier, labels = synthetic_store(args)
+    g = torch.Generator().manual_seed(12)
+    pools = {f"pool_{i + 1}": torch.nn.functional.normalize(torch.randn(args.sweep_pool, args.sweep_width,
+                                                                        generator=g), dim=-1)
+             for i in range(args.sweep_pools)}
+    layers, ks, rank = list(range(1, table.n_layers + 1)), sorted(set(args.sweep_k)), args.rank
+    cpu = torch.device("cpu")
+    counts = sorted({1, args.sweep_pools})
+    print(f"  N = {table.n}, {table.n_layers} layers x {table.n_heads} heads, E = {args.sweep_width}, pools of "
+          f"M = {args.sweep_pool}, {args.sweep_classes} classes, K in {ks}, rank {rank}; {args.repeats} alternated "
+          "repeats (median)")
+    times = {"run": [], "check": [], **{count: [] for count in counts}}
+    for _ in range(args.repeats):
+        seconds, spans = clocked(lambda: textspan_heads(table, pools["pool_1"], layers, ks[-1], rank), cpu)
+        times["run"].append(seconds)
+        seconds, accuracy = clocked(lambda: reconstruction_accuracy(table, spans, classifier, labels), cpu)
+        times["check"].append(seconds)
+        for count in counts:
+            chosen = dict(list(pools.items())[:count])
+            seconds, sweep = clocked(lambda: textspan_sweep(table, chosen, classifier, labels, layers, ks, rank), cpu)
+            times[count].append(seconds)
+            if count == 1:
+                rows = sweep[(sweep["method"] == "textspan") & (sweep["texts_per_head"] == ks[-1])]
+                at_largest = rows["accuracy"].item()
+    one, check = Seconds.median(times["run"]), Seconds.median(times["check"])
+    ok = at_largest == accuracy
+    print(f"    one TEXTSPAN run at K = {ks[-1]} for all {len(spans)} heads: {one}")
+    print(f"    its reconstruction check (reconstruction_accuracy): {check}; together {one.cpu + check.cpu:.2f} s CPU")
+    for count in counts:
+        time_of = Seconds.median(times[count])
+        print(f"    the whole sweep, {count} pool{'s' if count > 1 else ''} ({len(ks)} K x (TEXTSPAN, random texts) "
+              f"per pool + principal components): {time_of} -> {time_of.cpu / one.cpu:.2f}x the TEXTSPAN run"
+              f"{' (goal <= 2x)' if count == 1 else ''}, {time_of.cpu / (one.cpu + check.cpu):.2f}x run + check")
+    print(f"    sweep's TEXTSPAN accuracy at K = {ks[-1]}: {at_largest:.4f}, reconstruction check {accuracy:.4f} "
+          f"({'ok' if ok else 'FAIL'})")
+    return ok
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -328,8 +407,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--convention", choices=["uniform", "per_component"], default="uniform",
                     help="LayerNorm folding of section 2 (the study's default: uniform)")
-    ap.add_argument("--sections", nargs="+", default=["reference", "overhead", "textspan"],
-                    choices=["reference", "overhead", "textspan"])
+    ap.add_argument("--sections", nargs="+", default=["reference", "overhead", "textspan", "sweep"],
+                    choices=["reference", "overhead", "textspan", "sweep"])
     ap.add_argument("--pool", type=Path, default=DEFAULT_POOL, help="description pool (one per line)")
     ap.add_argument("--texts", choices=["model", "random"], default="model",
                     help="embed the pool with the model's text tower, or draw random unit directions (same M, D)")
@@ -341,6 +420,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--texts-per-head", type=int, default=20)
     ap.add_argument("--rank", type=int, default=80)
     ap.add_argument("--direct-heads", type=int, default=1_000, help="heads on which the direct form also runs")
+    ap.add_argument("--sweep-n", type=int, default=2_000, help="section 4: images of the synthetic store")
+    ap.add_argument("--sweep-layers", type=int, default=4, help="section 4: layers (all replaced)")
+    ap.add_argument("--sweep-heads", type=int, default=12, help="section 4: heads per layer")
+    ap.add_argument("--sweep-width", type=int, default=512, help="section 4: E, the joint space's width")
+    ap.add_argument("--sweep-pool", type=int, default=3_498, help="section 4: texts per pool")
+    ap.add_argument("--sweep-pools", type=int, default=2, help="section 4: pools of the second sweep")
+    ap.add_argument("--sweep-classes", type=int, default=1_000, help="section 4: classes of the classifier")
+    ap.add_argument("--sweep-k", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60],
+                    help="section 4: the texts per head K of the sweep")
     return ap.parse_args(argv)
 
 
@@ -368,6 +456,9 @@ def main(argv=None) -> int:
     if "textspan" in args.sections:
         print("3. TEXTSPAN covariance vs direct form (ViT-B/32)")
         ok &= bench_textspan(args, device)
+    if "sweep" in args.sections:
+        print("4. TEXTSPAN K sweep vs one TEXTSPAN run at the largest K (synthetic store, CPU)")
+        ok &= bench_sweep(args)
     return 0 if ok else 1
 
 

@@ -1,4 +1,5 @@
-"""Rule script: the text side of the decomposition study: both zero-shot classifiers and the embedded pools."""
+"""Rule script: the text side of the decomposition study: both zero-shot classifiers and the embedded pools
+(descriptions, words and place descriptions; an unconfigured pool is written as an empty (0, E) array)."""
 
 import torch
 
@@ -17,7 +18,7 @@ def main(smk, log):
     save_tensor(zero_shot_classifier(model, names, templates, batch_size=batch), smk.output.classification)
     save_tensor(zero_shot_classifier(model, smk.params.waterbirds_classes, smk.params.waterbirds_templates,
                                      batch_size=batch), smk.output.waterbirds)
-    for name in ("descriptions", "place_descriptions"):
+    for name in ("descriptions", "words", "place_descriptions"):
         if smk.input.get(name):
             pool = read_description_pool(smk.input.get(name))
             log.info("%s: %d texts (%d blank lines skipped, %d duplicates kept)", name, len(pool.texts),

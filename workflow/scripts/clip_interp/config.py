@@ -484,10 +484,11 @@ def local_decomposition_problems(config: Mapping, written_configs: Mapping[str, 
     """One line per setting of the ``decomposition`` section that cannot work, found without running anything.
 
     The classification images must be a local folder; every local source must exist (paths the workflow writes
-    excepted); ``spurious.heads: auto`` needs ``sources.place_descriptions``; ``textspan.texts_per_head`` can
-    be at most ``textspan.rank`` and at most the descriptions of a local pool; the image files named by
-    ``neighbours.image_queries`` and ``spatial_maps.images`` must be readable images
-    (:func:`image_file_problems`); configured heads must be heads of each model's image tower
+    excepted); ``spurious.heads: auto`` needs ``sources.place_descriptions``; ``textspan.texts_per_head`` and
+    every K of ``textspan.sweep.texts_per_head`` can be at most ``textspan.rank`` and at most the texts of a local
+    pool that uses them (:func:`_textspan_problems`); the image files named by ``neighbours.image_queries`` and
+    ``spatial_maps.images`` must be readable images (:func:`image_file_problems`); configured heads must be heads
+    of each model's image tower
     (:func:`head_list_problems`).
     """
     from .sources import is_remote, local_path
@@ -534,27 +535,42 @@ def _query_image_problems(decomposition: Mapping) -> list[str]:
                                             decomposition.get(section, {}).get(key, []))]
 
 
+TEXTSPAN_POOLS = ("descriptions", "words")
+"""The text pools TEXTSPAN's K sweep runs on, each where ``decomposition.sources`` configures it
+(``descriptions`` always: the pool of the ``textspan`` rule too)."""
+
+
 def _textspan_problems(decomposition: Mapping) -> list[str]:
-    """``textspan.texts_per_head`` against ``textspan.rank`` and against a local description pool's size."""
+    """``textspan.texts_per_head`` and every K of ``textspan.sweep.texts_per_head`` against ``textspan.rank`` and
+    against the size of each local text pool (:data:`TEXTSPAN_POOLS`) that uses them."""
     from .sources import is_remote, local_path
 
     textspan, lines = decomposition["textspan"], []
-    if textspan["texts_per_head"] > textspan["rank"]:
-        lines.append(
-            f"`decomposition.textspan.texts_per_head` ({textspan['texts_per_head']}) exceeds "
-            f"`decomposition.textspan.rank` ({textspan['rank']}); lower it or raise the rank"
-        )
-    url = decomposition["sources"]["descriptions"]["url"]
-    pool = None if is_remote(url) or produced_by_workflow(local_path(url)) else local_path(url)
-    if pool is not None and pool.is_file():
-        count = description_count(pool)
-        if count < textspan["texts_per_head"]:
-            lines.append(
-                f"`decomposition.sources.descriptions.url` is {url!r}, a pool of {count} descriptions (non-empty "
-                f"lines), fewer than `decomposition.textspan.texts_per_head` ({textspan['texts_per_head']}); give a "
-                f"larger pool or set texts_per_head to at most {count}"
-            )
+    wanted = {"decomposition.textspan.texts_per_head": textspan["texts_per_head"],
+              "decomposition.textspan.sweep.texts_per_head": max(textspan["sweep"]["texts_per_head"])}
+    for key, k in wanted.items():
+        if k > textspan["rank"]:
+            lines.append(f"`{key}` ({_largest(key, k)}) exceeds "
+                         f"`decomposition.textspan.rank` ({textspan['rank']}); lower it or raise the rank")
+    for name in TEXTSPAN_POOLS:
+        spec = decomposition["sources"].get(name)
+        url = spec["url"] if spec else None
+        if url is None or is_remote(url) or produced_by_workflow(local_path(url)) or not local_path(url).is_file():
+            continue  # absent, remote (checked when fetched), or missing (named above)
+        count = description_count(local_path(url))
+        what = "descriptions" if name == "descriptions" else "texts"
+        for key, k in wanted.items():
+            if k > count and (name == "descriptions" or "sweep" in key):
+                fix = "every K" if "sweep" in key else "texts_per_head"
+                lines.append(f"`decomposition.sources.{name}.url` is {url!r}, a pool of {count} {what} (non-empty "
+                             f"lines), fewer than `{key}` ({_largest(key, k)}); give a larger pool or set {fix} to "
+                             f"at most {count}")
     return lines
+
+
+def _largest(key: str, k: int) -> str:
+    """``k`` as a message shows it: the largest of a list of K (the sweep's), or the one K."""
+    return f"largest {k}" if "sweep" in key else str(k)
 
 
 def heads_missing_files(config: Mapping, uses_published_labels: bool = False) -> list[tuple[str, str]]:

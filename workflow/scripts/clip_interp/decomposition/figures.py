@@ -56,6 +56,33 @@ def head_cards(table: pd.DataFrame, paths, n_texts: int, title: str) -> None:
     save_figure(fig, paths)
 
 
+SWEEP_STYLES = {"textspan": ("TEXTSPAN texts", "-", "o"), "random_texts": ("random pool texts", ":", "x"),
+                "principal_components": ("principal components", "--", "s")}
+
+
+def accuracy_vs_texts_per_head(table: pd.DataFrame, paths, title: str) -> None:
+    """One panel per text pool (a ``textspan_sweep`` table): zero-shot accuracy against K, every head of the last
+    layers replaced by its first K TEXTSPAN texts, by K random texts of the pool or by its top-K principal
+    components (pool-free: the same line in every panel); grey: no ablation, and the heads kept exactly."""
+    pools = list(dict.fromkeys(table["pool"].dropna()))
+    fig, axes = new_figure(1, len(pools), figsize=(4.2 * len(pools), 3.4), squeeze=False, sharey=True)
+    for ax, pool in zip(axes[0], pools):
+        for method, (label, style, marker) in SWEEP_STYLES.items():
+            rows = table[(table["method"] == method) & (table["pool"].isna() | (table["pool"] == pool))]
+            rows = rows.sort_values("texts_per_head")
+            ax.plot(rows["texts_per_head"], rows["accuracy"], linestyle=style, marker=marker, label=label)
+        for column, label, style in (("accuracy_no_ablation", "no ablation", "--"),
+                                     ("accuracy_heads_exact", "heads kept exactly", ":")):
+            ax.axhline(float(table[column].iloc[0]), color="grey", linestyle=style, linewidth=1, label=label)
+        ax.set_xlabel("texts per head K")
+        ax.set_title(f"pool: {pool}", fontsize=9)
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("zero-shot accuracy")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, paths)
+
+
 def segmentation_examples(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                           maps: Mapping[str, Sequence[np.ndarray]], paths, title: str) -> None:
     """Rows: images; columns: the image, its true mask, then each method's soft map with its mean threshold contour."""

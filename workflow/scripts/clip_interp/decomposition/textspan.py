@@ -20,7 +20,10 @@ instead of X: ``S <- (I - u u^T) S (I - u u^T)``. It keeps ``G = T S``, built on
 in rank-one steps (``T P S P = (G - (T u)(S u)^T) P``), all in the coordinates of the top-``rank``
 singular vectors (which hold every projected text), so an iteration costs O(M r + r^2) (within
 the O(M D^2) bound), whatever N; the singular vectors come from the eigenvectors of ``C^T C``
-(O(N D^2) once). Both forms work in float64.
+(O(N D^2) once). Both forms work in float64. These moments (:func:`head_moments`) do not depend on the
+pool or on K, and the choice is incremental (the run at K is the first K choices of any longer run:
+:meth:`TextSpan.prefix`), so a sweep over pools and K (:mod:`~clip_interp.decomposition.textspan_sweep`)
+computes them once per head and runs TEXTSPAN once per head and pool, at the largest K.
 """
 
 from __future__ import annotations
@@ -57,18 +60,30 @@ class TextSpan:
         centred = contributions.double() - mean
         return (mean + (centred @ u.T) @ u).to(contributions.dtype)
 
+    def prefix(self, n_texts: int) -> "TextSpan":
+        """The first ``n_texts`` texts and directions: TEXTSPAN's choice is incremental (iteration k depends on
+        the first k - 1 choices only), so this is exactly the run with K = ``n_texts``."""
+        if not 1 <= n_texts <= len(self.texts):
+            raise InputError(f"a prefix of {n_texts} texts of a TEXTSPAN run of {len(self.texts)}")
+        return TextSpan(self.texts[:n_texts], self.directions[:n_texts], self.variance[:n_texts],
+                        self.share[:n_texts], self.cumulative[:n_texts], self.mean, self.total_variance)
+
+
+def _check_counts(n_texts: int, pool_size: int, rank: int) -> None:
+    if not 1 <= n_texts <= pool_size:
+        raise InputError(f"TEXTSPAN: {n_texts} texts per head asked for, but the pool has {pool_size}")
+    if n_texts > rank:
+        raise InputError(f"TEXTSPAN: {n_texts} texts per head exceed the rank {rank}: the texts after the "
+                         f"first {rank} would be picked on rounding noise; lower the texts per head or raise the rank")
+
 
 def _check(contributions: torch.Tensor, texts: torch.Tensor, n_texts: int, rank: int) -> None:
     if contributions.ndim != 2 or texts.ndim != 2 or contributions.shape[1] != texts.shape[1]:
         raise InputError(f"TEXTSPAN needs contributions (N, D) and texts (M, D) of one width, got "
                          f"{tuple(contributions.shape)} and {tuple(texts.shape)}")
-    if not 1 <= n_texts <= texts.shape[0]:
-        raise InputError(f"TEXTSPAN: {n_texts} texts per head asked for, but the pool has {texts.shape[0]}")
     if rank < 1:
         raise InputError(f"TEXTSPAN rank must be at least 1, got {rank}")
-    if n_texts > rank:
-        raise InputError(f"TEXTSPAN: {n_texts} texts per head exceed the rank {rank}: the texts after the "
-                         f"first {rank} would be picked on rounding noise; lower the texts per head or raise the rank")
+    _check_counts(n_texts, texts.shape[0], rank)
     if contributions.shape[0] < 2:
         raise InputError("TEXTSPAN needs the contributions of at least 2 images")
 
@@ -107,40 +122,82 @@ def textspan_direct(contributions: torch.Tensor, texts: torch.Tensor, n_texts: i
     return _finish(chosen, directions, variance, mean, total)
 
 
-def textspan_covariance(contributions: torch.Tensor, texts: torch.Tensor, n_texts: int, rank: int) -> TextSpan:
-    """TEXTSPAN on the covariance ``S = X^T X / N``, deflated in place of X (see the module docstring).
+@dataclass
+class HeadMoments:
+    """One head's statistics over N images, in float64, which TEXTSPAN needs whatever the pool and K: ``mean``
+    (D,), ``covariance`` ``S = X^T X / N`` (D, D) with ``X = C - mean(C)``, ``rank`` and ``basis`` (D, rank), the
+    top-``rank`` right singular vectors of the uncentred C (eigenvectors of ``C^T C``, by decreasing eigenvalue),
+    or None when ``rank >= D`` (every direction kept)."""
 
-    The projected texts, and so every chosen direction, lie in the span of the top-``rank`` right
-    singular vectors V (D, r); the iterations run in those coordinates (``a = T V``, ``S_V = V^T S V``,
-    ``u = V w``), which changes no number but makes an iteration O(M r + r^2).
-    """
-    _check(contributions, texts, n_texts, rank)
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    rank: int
+    basis: torch.Tensor | None
+
+    @property
+    def total_variance(self) -> float:
+        """``trace(S)``: the head's total variance over the images."""
+        return float(torch.trace(self.covariance))
+
+
+def head_moments(contributions: torch.Tensor, rank: int) -> HeadMoments:
+    """:class:`HeadMoments` of one head's contributions (N, D): one ``C^T C`` and one eigendecomposition."""
+    if contributions.ndim != 2 or contributions.shape[0] < 2:
+        raise InputError(f"TEXTSPAN needs the contributions (N, D) of at least 2 images, got "
+                         f"{tuple(contributions.shape)}")
+    if rank < 1:
+        raise InputError(f"TEXTSPAN rank must be at least 1, got {rank}")
     c = contributions.double()
     n, d = c.shape
-    t = F.normalize(texts.double(), dim=-1)
     second_moment = c.T @ c
     mean = c.mean(0)
-    s = second_moment / n - torch.outer(mean, mean)
-    total = float(torch.trace(s))
+    covariance = second_moment / n - torch.outer(mean, mean)
+    basis = None
     if rank < d:
         eigenvalues, eigenvectors = torch.linalg.eigh(second_moment)
         basis = eigenvectors[:, eigenvalues.argsort(descending=True)[:rank]]
-        a, s = t @ basis, basis.T @ s @ basis
+    return HeadMoments(mean, covariance, rank, basis)
+
+
+def textspan_from_moments(moments: HeadMoments, texts: torch.Tensor, n_texts: int) -> TextSpan:
+    """TEXTSPAN's K = ``n_texts`` iterations on a head's :class:`HeadMoments` (see :func:`textspan_covariance`)."""
+    if texts.ndim != 2 or texts.shape[1] != moments.mean.shape[0]:
+        raise InputError(f"TEXTSPAN needs texts (M, D) of the contributions' width {moments.mean.shape[0]}, got "
+                         f"{tuple(texts.shape)}")
+    _check_counts(n_texts, texts.shape[0], moments.rank)
+    t = F.normalize(texts.double(), dim=-1)
+    s = moments.covariance
+    if moments.basis is not None:
+        a, s = t @ moments.basis, moments.basis.T @ s @ moments.basis
     else:
-        basis, a = None, t
+        a = t
     g = a @ s
     chosen, directions, variance = [], [], []
     for _ in range(n_texts):
         j = int((a * g).sum(1).argmax())
         w = _unit(a[j])
         sw = s @ w
-        chosen.append(j), directions.append(w if basis is None else basis @ w), variance.append(float(w @ sw))
+        chosen.append(j)
+        directions.append(w if moments.basis is None else moments.basis @ w)
+        variance.append(float(w @ sw))
         aw = a @ w
         h = g - torch.outer(aw, sw)
         g = h - torch.outer(h @ w, w)
         a = a - torch.outer(aw, w)
         s = s - torch.outer(w, sw) - torch.outer(sw, w) + (w @ sw) * torch.outer(w, w)
-    return _finish(chosen, directions, variance, mean, total)
+    return _finish(chosen, directions, variance, moments.mean, moments.total_variance)
+
+
+def textspan_covariance(contributions: torch.Tensor, texts: torch.Tensor, n_texts: int, rank: int) -> TextSpan:
+    """TEXTSPAN on the covariance ``S = X^T X / N``, deflated in place of X (see the module docstring).
+
+    The projected texts, and so every chosen direction, lie in the span of the top-``rank`` right
+    singular vectors V (D, r); the iterations run in those coordinates (``a = T V``, ``S_V = V^T S V``,
+    ``u = V w``), which changes no number but makes an iteration O(M r + r^2). The moments
+    (:func:`head_moments`) do not depend on the pool or K: a sweep computes them once per head.
+    """
+    _check(contributions, texts, n_texts, rank)
+    return textspan_from_moments(head_moments(contributions, rank), texts, n_texts)
 
 
 def textspan_table(results: dict[tuple[int, int], TextSpan], pool: list[str]) -> pd.DataFrame:
@@ -168,8 +225,14 @@ def textspan_heads(source, texts: torch.Tensor, layers, n_texts: int, rank: int,
 
 def reconstruction_accuracy(source, spans: dict[tuple[int, int], TextSpan], classifier: torch.Tensor, labels,
                             *, batch_size: int = 256) -> float:
-    """The quality check: zero-shot accuracy when every head with a TEXTSPAN (the last layers) is replaced by its
-    reconstruction and every attention layer before the first such layer (heads and bias) is mean-ablated."""
+    """The quality check (the paper's reconstruction experiment): zero-shot accuracy of
+    ``e' = e + sum_{l < l0, h} (mean(c_lh) - c_lh) + sum_{l < l0} (mean(b_l) - b_l)
+    + sum_{(l, h) in spans} (recon_lh(c_lh) - c_lh)``, ``l0`` the first layer with a TEXTSPAN: every head (and
+    attention bias) of the earlier layers mean-ablated, every head with a TEXTSPAN replaced by its reconstruction
+    (:meth:`TextSpan.reconstruct`), everything else kept as it is: the embedding term, every MLP, the LN bias and,
+    under ``per_component``, the attention biases of the TEXTSPAN layers. Under ``uniform`` (the paper's code) the
+    attention- and LN-bias terms are zero, the biases living in the head, MLP and embedding terms, so this is
+    exactly the paper's ``mlps.sum + attns.sum`` with the early heads averaged and the last ones replaced."""
     from .classifier import Ablation, ablated_embeddings, predict
     from .table import component_means
 

@@ -22,7 +22,9 @@ objects on the toy CLIP's 8-pixel patch grid):
   split 2) are balanced over the four (class, place) groups.
 * **Description pools**: ``descriptions.txt`` (the synthetic vocabulary: colours, shapes,
   positions, sizes and backgrounds, mixed with general descriptions) and
-  ``place_descriptions.txt`` (backgrounds only), one description per line.
+  ``place_descriptions.txt`` (backgrounds only), one description per line; and ``words.txt``
+  (:func:`word_pool`, written by its own rule), single words, the demo's second pool for the TEXTSPAN K
+  sweep, as the paper's common English words are its second pool.
 
 Every image comes from its own random stream seeded by ``(seed, set, index)``.
 """
@@ -219,6 +221,26 @@ def description_pool() -> list[str]:
     lines += [f"An object in the {where}." for where in POSITIONS]
     lines += [f"A {size} object." for size in SIZES]
     return lines + list(BACKGROUND_DESCRIPTIONS) + list(GENERAL_DESCRIPTIONS)
+
+
+POSITION_WORDS = ("top", "bottom", "left", "right", "centre")
+BACKGROUND_WORDS = ("land", "water", "grass", "soil", "sea", "waves", "stripes", "bands")
+GENERAL_WORDS = ("dog", "cat", "city", "street", "fruit", "bicycle", "mountain", "flower", "door", "car", "book",
+                 "coffee", "bridge", "train", "forest", "beach")
+
+
+def word_pool() -> list[str]:
+    """The demo's word pool: the colour, shape (singular and plural), position, size and background words of the
+    synthetic world, then general words."""
+    return [*COLOURS, *SHAPES, *SHAPES.values(), *POSITION_WORDS, *SIZES, *BACKGROUND_WORDS, *GENERAL_WORDS]
+
+
+def write_word_pool(path) -> int:
+    """Write :func:`word_pool` to ``path``, one word per line; returns the number of words."""
+    words = word_pool()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _write_lines(Path(path), words)
+    return len(words)
 
 
 def generate_decomposition_sets(out_dir, images_dir, *, n_classification: int, n_waterbirds_train: int,
