@@ -137,6 +137,7 @@ def protocol_report_inputs(wildcards):
 # (segmentation decomposes its images itself: only the convention applies).
 PROTOCOL_EXPERIMENTS = {
     "zero_shot_ablation": ("zero_shot_ablation.parquet", ("convention", "dtype")),
+    "textspan_reconstruction": ("textspan_reconstruction.parquet", ("convention", "dtype")),
     "segmentation": ("segmentation.parquet", ("convention",)),
     "neighbours": ("neighbours.parquet", ()),
 }

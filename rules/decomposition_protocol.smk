@@ -60,6 +60,23 @@ use rule zero_shot_ablation as zero_shot_ablation_variant with:
         rule_benchmark("zero_shot_ablation_variant", "{model}", "{variant}")
 
 
+use rule textspan as textspan_variant with:
+    input:
+        store=f"{VARIANT_OUT}/store/classification.h5",
+        classifier=f"{DECOMPOSITION_OUT}/text/classifier_classification.npy",
+        texts=f"{DECOMPOSITION_OUT}/text/descriptions.npy",
+        pool=source_path("decomposition", "descriptions"),
+    output:
+        table=f"{VARIANT_OUT}/textspan.parquet",
+        reconstruction=f"{VARIANT_OUT}/textspan_reconstruction.parquet",
+        png=f"{VARIANT_OUT}/figures/head_cards.png",
+        pdf=f"{VARIANT_OUT}/figures/head_cards.pdf",
+    log:
+        rule_log("textspan_variant", "{model}", "{variant}"),
+    benchmark:
+        rule_benchmark("textspan_variant", "{model}", "{variant}")
+
+
 use rule decomposition_segmentation as decomposition_segmentation_variant with:
     output:
         table=f"{VARIANT_OUT}/segmentation.parquet",

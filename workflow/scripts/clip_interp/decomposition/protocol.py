@@ -94,6 +94,7 @@ class Experiment:
 # The experiments of the report, in its order.
 EXPERIMENTS = {
     "zero_shot_ablation": Experiment(("ablation",), ("accuracy",)),
+    "textspan_reconstruction": Experiment(("condition",), ("accuracy",)),
     "segmentation": Experiment(("method",), ("pixel_accuracy", "miou", "map"), protocol_column="protocol"),
     # Per head and query: the share of the top k that the paper's dot-product list also holds (1 for itself).
     "neighbours": Experiment(("layer", "head", "query"), ("shared_with_paper",), protocol_column="similarity"),
