@@ -116,8 +116,9 @@ def variant_setting(name):
 
 def variant_shard_parts(wildcards):
     """The shard files of an image set in a store variant."""
-    return [part.replace(f"/{wildcards.model}/store/", f"/{wildcards.model}/protocol/{wildcards.variant}/store/")
-            for part in shard_parts(wildcards)]
+    main_store = os.path.join(wildcards.model, "store", "")
+    variant_store = os.path.join(wildcards.model, "protocol", wildcards.variant, "store", "")
+    return [part.replace(main_store, variant_store) for part in shard_parts(wildcards)]
 
 
 def protocol_report_inputs(wildcards):
