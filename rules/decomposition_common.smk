@@ -1,6 +1,13 @@
 # The decomposition study's settings (config section `decomposition`) and helpers shared by its rule files.
 
-from clip_interp.config import ConfigError, image_row_problems, local_decomposition_problems
+from clip_interp.config import (
+    ConfigError,
+    image_row_problems,
+    local_decomposition_problems,
+    paper_heads_file,
+    spurious_heads_key,
+    spurious_heads_setting,
+)
 from clip_interp.sources import is_remote, local_path
 
 DECOMPOSITION = config["decomposition"]
@@ -37,6 +44,13 @@ def text_inputs(wildcards):
         inputs["place_descriptions"] = source_path("decomposition", "place_descriptions")
     inputs["model"] = model_files(wildcards)
     return inputs
+
+
+def paper_heads_input(wildcards):
+    """The paper's Waterbirds heads table, for a model whose heads setting is `paper`."""
+    if spurious_heads_setting(config, wildcards.model) == "paper":
+        return {"paper_heads": paper_heads_file(config)}
+    return {}
 
 
 def shard_parts(wildcards):
