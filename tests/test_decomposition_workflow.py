@@ -35,7 +35,8 @@ def test_demo_produces_every_decomposition_table_and_figure(demo_run):
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{figure}.{ext}").stat().st_size > 1000, figure
     n_cls = SMALL_DEMO["demo"]["synthetic"]["decomposition"]["n_classification"]
-    assert len(list((out / "store" / "classification").glob("shard_*.h5"))) == -(-n_cls // 16)
+    shard_size = SMALL_DEMO["decomposition"]["shard_size"]
+    assert len(list((out / "store" / "classification").glob("shard_*.h5"))) == -(-n_cls // shard_size)
     zero_shot = pd.read_parquet(out / "zero_shot_ablation.parquet").set_index("ablation")
     assert (zero_shot["n_images"] == n_cls).all()
     everything = zero_shot.loc["everything"]
@@ -53,7 +54,7 @@ def test_demo_produces_every_decomposition_table_and_figure(demo_run):
         assert (waterbirds[f"n_{group}"] == n_test // 4).all()
     assert waterbirds["ablation_mode"].tolist() == ["none", "paper", "heads_only"]
     assert waterbirds["configured"].tolist() == [False, True, False]
-    assert len(pd.read_parquet(out / "waterbirds_heads.parquet")) == 2
+    assert len(pd.read_parquet(out / "waterbirds_heads.parquet")) == 4  # decomposition.spurious.n_heads (demo.yaml)
 
 
 def test_demo_planted_structure(demo_run):

@@ -14,22 +14,23 @@ objects on the toy CLIP's 8-pixel patch grid):
 * **Waterbirds-like split**: the class is the shape (0 = circle, the "landbird"; 1 = triangle, the
   "waterbird"), the place the background texture (0 = "land": brown and green horizontal bands;
   1 = "water": blue with lighter diagonal waves). The object is small (a cell of 8 or 16 pixels, one
-  or four patches) and camouflaged: its colour is mixed with the background behind it, a share
-  ``camouflage`` of the background (default 0.6), so that its shape is faint while the background is
-  plain to see, as the birds of Waterbirds are small against their backgrounds. The training images
+  or four patches) and camouflaged: each of its pixels is ``(1 - camouflage) * its colour + camouflage *
+  the background behind it`` (default 0.7), so that its shape is faint while the background is plain to
+  see, as the birds of Waterbirds are small against their backgrounds. The training images
   (``images/wb_train_*.png``, whose pairs are added to ``train.jsonl`` so that the toy CLIP is trained
   on them) have the background matching the class with probability ``spurious_correlation``; their
   captions never name the background. The test images (``waterbirds/``, with a Waterbirds
   ``metadata.csv``, split 2) are balanced over the four (class, place) groups.
 
-  Why the camouflage: the toy learns shapes well from the negation benchmark's clearly drawn objects,
-  and with the object drawn in its own colour it reads the shape of even a one-patch object on these
-  backgrounds (worst group 0.967 with 600 training images at 95 % correlation; also with 1,200 at
-  97 % and every object one patch). The shortcut only pays when the shape is hard to read: at a
-  camouflage of 0.6 the toy classifies the images whose background matches their class well and the
-  others near chance or below, the Waterbirds pattern, and the shape it still reads is what the
-  ablation of the background heads uncovers; at 0.8 the shape is invisible and every image is
-  classified by its background.
+  Why the camouflage: the toy learns shapes from the negation benchmark's clearly drawn objects, and
+  with the object in its own colour it reads the shape of even a one-patch object on these backgrounds
+  (worst group 0.967 with 600 training images at 95 % correlation, and with 1,200 at 97 % and every
+  object one patch), so the background never becomes a shortcut. With the shape faint, the background
+  pays: at camouflage 0.7 and 400 training images (the demo's) the toy classifies the images whose
+  background matches their class almost perfectly and the others mostly by their background, while
+  it still reads some shape, which mean-ablating the background heads uncovers. The working range is
+  narrow: at 0.8 no shape is read at all; at 0.6 with 600 images the ablation helps too, but the
+  toy's TEXTSPAN heads then no longer separate shape from colour.
 * **Description pools**: ``descriptions.txt`` (the synthetic vocabulary: colours, shapes,
   positions, sizes and backgrounds, mixed with general descriptions) and
   ``place_descriptions.txt`` (backgrounds only), one description per line.
@@ -66,7 +67,7 @@ CLASSES: list[tuple[str, str]] = [(c, s) for c in COLOURS for s in SHAPES]
 WATERBIRD_SHAPES = ("circle", "triangle")
 PLACES = ("land", "water")
 _SET_IDS = {"classification": 10, "waterbirds_train": 11, "waterbirds_test": 12}
-DEFAULT_CAMOUFLAGE = 0.6
+DEFAULT_CAMOUFLAGE = 0.7
 
 POSITIONS = ("top left", "top right", "bottom left", "bottom right", "centre")
 SIZES = ("small", "large", "tiny", "big")
