@@ -316,6 +316,7 @@ rule decomposition_segmentation:
 
 rule waterbirds:
     input:
+        unpack(paper_heads_input),
         store=f"{DECOMPOSITION_OUT}/store/waterbirds.h5",
         table="results/decomposition/datasets/waterbirds.parquet",
         classifier=f"{DECOMPOSITION_OUT}/text/classifier_waterbirds.npy",
@@ -333,9 +334,13 @@ rule waterbirds:
         ),
         pdf=f"{DECOMPOSITION_OUT}/figures/waterbirds_groups.pdf",
     params:
-        heads=DECOMPOSITION["spurious"]["heads"],
+        heads=lambda wildcards: spurious_heads_setting(config, wildcards.model),
+        heads_key=lambda wildcards: spurious_heads_key(config, wildcards.model),
+        model=model_spec,
         n_heads=DECOMPOSITION["spurious"]["n_heads"],
         class_names=DECOMPOSITION["spurious"]["class_names"],
+        ablation=DECOMPOSITION["spurious"]["ablation"],
+        kept_layers=DECOMPOSITION["spurious"]["kept_layers"],
     log:
         rule_log("waterbirds", "{model}"),
     benchmark:

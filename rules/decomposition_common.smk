@@ -1,6 +1,14 @@
 # The decomposition study's settings (config section `decomposition`) and helpers shared by its rule files.
 
-from clip_interp.config import TEXTSPAN_POOLS, ConfigError, image_row_problems, local_decomposition_problems
+from clip_interp.config import (
+    TEXTSPAN_POOLS,
+    ConfigError,
+    image_row_problems,
+    local_decomposition_problems,
+    paper_heads_file,
+    spurious_heads_key,
+    spurious_heads_setting,
+)
 from clip_interp.contribution_store import UNITS as STORE_UNITS
 from clip_interp.sources import is_remote, local_path
 
@@ -46,6 +54,13 @@ def text_inputs(wildcards):
 def sweep_pool_embeddings(wildcards):
     """The text embeddings of each pool the TEXTSPAN sweep runs on, by pool name."""
     return {name: f"results/decomposition/{wildcards.model}/text/{name}.npy" for name in TEXTSPAN_SWEEP_POOLS}
+
+
+def paper_heads_input(wildcards):
+    """The paper's Waterbirds heads table, for a model whose heads setting is `paper`."""
+    if spurious_heads_setting(config, wildcards.model) == "paper":
+        return {"paper_heads": paper_heads_file(config)}
+    return {}
 
 
 def shard_parts(wildcards):

@@ -8,6 +8,7 @@ import yaml
 from workflow_runs import REPO, deep_merge
 
 from clip_interp.config import (
+    PAPER_HEADS_FILE,
     description_count,
     head_list_problems,
     heads_missing_files,
@@ -81,13 +82,70 @@ def test_head_lists_are_checked_against_the_image_tower():
      "`decomposition.textspan.sweep.texts_per_head` (largest 25) exceeds `decomposition.textspan.rank` (20)"),
     ({"sources": {"words": {"url": "/nonexistent/google_3498_english.txt"}}},
      "`decomposition.sources.words.url` is '/nonexistent/google_3498_english.txt', which does not exist"),
+    ({"spurious": {"heads": "paper"}},
+     ("`decomposition.spurious.heads` is 'paper', but the paper chose Waterbirds heads only for ViT-L-14 "
+      "(laion2b_s32b_b82k), ViT-H-14 (laion2b_s32b_b79k), ViT-B-16 (laion2b_s34b_b88k); model `toy-clip` "
+      "('ToyCLIP', no pretrained tag) has none: set `decomposition.spurious.heads_by_model.toy-clip` to auto")),
+    ({"spurious": {"heads": "paper", "heads_by_model": {"toy-clip": [[9, 0]]}}},
+     "`decomposition.spurious.heads_by_model.toy-clip` is [[9, 0]], but [[9, 0]] name no head"),
+    ({"spurious": {"heads_by_model": {"toy": "auto"}}},
+     "`decomposition.spurious.heads_by_model` names model `toy`, which `models` does not list; use one of"),
+    ({"spurious": {"heads": "paper", "paper_heads_file": "resources/nope.tsv"}},
+     "`decomposition.spurious.paper_heads_file`: published head table 'resources/nope.tsv' not found"),
 ], ids=["neighbour-heads", "spurious-heads", "rank", "missing-source", "remote-images", "auto-needs-places",
-        "sweep-rank", "missing-pool"])
+        "sweep-rank", "missing-pool", "paper-heads-missing", "per-model-list", "per-model-unknown",
+        "paper-file-missing"])
 def test_decomposition_problems_name_the_key(demo, override, expected):
     config = deep_merge(demo, {"decomposition": override})
     config["decomposition"]["sources"] = {k: v for k, v in config["decomposition"]["sources"].items() if v}
     lines = local_decomposition_problems(config, WRITTEN)
     assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_paper_heads_are_read_in_the_papers_numbering_plus_one(demo):
+    from clip_interp.head_selection import published_head_pairs, published_heads_of, read_published_heads
+
+    table = read_published_heads(REPO / PAPER_HEADS_FILE)
+    large = published_heads_of(table, {"backend": "open_clip", "name": "ViT-L-14", "pretrained": "laion2b_s32b_b82k"})
+    assert len(large) == 6 + 10 and {row.property for row in large} == {"geography", "setting"}
+    pairs = published_head_pairs(large)
+    assert len(pairs) == 15 and pairs[:3] == [(22, 1), (23, 12), (23, 13)]  # paper (21, 1), (22, 12), (22, 13)
+    assert all(row.layer == row.paper_layer + 1 for row in table)
+    huge = published_head_pairs(published_heads_of(table, {"backend": "open_clip", "name": "ViT-H-14",
+                                                           "pretrained": "laion2b_s32b_b79k"}))
+    assert huge == [(32, 12), (31, 11), (30, 4), (32, 8), (31, 15), (31, 12), (31, 6), (30, 14), (30, 8)]
+    base = published_head_pairs(published_heads_of(table, {"backend": "open_clip", "name": "ViT-B-16",
+                                                           "pretrained": "laion2b_s34b_b88k"}))
+    assert base == [(12, 3), (11, 11), (11, 10), (10, 8), (10, 6), (12, 6), (12, 0)]
+    assert published_heads_of(table, {"backend": "open_clip", "name": "ViT-B-16", "pretrained": "openai"}) == []
+
+
+def test_the_paper_heads_table_errors_name_the_file_and_line(tmp_path):
+    from clip_interp.errors import InputError
+    from clip_interp.head_selection import read_published_heads
+
+    bad = tmp_path / "heads.tsv"
+    bad.write_text("# a comment\narchitecture\tpretrained\tproperty\tpaper_layer\thead\nViT-B-16\tx\tsetting\tten\t3\n")
+    with pytest.raises(InputError, match="line 3: paper_layer 'ten' and head '3' must be integers"):
+        read_published_heads(bad)
+    bad.write_text("architecture\tproperty\tpaper_layer\thead\n")
+    with pytest.raises(InputError, match=r"lacks the columns \['pretrained'\]"):
+        read_published_heads(bad)
+
+
+def test_the_shipped_configs_run_the_paper_heads_where_the_model_has_them(demo):
+    from clip_interp.config import spurious_heads_problems, spurious_heads_setting
+
+    for name, paper in (("config.yaml", set()), ("six_models.yaml", {"laion2b-ViT-B-16", "laion2b-ViT-L-14"})):
+        config = yaml.safe_load((REPO / "config" / name).read_text())
+        assert spurious_heads_problems(config) == [], name
+        assert {m for m in config["models"] if spurious_heads_setting(config, m) == "paper"} == paper, name
+        assert config["decomposition"]["spurious"]["templates"] == "openai_imagenet", name
+        assert config["decomposition"]["spurious"]["ablation"] == "paper", name
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    huge = {"backend": "open_clip", "name": "ViT-H-14", "pretrained": "laion2b_s32b_b79k"}
+    config["models"]["laion2b-ViT-H-14"] = huge
+    assert spurious_heads_problems(config) == [] and spurious_heads_setting(config, "laion2b-ViT-H-14") == "paper"
 
 
 def test_a_local_description_pool_smaller_than_texts_per_head_is_named(demo, tmp_path):

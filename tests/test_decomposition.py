@@ -26,7 +26,12 @@ from clip_interp.decomposition.segmentation import (
     segmentation_maps,
     two_channel_average_precision,
 )
-from clip_interp.decomposition.spurious import group_accuracies, select_heads_by_descriptions, spurious_table
+from clip_interp.decomposition.spurious import (
+    group_accuracies,
+    select_heads_by_descriptions,
+    spurious_table,
+    waterbirds_ablation,
+)
 from clip_interp.decomposition.table import ComponentTable, component_means
 from clip_interp.decomposition.textspan import (
     reconstruction_accuracy,
@@ -514,10 +519,18 @@ def test_spurious_table_and_head_selection(table, tiny_clip):
     bird_classifier = Z.zero_shot_classifier(tiny_clip, ["landbird", "waterbird"], ["a photo of a {}."])
     y = np.arange(table.n) % 2
     place = (np.arange(table.n) // 2) % 2
-    frame = spurious_table(table, bird_classifier, y, place, [(3, 0), (3, 1)], batch_size=5)
-    assert frame["condition"].tolist() == ["baseline", "ablated"]
+    frame = spurious_table(table, bird_classifier, y, place, [(3, 0), (3, 1)], configured="heads_only",
+                           kept_layers=2, batch_size=5)
+    assert frame["condition"].tolist() == ["baseline", "ablated", "ablated"]
+    assert frame["ablation_mode"].tolist() == ["none", "paper", "heads_only"]
+    assert frame["configured"].tolist() == [False, False, True]
+    assert frame["components_ablated"].tolist() == [0, 2 + 4 + 1 + 3 + 1, 2]  # layer 1's heads and bias, MLPs, e_0
     baseline = Z.predict(table.arrays["embedding"], bird_classifier).numpy()
     assert frame.loc[0, "average"] == np.mean(baseline == y)
+    for row, mode in ((1, "paper"), (2, "heads_only")):
+        ablation = waterbirds_ablation(3, 4, [(3, 0), (3, 1)], mode, kept_layers=2)
+        predicted = Z.predict(direct_ablation(table, ablation), bird_classifier).numpy()
+        assert frame.loc[row, "worst_group"] == group_accuracies(predicted, y, place)["worst_group"]
     g = torch.Generator().manual_seed(5)
     pool = torch.randn(30, 64, generator=g)
     spans = textspan_heads(table, pool, [2, 3], 3, 16)
@@ -529,6 +542,45 @@ def test_spurious_table_and_head_selection(table, tiny_clip):
     assert (chosen.loc[0, "layer"], chosen.loc[0, "head"]) == best
     with pytest.raises(InputError, match="cannot select"):
         select_heads_by_descriptions(spans, pool, places, 99)
+
+
+def direct_ablation(table, ablation):
+    """e_S written out term by term: every component of the table, replaced by its mean over the images when the
+    ablation's masks name it."""
+    arrays = table.arrays
+    mean = {name: value.double().mean(0) for name, value in arrays.items()}
+    out = arrays["ln_bias"].double().clone() if not ablation.ln_bias else mean["ln_bias"].expand(table.n, -1).clone()
+    out += mean["embedding_term"] if ablation.embedding_term else arrays["embedding_term"].double()
+    for layer in range(table.n_layers):
+        for name in ("attn_bias", "mlps"):
+            out += mean[name][layer] if getattr(ablation, name)[layer] else arrays[name][:, layer].double()
+        for head in range(table.n_heads):
+            term = arrays["heads"][:, layer, head].double()
+            out += mean["heads"][layer, head] if ablation.heads[layer, head] else term
+    return out.float()
+
+
+@pytest.mark.parametrize("kept_layers, earlier", [(1, [1, 2]), (2, [1]), (4, [])])
+def test_waterbirds_paper_ablation_is_the_heads_the_earlier_layers_and_the_mlp_group(table, kept_layers, earlier):
+    """Mode paper: exactly the listed heads, every head and attention bias of the layers before the last
+    kept_layers, the embedding term and every MLP (the LN bias, a constant, is kept); heads_only: the heads alone,
+    as Ablation.of_heads. Both checked against e_S computed term by term."""
+    listed = [(3, 1), (2, 3), (3, 1)]
+    paper = waterbirds_ablation(3, 4, listed, "paper", kept_layers=kept_layers)
+    heads = {(layer + 1, head) for layer, head in paper.heads.nonzero().tolist()}
+    assert heads == {(3, 1), (2, 3)} | {(layer, head) for layer in earlier for head in range(4)}
+    assert paper.attn_bias.tolist() == [layer in earlier for layer in (1, 2, 3)]
+    assert paper.mlps.all() and paper.embedding_term and not paper.ln_bias
+    heads_only = waterbirds_ablation(3, 4, listed, "heads_only")
+    reference = Z.Ablation.of_heads(3, 4, listed)
+    for name, mask in heads_only.masks().items():
+        assert torch.equal(mask, reference.masks()[name]), name
+    means = component_means(table, 5)
+    for ablation in (paper, heads_only):
+        torch.testing.assert_close(Z.ablated_embeddings(table.arrays, means, ablation),
+                                   direct_ablation(table, ablation), atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="unknown Waterbirds ablation 'all'"):
+        waterbirds_ablation(3, 4, listed, "all")
 
 
 def test_neighbours_rank_by_projected_contribution(table):

@@ -3,6 +3,7 @@ image lists, sharded stores equal to one store, the tables and figures of the ru
 
 import hashlib
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import torch
 import yaml
 from test_core_config import SCHEMA, load
 
-from clip_interp.config import config_problems
+from clip_interp.config import PAPER_HEADS_FILE, config_problems
 from clip_interp.decomposition import steps
 from clip_interp.decomposition.classifier import ablation_accuracies, predict, zero_shot_classifier
 from clip_interp.decomposition.data import (
@@ -172,9 +173,11 @@ def test_figures_of_the_rules_are_written(tmp_path, sets):
     figures.accuracy_vs_ablated_layers(table, [tmp_path / "a.png"], "t")
     spans = pd.DataFrame({"layer": [3, 3], "head": [0, 1], "rank": [1, 1], "text": ["x", "y"], "share": [0.5, 0.2]})
     figures.head_cards(spans, [tmp_path / "b.png"], 2, "t")
-    groups = pd.DataFrame([{"condition": c, "n_heads_ablated": n, **{g: 0.5 for g in figures.GROUP_COLUMNS}}
-                           for c, n in (("baseline", 0), ("ablated", 2))])
-    figures.waterbirds_groups(groups, ["circle", "triangle"], [tmp_path / "c.png"], "t")
+    groups = pd.DataFrame([{"condition": c, "ablation_mode": m, "configured": m == "paper", "n_heads_ablated": n,
+                            "kept_layers": 2, **{g: 0.5 for g in figures.GROUP_COLUMNS}}
+                           for c, m, n in (("baseline", "none", 0), ("ablated", "paper", 2),
+                                           ("ablated", "heads_only", 2))])
+    figures.waterbirds_groups(groups, ["circle", "triangle"], [tmp_path / "c.png"], "t", 3)
     assert all((tmp_path / f"{n}.png").stat().st_size > 1000 for n in "abc")
 
 
@@ -212,9 +215,42 @@ def test_config_decomposition_section(tmp_path):
     bad["decomposition"]["neighbours"]["heads"] = [[0, 1]]
     bad["decomposition"]["dtype"] = "float64"
     problems = "\n".join(config_problems(bad, SCHEMA))
-    assert "decomposition.spurious.templates[0]" in problems
+    assert "`decomposition.spurious.templates[0]` is 'no placeholder'; it must match" in problems
     assert "decomposition.neighbours.heads" in problems
     assert "`decomposition.dtype` is 'float64'" in problems
+
+
+def test_the_waterbirds_templates_default_to_openais_80():
+    from clip_interp.decomposition.classifier import fill_template, prompt_templates
+
+    schema = yaml.safe_load(SCHEMA.read_text())["$defs"]["decomposition"]["properties"]["spurious"]["properties"]
+    assert schema["templates"]["default"] == "openai_imagenet" and schema["ablation"]["default"] == "paper"
+    templates = prompt_templates("openai_imagenet")
+    prompts = [fill_template(t, "waterbird") for t in templates]
+    assert len(templates) == 80 and len(set(prompts)) == 80 and all("waterbird" in p for p in prompts)
+    assert prompts[0] == "a bad photo of a waterbird."
+    assert prompt_templates(["a {}."]) == ["a {}."]
+    with pytest.raises(InputError, match="give 'openai_imagenet' or a list"):
+        prompt_templates("imagenet")
+
+
+def test_the_waterbirds_heads_tables_record_who_chose_them_in_both_numberings(tmp_path):
+    from clip_interp.decomposition.spurious import HEADS_COLUMNS, listed_heads, paper_heads
+    from clip_interp.head_selection import read_published_heads
+
+    published = read_published_heads(Path(__file__).resolve().parents[1] / PAPER_HEADS_FILE)
+    spec = {"backend": "open_clip", "name": "ViT-L-14", "pretrained": "laion2b_s32b_b82k"}
+    table = paper_heads(published, "laion", spec, 24, 16)
+    assert list(table.columns) == list(HEADS_COLUMNS) and len(table) == 15 and (table["selected_by"] == "paper").all()
+    assert (table["paper_layer"] == table["layer"] - 1).all()
+    shared = table[(table["layer"] == 23) & (table["head"] == 12)]
+    assert shared["property"].tolist() == ["geography, setting"]  # the paper's (22, 12), in both of its lists
+    with pytest.raises(InputError, match="model `openai` has none"):
+        paper_heads(published, "openai", {**spec, "pretrained": "openai"}, 24, 16)
+    with pytest.raises(InputError, match="not in the image tower of model `small`"):
+        paper_heads(published, "small", spec, 12, 12)
+    listed = listed_heads([(3, 1), (2, 0)])
+    assert listed["selected_by"].tolist() == ["config"] * 2 and listed["paper_layer"].tolist() == [2, 1]
 
 
 def test_gathered_store_moves_with_its_shards_and_is_byte_stable(stores, tmp_path):
@@ -258,18 +294,17 @@ def test_planted_structure_checks_on_hand_made_tables():
                              "text": ["Something red.", "A photo of a dog.", "There is a circle.", "Something blue."],
                              "share": [0.5, 0.1, 0.2, 0.3]})
     segmentation = pd.DataFrame({"method": ["decomposition", "last_layer_attention"], "miou": [0.6, 0.4]})
-    waterbirds = pd.DataFrame({"condition": ["baseline", "ablated"], "worst_group": [0.5, 0.5]})
-    checks = planted_structure_checks(textspan, segmentation, waterbirds).set_index("check")["holds"].tolist()
-    assert checks == [False, True, False]  # both heads mostly colour (head 1: colour 0.3 > shape 0.2)
+    waterbirds = pd.DataFrame({"condition": ["baseline", "ablated", "ablated"],
+                               "ablation_mode": ["none", "paper", "heads_only"], "worst_group": [0.5, 0.5, 0.4],
+                               "average": [0.7, 0.7, 0.6]})
+    checks = planted_structure_checks(textspan, segmentation, waterbirds)
+    assert checks["holds"].tolist() == [False, True, False, False]  # both heads mostly colour (1: colour 0.3 > 0.2)
+    assert checks["check"].iloc[2] == "mean-ablating the background heads (paper) raises the worst-group accuracy"
     textspan.loc[3, "share"] = 0.1
     waterbirds.loc[1, "worst_group"] = 0.6
-    assert planted_structure_checks(textspan, segmentation, waterbirds)["holds"].tolist() == [True, True, True]
-    # a table with the alternatives' rows: only the configured protocol's rows count
-    segmentation = pd.DataFrame({"method": ["decomposition", "last_layer_attention"] * 2, "miou": [0.6, 0.4, 0.3, 0.5],
-                                 "configured": [True, True, False, False]})
-    assert planted_structure_checks(textspan, segmentation, waterbirds)["holds"].tolist() == [True, True, True]
-    segmentation["configured"] = [False, False, True, True]
-    assert planted_structure_checks(textspan, segmentation, waterbirds)["holds"].tolist() == [True, False, True]
+    checks = planted_structure_checks(textspan, segmentation, waterbirds)
+    assert checks["holds"].tolist() == [True, True, True, False]
+    assert checks["evidence"].iloc[3] == "worst group 0.500 -> 0.400, average 0.700 -> 0.600"
 
 
 def test_example_images_share_the_masks_geometry():

@@ -3,7 +3,7 @@
 
 import torch
 
-from clip_interp.decomposition.classifier import zero_shot_classifier
+from clip_interp.decomposition.classifier import prompt_templates, zero_shot_classifier
 from clip_interp.decomposition.data import read_description_pool
 from clip_interp.decomposition.steps import class_names_and_templates, encode_pool, save_tensor
 from clip_interp.models import load_model
@@ -16,8 +16,10 @@ def main(smk, log):
     names, templates = class_names_and_templates(smk.input.get("class_names"), smk.input.get("templates"))
     log.info("classification: %d classes x %d templates", len(names), len(templates))
     save_tensor(zero_shot_classifier(model, names, templates, batch_size=batch), smk.output.classification)
-    save_tensor(zero_shot_classifier(model, smk.params.waterbirds_classes, smk.params.waterbirds_templates,
-                                     batch_size=batch), smk.output.waterbirds)
+    waterbirds_templates = prompt_templates(smk.params.waterbirds_templates)
+    log.info("waterbirds: classes %s x %d templates", list(smk.params.waterbirds_classes), len(waterbirds_templates))
+    save_tensor(zero_shot_classifier(model, smk.params.waterbirds_classes, waterbirds_templates, batch_size=batch),
+                smk.output.waterbirds)
     for name in ("descriptions", "words", "place_descriptions"):
         if smk.input.get(name):
             pool = read_description_pool(smk.input.get(name))

@@ -18,7 +18,8 @@ def main(smk, log):
         sets, records = generate_decomposition_sets(
             Path(smk.output.segmentation).parent, out / "images", n_classification=d["n_classification"],
             n_waterbirds_train=d["n_waterbirds_train"], n_waterbirds_test=d["n_waterbirds_test"],
-            spurious_correlation=d["spurious_correlation"], image_size=p["image_size"], seed=p["seed"])
+            spurious_correlation=d["spurious_correlation"], camouflage=d["camouflage"], image_size=p["image_size"],
+            seed=p["seed"])
         append_train_records(smk.output.train, records)
         log.info("decomposition sets: %s; %d Waterbirds-like training pairs added to %s", sets, len(records),
                  smk.output.train)

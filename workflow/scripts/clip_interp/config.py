@@ -220,6 +220,10 @@ def _describe(error) -> list[str]:
                 where = f"{path}.{missing}" if path else str(missing)
                 lines.append(f"`{where}` is missing; it is required{hint}")
         return lines
+    if kind in ("oneOf", "anyOf") and error.context:
+        return _describe_alternatives(error, key, value)
+    if kind == "not":
+        return [f"{key} is {_show(value)}, which is not allowed{_hint(schema)}"]
     if kind == "enum":
         return [f"{key} is {_show(value)}; allowed: {_join([_show(v) for v in expected])}"]
     if kind == "const":
@@ -249,6 +253,18 @@ def _describe(error) -> list[str]:
         return [f"{key} is {_show(value)}; it must contain an item matching {_show(expected)}"]
     message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
     return [f"{key}: {message}"]
+
+
+def _describe_alternatives(error, key: str, value: Any) -> list[str]:
+    """A value matching none of a oneOf/anyOf's alternatives: the errors inside its items when an alternative got
+    that far (e.g. a list item breaking a pattern), else the alternatives' description."""
+    deepest = max(len(sub.absolute_path) for sub in error.context)
+    if deepest > len(error.absolute_path):
+        return list(dict.fromkeys(line for sub in error.context if len(sub.absolute_path) == deepest
+                                  for line in _describe(sub)))
+    description = error.schema.get("description")
+    return [f"{key} is {_show(value)}; allowed: {description}" if description
+            else f"{key}: {error.message if len(error.message) <= 200 else error.message[:197] + '...'}"]
 
 
 # --- checks of what the config points at, made when the workflow starts ----------------------------
@@ -484,12 +500,11 @@ def local_decomposition_problems(config: Mapping, written_configs: Mapping[str, 
     """One line per setting of the ``decomposition`` section that cannot work, found without running anything.
 
     The classification images must be a local folder; every local source must exist (paths the workflow writes
-    excepted); ``spurious.heads: auto`` needs ``sources.place_descriptions``; ``textspan.texts_per_head`` and
-    every K of ``textspan.sweep.texts_per_head`` can be at most ``textspan.rank`` and at most the texts of a local
-    pool that uses them (:func:`_textspan_problems`); the image files named by ``neighbours.image_queries`` and
-    ``spatial_maps.images`` must be readable images (:func:`image_file_problems`); configured heads must be heads
-    of each model's image tower
-    (:func:`head_list_problems`).
+    excepted); ``textspan.texts_per_head`` and every K of ``textspan.sweep.texts_per_head`` can be at most
+    ``textspan.rank`` and at most the texts of a local pool that uses them (:func:`_textspan_problems`); the image
+    files named by ``neighbours.image_queries`` and ``spatial_maps.images`` must be readable images
+    (:func:`image_file_problems`); configured heads must be heads of each model's image tower
+    (:func:`head_list_problems`); the Waterbirds heads of every model must be known (:func:`spurious_heads_problems`).
     """
     from .sources import is_remote, local_path
 
@@ -512,18 +527,70 @@ def local_decomposition_problems(config: Mapping, written_configs: Mapping[str, 
                 f"`decomposition.sources.{name}.url` is {url!r}, which does not exist (looked for "
                 f"{str(local_path(url))!r}); fix the path, put the file there, or give an http(s) URL"
             )
-    if decomposition["spurious"]["heads"] == "auto" and not sources.get("place_descriptions"):
-        lines.append(
-            "`decomposition.spurious.heads` is 'auto', which needs `decomposition.sources.place_descriptions` "
-            "(a file of place/background descriptions); add it or list the heads"
-        )
-    return lines + _textspan_problems(decomposition) + _query_image_problems(decomposition) + [
+    return lines + _textspan_problems(decomposition) + _query_image_problems(decomposition) + (
+        spurious_heads_problems(config, written_configs)) + [
         line
-        for key in ("spurious", "neighbours", "spatial_maps")
+        for key in ("neighbours", "spatial_maps")
         if key in decomposition
         for line in head_list_problems(f"decomposition.{key}.heads", decomposition[key].get("heads", "auto"),
                                        config["models"], written_configs)
     ]
+
+
+PAPER_HEADS_FILE = "resources/decomposition/waterbirds_paper_heads.tsv"
+
+
+def spurious_heads_key(config: Mapping, model: str) -> str:
+    """The config key that sets the Waterbirds heads of ``model``: its entry under
+    ``decomposition.spurious.heads_by_model``, else ``decomposition.spurious.heads``."""
+    by_model = config["decomposition"]["spurious"].get("heads_by_model") or {}
+    return f"decomposition.spurious.heads_by_model.{model}" if model in by_model else "decomposition.spurious.heads"
+
+
+def spurious_heads_setting(config: Mapping, model: str) -> Any:
+    """The Waterbirds heads setting of ``model`` (``paper``, ``auto`` or a ``[layer, head]`` list): its entry under
+    ``decomposition.spurious.heads_by_model``, else ``decomposition.spurious.heads``."""
+    spurious = config["decomposition"]["spurious"]
+    return (spurious.get("heads_by_model") or {}).get(model, spurious["heads"])
+
+
+def paper_heads_file(config: Mapping) -> str:
+    """``decomposition.spurious.paper_heads_file`` (default :data:`PAPER_HEADS_FILE`)."""
+    return config["decomposition"]["spurious"].get("paper_heads_file") or PAPER_HEADS_FILE
+
+
+def spurious_heads_problems(config: Mapping, written_configs: Mapping[str, Mapping] | None = None) -> list[str]:
+    """One line per model whose Waterbirds heads setting (:func:`spurious_heads_setting`) cannot work: ``auto``
+    without ``sources.place_descriptions``; ``paper`` for a model the paper chose no heads for (the same
+    architecture and weights, :func:`clip_interp.head_selection.published_heads_of`), or an unreadable
+    ``paper_heads_file``; a list naming no head of the model's tower; a ``heads_by_model`` key that is no model."""
+    from .head_selection import published_head_models, published_heads_of, read_published_heads
+
+    models, lines = config["models"], []
+    by_model = config["decomposition"]["spurious"].get("heads_by_model") or {}
+    lines += [f"`decomposition.spurious.heads_by_model` names model `{name}`, which `models` does not list; "
+              f"use one of {sorted(models)}" for name in by_model if name not in models]
+    table = None
+    for model, spec in models.items():
+        key, setting = spurious_heads_key(config, model), spurious_heads_setting(config, model)
+        if setting == "auto" and not config["decomposition"]["sources"].get("place_descriptions"):
+            lines.append(f"`{key}` is 'auto', which needs `decomposition.sources.place_descriptions` (a file of "
+                         "place/background descriptions); add it or list the heads")
+        elif setting == "paper":
+            try:
+                table = read_published_heads(paper_heads_file(config)) if table is None else table
+            except InputError as error:
+                return lines + [f"`decomposition.spurious.paper_heads_file`: {error}"]
+            if not published_heads_of(table, spec):
+                weights = f"pretrained {spec['pretrained']!r}" if spec.get("pretrained") else "no pretrained tag"
+                lines.append(
+                    f"`{key}` is 'paper', but the paper chose Waterbirds heads only for "
+                    f"{', '.join(published_head_models(table))}; model `{model}` ({spec.get('name')!r}, "
+                    f"{weights}) has none: set `decomposition.spurious.heads_by_model.{model}` to auto or a list "
+                    "of [layer, head]")
+        elif isinstance(setting, list):
+            lines += head_list_problems(key, setting, {model: spec}, written_configs)
+    return list(dict.fromkeys(lines))
 
 
 def _query_image_problems(decomposition: Mapping) -> list[str]:

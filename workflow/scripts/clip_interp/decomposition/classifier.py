@@ -41,6 +41,20 @@ def imagenet_zero_shot_metadata() -> tuple[list[str], list[Callable[[str], str]]
     return list(IMAGENET_CLASSNAMES), list(OPENAI_IMAGENET_TEMPLATES)
 
 
+OPENAI_IMAGENET_TEMPLATES = "openai_imagenet"
+
+
+def prompt_templates(setting: str | Sequence[str]) -> list[Template]:
+    """The templates a config setting names: ``openai_imagenet`` is OpenAI's 80 ImageNet templates as open_clip
+    ships them (the decomposition paper's Waterbirds classifier); a list of ``{}`` strings is itself."""
+    if isinstance(setting, str):
+        if setting != OPENAI_IMAGENET_TEMPLATES:
+            raise InputError(f"prompt templates {setting!r}: give {OPENAI_IMAGENET_TEMPLATES!r} or a list of "
+                             "templates with '{}' for the class name")
+        return imagenet_zero_shot_metadata()[1]
+    return list(setting)
+
+
 def fill_template(template: Template, name: str) -> str:
     """A prompt: ``template(name)`` for a callable, ``template.format(name)`` for a string with ``{}``."""
     if callable(template):

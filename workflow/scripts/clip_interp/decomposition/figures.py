@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..plotting import new_figure, ranked_picture_row, save_figure, symmetric_limit
+from .spurious import ablation_label
 
 
 def accuracy_vs_ablated_layers(table: pd.DataFrame, paths, title: str) -> None:
@@ -108,23 +109,26 @@ GROUP_COLUMNS = ("landbird_on_land", "landbird_on_water", "waterbird_on_land", "
                  "average", "worst_group")
 
 
-def waterbirds_groups(table: pd.DataFrame, class_names: Sequence[str], paths, title: str) -> None:
-    """Accuracy of each (class, place) group, the average and the worst group, before and after the ablation."""
+def waterbirds_groups(table: pd.DataFrame, class_names: Sequence[str], paths, title: str, n_layers: int) -> None:
+    """Accuracy of each (class, place) group, the average and the worst group: baseline and every ablation of
+    :func:`~clip_interp.decomposition.spurious.spurious_table`, each named by
+    :func:`~clip_interp.decomposition.spurious.ablation_label` (the configured one marked)."""
     labels = [c.replace("landbird", class_names[0]).replace("waterbird", class_names[1]).replace("_", " ")
               for c in GROUP_COLUMNS]
     x = np.arange(len(GROUP_COLUMNS))
-    fig, ax = new_figure(figsize=(7, 3.5))
+    fig, ax = new_figure(figsize=(7.5, 3.8))
     width = 0.8 / len(table)
     for k, row in enumerate(table.itertuples()):
         values = [getattr(row, c) for c in GROUP_COLUMNS]
-        name = row.condition if row.condition == "baseline" else f"{row.n_heads_ablated} heads mean-ablated"
-        ax.bar(x + (k - (len(table) - 1) / 2) * width, values, width, label=name)
+        ax.bar(x + (k - (len(table) - 1) / 2) * width, values, width, label=ablation_label(row, n_layers),
+               hatch=None if row.ablation_mode == "none" or row.configured else "//")
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=7)
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(0, 1.02 + 0.09 * len(table))  # room above the bars for the legend
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("zero-shot accuracy")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left")
     save_figure(fig, paths)
 
 

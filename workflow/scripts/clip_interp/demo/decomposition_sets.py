@@ -13,13 +13,24 @@ objects on the toy CLIP's 8-pixel patch grid):
   array whose [0, 0] element is the (W, H) mask).
 * **Waterbirds-like split**: the class is the shape (0 = circle, the "landbird"; 1 = triangle, the
   "waterbird"), the place the background texture (0 = "land": brown and green horizontal bands;
-  1 = "water": blue with lighter diagonal waves); the object is small (a cell of 8 or 16 pixels, one
-  or four patches), so that its shape is hard to see and the background is a tempting shortcut, as
-  the birds of Waterbirds are small against their backgrounds. The training images (``images/wb_train_*.png``,
-  whose pairs are added to ``train.jsonl`` so that the toy CLIP is trained on them) have the
-  background matching the class with probability ``spurious_correlation``; their captions never
-  name the background. The test images (``waterbirds/``, with a Waterbirds ``metadata.csv``,
-  split 2) are balanced over the four (class, place) groups.
+  1 = "water": blue with lighter diagonal waves). The object is small (a cell of 8 or 16 pixels, one
+  or four patches) and camouflaged: each of its pixels is ``(1 - camouflage) * its colour + camouflage *
+  the background behind it`` (default 0.7), so that its shape is faint while the background is plain to
+  see, as the birds of Waterbirds are small against their backgrounds. The training images
+  (``images/wb_train_*.png``, whose pairs are added to ``train.jsonl`` so that the toy CLIP is trained
+  on them) have the background matching the class with probability ``spurious_correlation``; their
+  captions never name the background. The test images (``waterbirds/``, with a Waterbirds
+  ``metadata.csv``, split 2) are balanced over the four (class, place) groups.
+
+  Why the camouflage: the toy learns shapes from the negation benchmark's clearly drawn objects, and
+  with the object in its own colour it reads the shape of even a one-patch object on these backgrounds
+  (worst group 0.967 with 600 training images at 95 % correlation, and with 1,200 at 97 % and every
+  object one patch), so the background never becomes a shortcut. With the shape faint, the background
+  pays: at camouflage 0.7 and 400 training images (the demo's) the toy classifies the images whose
+  background matches their class almost perfectly and the others mostly by their background, while
+  it still reads some shape, which mean-ablating the background heads uncovers. The working range is
+  narrow: at 0.8 no shape is read at all; at 0.6 with 600 images the ablation helps too, but the
+  toy's TEXTSPAN heads then no longer separate shape from colour.
 * **Description pools**: ``descriptions.txt`` (the synthetic vocabulary: colours, shapes,
   positions, sizes and backgrounds, mixed with general descriptions) and
   ``place_descriptions.txt`` (backgrounds only), one description per line; and ``words.txt``
@@ -58,6 +69,7 @@ CLASSES: list[tuple[str, str]] = [(c, s) for c in COLOURS for s in SHAPES]
 WATERBIRD_SHAPES = ("circle", "triangle")
 PLACES = ("land", "water")
 _SET_IDS = {"classification": 10, "waterbirds_train": 11, "waterbirds_test": 12}
+DEFAULT_CAMOUFLAGE = 0.7
 
 POSITIONS = ("top left", "top right", "bottom left", "bottom right", "centre")
 SIZES = ("small", "large", "tiny", "big")
@@ -168,14 +180,20 @@ def _classification_set(out: Path, n: int, image_size: int, seed: int) -> dict[s
     return {"classification_images": n, "classes": len(CLASSES)}
 
 
-def _waterbird_image(rng: np.random.Generator, image_size: int, y: int, place: int) -> tuple[np.ndarray, str]:
+def _waterbird_image(rng: np.random.Generator, image_size: int, y: int, place: int,
+                     camouflage: float) -> tuple[np.ndarray, str]:
+    """An object of shape ``y`` and a random colour on background ``place``; the object's pixels are
+    ``(1 - camouflage) * colour + camouflage * background``. Returns the image and the colour's name."""
     canvas = textured_background(rng, image_size, place)
+    behind = canvas.copy()
     colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-    _draw_object(rng, canvas, colour, WATERBIRD_SHAPES[y], low=8, high=16)
+    mask = _draw_object(rng, canvas, colour, WATERBIRD_SHAPES[y], low=8, high=16)
+    canvas[mask] = (1.0 - camouflage) * canvas[mask] + camouflage * behind[mask]
     return _finish(rng, canvas), colour
 
 
-def _waterbirds_train(images_dir: Path, n: int, image_size: int, seed: int, correlation: float) -> list[dict]:
+def _waterbirds_train(images_dir: Path, n: int, image_size: int, seed: int, correlation: float,
+                      camouflage: float) -> list[dict]:
     """Training images whose place equals their class with probability ``correlation``, and their pairs:
     the affirmative sentence about the object and the negated one about an absent (colour, shape)."""
     records = []
@@ -183,7 +201,7 @@ def _waterbirds_train(images_dir: Path, n: int, image_size: int, seed: int, corr
         rng = _stream(seed, "waterbirds_train", index)
         y = int(rng.integers(2))
         place = y if rng.uniform() < correlation else 1 - y
-        rgb, colour = _waterbird_image(rng, image_size, y, place)
+        rgb, colour = _waterbird_image(rng, image_size, y, place, camouflage)
         name = f"wb_train_{index:05d}.png"
         write_bytes_atomically(png_bytes(rgb), images_dir / name)
         shown = (colour, WATERBIRD_SHAPES[y])
@@ -198,14 +216,14 @@ def _waterbirds_train(images_dir: Path, n: int, image_size: int, seed: int, corr
     return records
 
 
-def _waterbirds_test(out: Path, n: int, image_size: int, seed: int) -> None:
+def _waterbirds_test(out: Path, n: int, image_size: int, seed: int, camouflage: float) -> None:
     folder = out / "waterbirds"
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rows = ["img_filename,y,split,place"]
     for index in range(n):
         rng = _stream(seed, "waterbirds_test", index)
         y, place = divmod(index % 4, 2)
-        rgb, _ = _waterbird_image(rng, image_size, y, place)
+        rgb, _ = _waterbird_image(rng, image_size, y, place, camouflage)
         name = f"images/wb_test_{index:05d}.png"
         write_bytes_atomically(png_bytes(rgb), folder / name)
         rows.append(f"{name},{y},2,{place}")
@@ -244,22 +262,27 @@ def write_word_pool(path) -> int:
 
 
 def generate_decomposition_sets(out_dir, images_dir, *, n_classification: int, n_waterbirds_train: int,
-                                n_waterbirds_test: int, spurious_correlation: float, image_size: int = 64,
+                                n_waterbirds_test: int, spurious_correlation: float,
+                                camouflage: float = DEFAULT_CAMOUFLAGE, image_size: int = 64,
                                 seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
     """Write the sets under ``out_dir`` (training images under ``images_dir``); returns a summary and the
-    Waterbirds-like training pairs (in ``train.jsonl``'s format, plus ``place``)."""
+    Waterbirds-like training pairs (in ``train.jsonl``'s format, plus ``place``). ``camouflage`` is the share of
+    the background mixed into a Waterbirds-like object's colour (module docstring)."""
     if n_waterbirds_test < 4 or n_waterbirds_test % 4:
         raise InputError(f"n_waterbirds_test={n_waterbirds_test} must be a positive multiple of 4 "
                          "(the four (class, background) groups are balanced)")
     if not 0.5 <= spurious_correlation <= 1:
         raise InputError(f"spurious_correlation={spurious_correlation} must lie in [0.5, 1]")
+    if not 0 <= camouflage < 1:
+        raise InputError(f"camouflage={camouflage} must lie in [0, 1) (1 would hide the object entirely)")
     if n_classification < 2:
         raise InputError(f"n_classification={n_classification} must be at least 2")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = _classification_set(out, n_classification, image_size, seed)
-    records = _waterbirds_train(Path(images_dir), n_waterbirds_train, image_size, seed, spurious_correlation)
-    _waterbirds_test(out, n_waterbirds_test, image_size, seed)
+    records = _waterbirds_train(Path(images_dir), n_waterbirds_train, image_size, seed, spurious_correlation,
+                                camouflage)
+    _waterbirds_test(out, n_waterbirds_test, image_size, seed, camouflage)
     _write_lines(out / "descriptions.txt", description_pool())
     _write_lines(out / "place_descriptions.txt", BACKGROUND_DESCRIPTIONS)
     matched = sum(r["place"] == PLACES[WATERBIRD_SHAPES.index(r["subject"]["shape"])]
@@ -312,13 +335,14 @@ def head_kinds(textspan) -> "pd.DataFrame":
 
 
 def planted_structure_checks(textspan, segmentation, waterbirds) -> "pd.DataFrame":
-    """The three planted-structure checks of the demo, one row each: ``check``, ``holds`` and the ``evidence``.
+    """The planted-structure checks of the demo, one row each: ``check``, ``holds`` and the ``evidence``.
 
     - TEXTSPAN separates colour heads from shape/position heads: some head's texts are mostly colours and
       another's mostly shapes or positions (:func:`head_kinds`).
     - Segmentation: the decomposition's mIoU exceeds the raw last-layer attention's (the rows of the configured
       protocol, :func:`~clip_interp.decomposition.segmentation.configured_rows`).
-    - Waterbirds: mean-ablating the chosen heads raises the worst-group accuracy.
+    - Waterbirds, one row per ablation of the table (``ablation_mode``: paper, heads_only): mean-ablating the
+      chosen heads raises the worst-group accuracy above the baseline's.
     """
     import pandas as pd
 
@@ -328,12 +352,12 @@ def planted_structure_checks(textspan, segmentation, waterbirds) -> "pd.DataFram
     colour = kinds[kinds["kind"] == "colour"]
     shape = kinds[kinds["kind"] == "shape_or_position"]
     miou = configured_rows(segmentation).set_index("method")["miou"]
-    worst = waterbirds.set_index("condition")["worst_group"]
+    baseline = waterbirds[waterbirds["condition"] == "baseline"].iloc[0]
 
     def head_names(table) -> str:
         return ", ".join(f"L{r.layer}H{r.head}" for r in table.itertuples()) or "none"
 
-    return pd.DataFrame([
+    rows = [
         {"check": "TEXTSPAN separates colour heads from shape/position heads",
          "holds": bool(len(colour) and len(shape)),
          "evidence": f"colour heads: {head_names(colour)}; shape/position heads: {head_names(shape)}; "
@@ -341,10 +365,14 @@ def planted_structure_checks(textspan, segmentation, waterbirds) -> "pd.DataFram
         {"check": "segmentation by decomposition beats the raw last-layer attention in mIoU",
          "holds": bool(miou["decomposition"] > miou["last_layer_attention"]),
          "evidence": ", ".join(f"{m}: {v:.3f}" for m, v in miou.items())},
-        {"check": "mean-ablating the background heads raises the worst-group accuracy",
-         "holds": bool(worst["ablated"] > worst["baseline"]),
-         "evidence": f"worst group {worst['baseline']:.3f} -> {worst['ablated']:.3f}"},
-    ])
+    ]
+    for row in waterbirds[waterbirds["condition"] == "ablated"].itertuples():
+        rows.append({"check": f"mean-ablating the background heads ({row.ablation_mode}) raises the worst-group "
+                              "accuracy",
+                     "holds": bool(row.worst_group > baseline["worst_group"]),
+                     "evidence": f"worst group {baseline['worst_group']:.3f} -> {row.worst_group:.3f}, average "
+                                 f"{baseline['average']:.3f} -> {row.average:.3f}"})
+    return pd.DataFrame(rows)
 
 
 # The demo taxonomy's property (resources/heads/taxonomy_demo.yaml) of each kind of description.
