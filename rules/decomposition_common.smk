@@ -155,5 +155,6 @@ PROTOCOL_EXPERIMENTS = {
     "zero_shot_ablation": ("zero_shot_ablation.parquet", ("convention", "dtype")),
     "textspan_reconstruction": ("textspan_reconstruction.parquet", ("convention", "dtype")),
     "segmentation": ("segmentation.parquet", ("convention",)),
+    "waterbirds": ("waterbirds.parquet", ()),
     "neighbours": ("neighbours.parquet", ()),
 }

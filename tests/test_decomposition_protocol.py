@@ -73,3 +73,13 @@ def test_neighbour_overlap_is_read_once_per_head_and_query():
     assert len(report) == 1
     row = report.iloc[0]
     assert (row["alternative"], row["setting"], row["paper"], row["value"]) == ("cosine", "3/1/a dog", 1.0, 0.6)
+
+
+def test_waterbirds_heads_only_beside_the_paper_ablation_and_the_baseline_left_out():
+    table = pd.DataFrame({"condition": ["baseline", "ablated", "ablated"],
+                          "ablation_mode": ["none", "paper", "heads_only"],
+                          "configured": [False, True, False], "worst_group": [0.1, 0.3, 0.25],
+                          "average": [0.6, 0.7, 0.65]})
+    report = protocol_report({"waterbirds": table}, {}).set_index("metric")
+    assert set(report["alternative"]) == {"heads_only"}
+    assert report.loc["worst_group", "difference"] == pytest.approx(-0.05)

@@ -72,6 +72,7 @@ class Experiment:
     keys: tuple[str, ...]
     metrics: tuple[str, ...]
     protocol_column: str | None = None
+    not_alternatives: tuple[str, ...] = ()
 
     def configured_rows(self, table):
         """The rows of ``table`` under the configured protocol, without the protocol columns."""
@@ -86,7 +87,7 @@ class Experiment:
         """``{protocol: its rows}`` for the alternatives ``table`` holds as rows (none without a protocol column)."""
         if self.protocol_column is None:
             return {}
-        others = table[~table["configured"].astype(bool)]
+        others = table[~table["configured"].astype(bool) & ~table[self.protocol_column].isin(self.not_alternatives)]
         return {str(name): rows.drop(columns=[self.protocol_column, "configured"]).drop_duplicates(list(self.keys))
                 for name, rows in others.groupby(self.protocol_column, sort=False)}
 
@@ -96,6 +97,9 @@ EXPERIMENTS = {
     "zero_shot_ablation": Experiment(("ablation",), ("accuracy",)),
     "textspan_reconstruction": Experiment(("condition",), ("accuracy",)),
     "segmentation": Experiment(("method",), ("pixel_accuracy", "miou", "map"), protocol_column="protocol"),
+    # The ablated rows: the paper's ablation (or the configured one) beside the other; the baseline is no protocol.
+    "waterbirds": Experiment(("condition",), ("worst_group", "average"), protocol_column="ablation_mode",
+                             not_alternatives=("none",)),
     # Per head and query: the share of the top k that the paper's dot-product list also holds (1 for itself).
     "neighbours": Experiment(("layer", "head", "query"), ("shared_with_paper",), protocol_column="similarity"),
 }
