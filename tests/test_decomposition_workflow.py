@@ -131,7 +131,7 @@ def test_default_config_dry_run_lists_every_decomposition_output(tmp_path, share
     for rule in ("fetch_decomposition_source", "extract_waterbirds", "decomposition_image_list", "decomposition_text",
                  "gather_decomposition", "zero_shot_ablation", "textspan", "textspan_sweep",
                  "decomposition_segmentation", "waterbirds", "head_neighbours", "spatial_maps",
-                 "decompose_variant_shard", "zero_shot_ablation_variant", "protocol_report"):
+                 "zero_shot_ablation_variant", "protocol_report"):
         assert rule in jobs, rule
     listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout
     for table in DECOMPOSITION_TABLES:
