@@ -12,9 +12,7 @@ STUDY_TARGETS["decomposition"] += expand(
 
 
 wildcard_constraints:
-    variant="|".join(f"{setting}_{value}" for setting, values in
-                     (("convention", ["per_component", "uniform"]), ("dtype", ["float16", "float32"]))
-                     for value in values),
+    variant="(convention|dtype)_[a-z0-9_]+",
 
 
 use rule decompose_shard as decompose_variant_shard with:
@@ -93,6 +91,26 @@ use rule decomposition_segmentation as decomposition_segmentation_variant with:
         rule_log("decomposition_segmentation_variant", "{model}", "{variant}"),
     benchmark:
         rule_benchmark("decomposition_segmentation_variant", "{model}", "{variant}")
+
+
+use rule waterbirds as waterbirds_variant with:
+    input:
+        unpack(paper_heads_input),
+        store=f"{VARIANT_OUT}/store/waterbirds.h5",
+        table="results/decomposition/datasets/waterbirds.parquet",
+        classifier=f"{DECOMPOSITION_OUT}/text/classifier_waterbirds.npy",
+        textspan=f"{VARIANT_OUT}/textspan.parquet",
+        texts=f"{DECOMPOSITION_OUT}/text/descriptions.npy",
+        places=f"{DECOMPOSITION_OUT}/text/place_descriptions.npy",
+    output:
+        table=f"{VARIANT_OUT}/waterbirds.parquet",
+        heads=f"{VARIANT_OUT}/waterbirds_heads.parquet",
+        png=f"{VARIANT_OUT}/figures/waterbirds_groups.png",
+        pdf=f"{VARIANT_OUT}/figures/waterbirds_groups.pdf",
+    log:
+        rule_log("waterbirds_variant", "{model}", "{variant}"),
+    benchmark:
+        rule_benchmark("waterbirds_variant", "{model}", "{variant}")
 
 
 rule protocol_report:

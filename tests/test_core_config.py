@@ -237,11 +237,19 @@ def test_dry_run_of_a_wrong_value_names_the_key(tmp_path):
     assert "`negation.segments.correct` is 'high' (a string); expected a number" in proc.stdout + proc.stderr
 
 
+def in_repo(image):
+    """An image given by file path in the demo config, made absolute so that a run elsewhere finds it."""
+    return str(REPO / image) if isinstance(image, str) else image
+
+
 @pytest.mark.slow  # a Snakemake dry run in a subprocess
 def test_studies_gate_the_requested_targets(tmp_path):
     config = load("demo.yaml")
     config["negation"]["sources"]["cannot"]["url"] = str(REPO / "resources" / "cannot_demo.tsv")  # run elsewhere
     config["heads"]["taxonomy"] = str(REPO / "resources" / "heads" / "taxonomy_demo.yaml")
+    neighbours, spatial = config["decomposition"]["neighbours"], config["decomposition"]["spatial_maps"]
+    neighbours["image_queries"] = [in_repo(query) for query in neighbours["image_queries"]]
+    spatial["images"] = [in_repo(image) for image in spatial["images"]]
     proc = dry_run(tmp_path, config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "compute_scores" in proc.stdout and "results/negation/toy-clip/scores.parquet" in proc.stdout

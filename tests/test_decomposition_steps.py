@@ -63,11 +63,15 @@ def test_synthetic_sets_are_read_by_the_real_readers(sets):
     assert table["label"].tolist() == [i % len(CLASSES) for i in range(20)]
     segmentation = ImageNetSegmentation(root / "segmentation.mat")
     image, mask = segmentation.item(5)
-    assert len(segmentation) == 20 and image.shape == (64, 64, 3) and mask.dtype == bool
-    # the mask marks the object's pixels, whose colour is the class's colour
+    assert len(segmentation) == 20 and image.shape == (64, 84, 3) and mask.dtype == bool
+    # the mask marks the object's pixels, whose colour is the class's colour; the centre 64 x 64 is the
+    # classification image, the margins on each side are background
     colour = np.asarray(COLOURS[CLASSES[5][0]], dtype=float)
-    assert 0 < mask.mean() < 0.5
+    assert 0 < mask.mean() < 0.5 and not mask[:, :10].any() and not mask[:, -10:].any()
     assert np.abs(image[mask].mean(0) - colour).max() < 25
+    from PIL import Image
+    classification_image = np.asarray(Image.open(root / "classification" / "cls_00005.png"))
+    assert np.array_equal(image[:, 10:74], classification_image)
     segmentation.close()
     water = read_waterbirds(root / "waterbirds")
     assert len(water) == 8

@@ -75,6 +75,13 @@ def test_demo_produces_every_decomposition_table_and_figure(demo_run):
     assert waterbirds["ablation_mode"].tolist() == ["none", "paper", "heads_only"]
     assert waterbirds["configured"].tolist() == [False, True, False]
     assert len(pd.read_parquet(out / "waterbirds_heads.parquet")) == 4  # decomposition.spurious.n_heads (demo.yaml)
+    report = pd.read_parquet(out / "protocol_report.parquet")
+    by_alternative = report.groupby("alternative")["experiment"].unique().map(set)
+    assert by_alternative["convention_per_component"] == {"zero_shot_ablation", "textspan_reconstruction",
+                                                          "segmentation", "waterbirds"}
+    assert by_alternative["aligned_masks"] == {"segmentation"} and by_alternative["heads_only"] == {"waterbirds"}
+    # the demo's segmentation images are wider than tall: the paper's direct mask resize moves the masks
+    assert (report[report["alternative"] == "aligned_masks"]["difference"].abs() > 0).any()
 
 
 def test_demo_planted_structure(demo_run):
@@ -131,7 +138,7 @@ def test_default_config_dry_run_lists_every_decomposition_output(tmp_path, share
     for rule in ("fetch_decomposition_source", "extract_waterbirds", "decomposition_image_list", "decomposition_text",
                  "gather_decomposition", "zero_shot_ablation", "textspan", "textspan_sweep",
                  "decomposition_segmentation", "waterbirds", "head_neighbours", "spatial_maps",
-                 "zero_shot_ablation_variant", "protocol_report"):
+                 "zero_shot_ablation_variant", "waterbirds_variant", "protocol_report"):
         assert rule in jobs, rule
     listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout
     for table in DECOMPOSITION_TABLES:

@@ -32,7 +32,8 @@ SMALL_DEMO = {
                                         "spurious_correlation": 0.95, "camouflage": 0.7}},
         "toy_clip": {"epochs": 4, "batch_size": 32, "lr": 0.001, "seed": 0},
     },
-    "decomposition": {"shard_size": 32},
+    # Stores of 64 images (3 classification shards, 9 Waterbirds shards); one store variant in the protocol report
+    "decomposition": {"shard_size": 64, "protocol_report": {"store_variants": ["convention"]}},
     "threads": 2,
 }
 N_EVAL = SMALL_DEMO["demo"]["synthetic"]["n_eval"]

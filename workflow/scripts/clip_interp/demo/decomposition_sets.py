@@ -10,7 +10,10 @@ objects on the toy CLIP's 8-pixel patch grid):
 * **Segmentation set** (``segmentation.mat``): the same images and their true object masks, in the
   layout of ImageNet-segmentation's ``gtsegs_ijcv.mat`` (HDF5; ``/value/img`` and ``/value/gt``
   are (N, 1) object references, an image a (3, W, H) uint8 array, a ground truth a reference
-  array whose [0, 0] element is the (W, H) mask).
+  array whose [0, 0] element is the (W, H) mask). Each image is widened by a margin of its own background
+  (a sixth of its height on each side, 64 x 84 pixels; the mask is empty there), so that, as with the real
+  set's landscape photographs, the model's centre crop and the paper's direct mask resize disagree and the
+  protocol report's ``aligned_masks`` row differs from the paper's.
 * **Waterbirds-like split**: the class is the shape (0 = circle, the "landbird"; 1 = triangle, the
   "waterbird"), the place the background texture (0 = "land": brown and green horizontal bands;
   1 = "water": blue with lighter diagonal waves). The object is small (a cell of 8 or 16 pixels, one
@@ -68,7 +71,8 @@ if TYPE_CHECKING:
 CLASSES: list[tuple[str, str]] = [(c, s) for c in COLOURS for s in SHAPES]
 WATERBIRD_SHAPES = ("circle", "triangle")
 PLACES = ("land", "water")
-_SET_IDS = {"classification": 10, "waterbirds_train": 11, "waterbirds_test": 12}
+_SET_IDS = {"classification": 10, "waterbirds_train": 11, "waterbirds_test": 12, "segmentation_margin": 13}
+SEGMENTATION_MARGIN = 6  # a segmentation image's margin on each side, as a divisor of its height
 DEFAULT_CAMOUFLAGE = 0.7
 
 POSITIONS = ("top left", "top right", "bottom left", "bottom right", "centre")
@@ -157,6 +161,16 @@ def write_gtsegs_mat(images: list[np.ndarray], masks: list[np.ndarray], path) ->
             gt[i, 0] = holder.ref
 
 
+def _with_margin(rng: np.random.Generator, rgb: np.ndarray, mask: np.ndarray, tint: np.ndarray):
+    """The image widened on both sides by a noisy margin of its background ``tint`` (a
+    :data:`SEGMENTATION_MARGIN`-th of its height each), and its mask widened with background."""
+    height = rgb.shape[0]
+    margin = height // SEGMENTATION_MARGIN
+    sides = [_finish(rng, np.broadcast_to(tint, (height, margin, 3)).copy()) for _ in range(2)]
+    empty = np.zeros((height, margin), dtype=bool)
+    return np.concatenate([sides[0], rgb, sides[1]], axis=1), np.concatenate([empty, mask, empty], axis=1)
+
+
 def _classification_set(out: Path, n: int, image_size: int, seed: int) -> dict[str, Any]:
     folder = out / "classification"
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,13 +180,15 @@ def _classification_set(out: Path, n: int, image_size: int, seed: int) -> dict[s
         label = index % len(CLASSES)
         colour, shape = CLASSES[label]
         canvas = _tinted_background(rng, image_size)
+        tint = canvas[0, 0].copy()
         mask = _draw_object(rng, canvas, colour, shape)
         rgb = _finish(rng, canvas)
         name = f"cls_{index:05d}.png"
         write_bytes_atomically(png_bytes(rgb), folder / name)
         labels.append(f"{name} {label}")
-        images.append(rgb)
-        masks.append(mask)
+        wide, wide_mask = _with_margin(_stream(seed, "segmentation_margin", index), rgb, mask, tint)
+        images.append(wide)
+        masks.append(wide_mask)
     _write_lines(out / "classification_labels.txt", labels)
     _write_lines(out / "class_names.txt", [f"{c} {s}" for c, s in CLASSES])
     _write_lines(out / "templates.txt", ["There is a {}."])
