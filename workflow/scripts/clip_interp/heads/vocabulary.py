@@ -79,21 +79,22 @@ def _clean(candidate: str) -> str:
 def parse_open_answer(answer: str) -> str | None:
     """The free-form label an LLM answer gives, else None.
 
-    The label is taken from the first of: a JSON object ``{"label": "..."}``; the text after ``Label:`` (or
-    ``label =``) on its line; the whole answer when it is one line. Surrounding spaces, quotes, asterisks and
-    end punctuation are stripped. It is accepted when it is one line of at most :data:`MAX_LABEL_CHARS`
-    characters and :data:`MAX_LABEL_WORDS` words whose :func:`normalise_free_label` is not empty; anything else
-    (an empty answer, several lines without a ``Label:`` line, a sentence) gives None.
+    The label is taken from a JSON object ``{"label": "..."}`` (a JSON object without a string ``label`` gives
+    None); else from the text after ``Label:`` (or ``label =``) on its line; else from the whole answer when it is
+    one line. Surrounding spaces, quotes, asterisks and end punctuation are stripped. It is accepted when it is
+    one line of at most :data:`MAX_LABEL_CHARS` characters and :data:`MAX_LABEL_WORDS` words whose
+    :func:`normalise_free_label` is not empty; anything else (an empty answer, several lines without a
+    ``Label:`` line, a sentence) gives None.
     """
     text = answer.strip()
     candidate = None
     try:
         parsed = json.loads(text)
-        if isinstance(parsed, dict) and isinstance(parsed.get("label"), str):
-            candidate = parsed["label"]
     except ValueError:
-        pass
-    if candidate is None:
+        parsed = None
+    if isinstance(parsed, dict):
+        candidate = parsed.get("label") if isinstance(parsed.get("label"), str) else None
+    else:
         match = re.search(r"label\s*[:=]\s*(.*)", text, flags=re.IGNORECASE)
         if match:
             candidate = match.group(1).splitlines()[0] if match.group(1) else ""
@@ -138,4 +139,5 @@ def mapped_labels(labels: pd.Series, mapping: pd.DataFrame, source: str = "the l
     if missing:
         raise InputError(f"{source} has no row for the labels {missing[:5]}; it is older than the label table: "
                          "re-run its rule")
-    return labels.map(lambda label: None if label is None or pd.isna(label) else lookup[str(label)])
+    return pd.Series([None if label is None or pd.isna(label) else lookup[str(label)] for label in labels],
+                     index=labels.index, dtype=object)
