@@ -50,6 +50,9 @@ rule heads_labels:
         n_texts=HEADS["n_texts"],
         cache=f"results/heads/llm_cache/{{model}}.json",
         vocabulary=lambda wildcards: HEADS["llm"]["vocabulary"] if wildcards.labeller == "llm" else None,
+        published_fingerprint=lambda wildcards: (
+            heads_published_fingerprint(wildcards) if wildcards.labeller == "published" else None
+        ),
         device=DEVICE,
         batch_size=TEXT_BATCH_SIZE,
     log:

@@ -118,3 +118,30 @@ def test_partial_and_duplicated_sheets(tmp_path):
         read_judgements(path, "toy", LABELS, N_TEXTS, 2)
     with pytest.raises(InputError, match=r"judging sheet .*nope.tsv does not exist"):
         read_judgements(tmp_path / "nope.tsv", "toy", LABELS, N_TEXTS, 2)
+
+
+def test_automatic_association_of_taxonomy_labels_is_a_confidence_threshold():
+    """README: with the taxonomy labeller and heads.n_texts == association.n_texts, the matcher's count of texts
+    matching the label is confidence x n_texts (the same matcher on the same texts), so a head is associated exactly
+    when its confidence is at least min_matches / n_texts."""
+    import torch
+
+    from clip_interp.heads.labels import PropertyMatcher, label_heads
+    from clip_interp.heads.scores import association_per_head
+    from clip_interp.heads.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy({"red": ("red",), "blue": ("blue",), "round": ("round",)})
+    words = ("red", "blue", "round")
+
+    def encode(texts):
+        return torch.tensor([[float(w in t) + 0.01 * (i + 1) for i, w in enumerate(words)] for t in texts])
+
+    generator = torch.Generator().manual_seed(0)
+    rows = [{"layer": 1, "head": head, "rank": rank, "text": words[int(torch.randint(3, (1,), generator=generator))]}
+            for head in range(40) for rank in range(1, 6)]
+    matcher = PropertyMatcher(encode, taxonomy)
+    labels = label_heads(pd.DataFrame(rows), matcher, 5)
+    judged = association_per_head(labels, matcher, n_texts=5, min_matches=3)
+    assert (judged["matches"] == (labels["confidence"] * 5).round().astype(int)).all()
+    assert (judged["associated"] == (labels["confidence"] >= 3 / 5)).all()
+    assert 0 < judged["associated"].mean() < 1  # both kinds of head occur

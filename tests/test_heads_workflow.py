@@ -141,6 +141,20 @@ def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     assert message in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("vocabulary, mapped", [("open", True), ("closed", False)])
+def test_open_llm_labels_are_mapped_before_the_scores(tmp_path, vocabulary, mapped):
+    """With `heads.llm.vocabulary: open` (the default) the LLM labels' mapping onto the taxonomy is a target and an
+    input of the scores; with `closed` it is not planned."""
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir, "demo.yaml", {"heads": {"labellers": ["taxonomy", "llm"],
+                                                           "llm": {"vocabulary": vocabulary}}})
+    proc = snakemake(workdir, "--configfile", str(config), "-n", "results/heads/toy-clip/scores.parquet")
+    jobs, out = planned_jobs(proc), proc.stdout + proc.stderr
+    assert jobs.get("heads_labels") == 2 and jobs.get("heads_scores") == 1
+    assert (jobs.get("heads_llm_label_mapping") == 1) is mapped
+    assert ("results/heads/toy-clip/llm_label_mapping.parquet" in out) is mapped
+
+
 LLM_CLOSED = "heads={labellers: [taxonomy, llm], llm: {vocabulary: closed}}"
 
 
