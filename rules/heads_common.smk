@@ -127,6 +127,13 @@ def check_heads_inputs():
     problems = heads_problems(config, uses_published, written_configs=toy_model_configs())
     if "published" in HEADS["labellers"]:
         problems += published_labeller_problems(config["models"])
+    problems += [
+        f"`heads.association.judgements` is {HEADS['association']['judgements']!r}, the judging sheet the workflow "
+        f"writes for model {model!r} (and would write over); fill a copy elsewhere and give its path"
+        for model in MODELS
+        if heads_judgements_path(model)
+        and os.path.normpath(heads_judgements_path(model)) == f"results/heads/{model}/association_sheet.tsv"
+    ]
     if "llm" in HEADS["labellers"] and not heads_missing_files(config, uses_published):
         problems += llm_example_problems()
     if problems:

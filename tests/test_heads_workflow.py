@@ -132,6 +132,8 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
     ({"heads": {"llm": {"vocabulary": "free"}}}, "`heads.llm.vocabulary`"),
     ({"heads": {"association": {"judgements": "judged/{model}.tsv"}}},
      "`heads.association.judgements` is 'judged/toy-clip.tsv', which does not exist"),
+    ({"heads": {"association": {"judgements": "results/heads/{model}/association_sheet.tsv"}}},
+     "the judging sheet the workflow writes for model 'toy-clip' (and would write over); fill a copy elsewhere"),
 ])
 def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     workdir = copy_workflow(tmp_path / "wf")
