@@ -126,3 +126,24 @@ def test_score_table_columns_and_judged_association(tiny_clip, one_thread, tmp_p
     assert judged["association_judgements"].str.endswith("toy.tsv").all()
     unchanged = [c for c in automatic.columns if not c.startswith("association")]
     pd.testing.assert_frame_equal(judged[unchanged], automatic[unchanged])
+
+
+def test_the_labels_step_of_the_published_labeller(tiny_clip_factory, one_thread, shared_data, tmp_path):
+    """What the `heads_labels` rule runs for `published`: a model of ViT-B/32's shape (12 layers of 12 heads; a
+    small random one, named as the paper's model by its spec), its analysed layers, the published labels there."""
+    from clip_interp.demo.toy_clip import toy_clip_config
+    from clip_interp.heads.steps import label_table
+
+    model = tiny_clip_factory(toy_clip_config(vision_cfg={"layers": 12, "width": 96, "head_width": 8}))
+    spec = {"backend": "open_clip", "name": "ViT-B-32", "pretrained": "openai"}
+    settings = dict(taxonomy_path=published.DEFAULT_TAXONOMY, n_texts=5, batch_size=64,
+                    published_path=shared_data / "clip_interpret" / "head_labels.tsv")
+    table, layers = label_table("published", textspan(range(1, 13), 12), model, spec=spec, n_layers=4, **settings)
+    assert layers == [9, 10, 11, 12] and list(table.columns) == LABEL_COLUMNS and len(table) == 48
+    source = published.read_head_labels(settings["published_path"])
+    source = source[(source["model"] == "ViT-B-32") & (source["pretrained"] == "openai")]
+    assert table.merge(source, left_on=["layer", "head", "label"], right_on=["layer", "head", "label"]).shape[0] == 48
+    assert (source["layer_published"] == source["layer"] - 1).all()
+    with pytest.raises(InputError, match=r"cover six models only .* remove published from `heads.labellers`"):
+        label_table("published", textspan(range(1, 13), 12), model, spec={"backend": "open_clip", "name": "ToyCLIP"},
+                    n_layers=4, **settings)
