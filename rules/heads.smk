@@ -5,7 +5,8 @@ STUDY_TARGETS["heads"] += expand(
     "results/heads/{model}/{name}",
     model=MODELS,
     name=[f"labels_{labeller}.parquet" for labeller in HEADS["labellers"]]
-    + ["scores.parquet", "explorer.json"]
+    + ["scores.parquet", "explorer.json", "association_sheet.tsv"]
+    + (["llm_label_mapping.parquet"] if heads_open_llm() else [])
     + [f"analyses/{analysis}.parquet" for analysis in HEADS_ANALYSES]
     + [f"figures/{analysis}.{ext}" for analysis in HEADS_ANALYSES for ext in ("png", "pdf")],
 ) + [
@@ -15,7 +16,7 @@ STUDY_TARGETS["heads"] += expand(
 
 
 wildcard_constraints:
-    labeller="taxonomy|llm",
+    labeller="taxonomy|llm|published",
 
 
 # The fetches need the internet, which compute nodes often lack: they run where Snakemake runs.
@@ -48,6 +49,10 @@ rule heads_labels:
         n_layers=HEADS["n_layers"],
         n_texts=HEADS["n_texts"],
         cache=f"results/heads/llm_cache/{{model}}.json",
+        vocabulary=lambda wildcards: HEADS["llm"]["vocabulary"] if wildcards.labeller == "llm" else None,
+        published_fingerprint=lambda wildcards: (
+            heads_published_fingerprint(wildcards) if wildcards.labeller == "published" else None
+        ),
         device=DEVICE,
         batch_size=TEXT_BATCH_SIZE,
     log:
@@ -63,10 +68,61 @@ rule heads_labels:
         "../workflow/scripts/heads_labels.py"
 
 
+# The open-vocabulary LLM labels mapped onto the taxonomy by the model's text tower (the scores' mapped readings).
+rule heads_llm_label_mapping:
+    input:
+        labels=f"{HEADS_OUT}/labels_llm.parquet",
+        taxonomy=HEADS["taxonomy"],
+        model=model_files,
+    output:
+        f"{HEADS_OUT}/llm_label_mapping.parquet",
+    params:
+        model=model_spec,
+        device=DEVICE,
+        batch_size=TEXT_BATCH_SIZE,
+    log:
+        rule_log("heads_llm_label_mapping", "{model}"),
+    benchmark:
+        rule_benchmark("heads_llm_label_mapping", "{model}")
+    threads: config["threads"]
+    resources:
+        **MODEL_RESOURCES,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/heads_llm_label_mapping.py"
+
+
+# The sheet on which a person judges each head's top texts against its label (`heads.association.judgements`).
+rule heads_association_sheet:
+    input:
+        unpack(heads_label_tables),
+    output:
+        f"{HEADS_OUT}/association_sheet.tsv",
+    params:
+        labellers=HEADS["labellers"],
+        n_texts=HEADS["association"]["n_texts"],
+    log:
+        rule_log("heads_association_sheet", "{model}"),
+    benchmark:
+        rule_benchmark("heads_association_sheet", "{model}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    group:
+        LIGHT_GROUP
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/heads_association_sheet.py"
+
+
 rule heads_scores:
     input:
         unpack(heads_label_tables),
         unpack(heads_published_input),
+        unpack(heads_llm_mapping_input),
+        unpack(heads_judgements_input),
         textspan=HEADS_DECOMPOSITION["textspan"],
         taxonomy=HEADS["taxonomy"],
         model=model_files,
@@ -76,6 +132,7 @@ rule heads_scores:
         model=model_spec,
         labellers=HEADS["labellers"],
         association=HEADS["association"],
+        llm_vocabulary=HEADS["llm"]["vocabulary"] if "llm" in HEADS["labellers"] else None,
         published_fingerprint=heads_published_fingerprint,
         device=DEVICE,
         batch_size=TEXT_BATCH_SIZE,

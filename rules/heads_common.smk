@@ -3,7 +3,7 @@
 
 from clip_interp.config import ConfigError, heads_missing_files, heads_problems
 from clip_interp.heads import ANALYSES as HEADS_ANALYSES
-from clip_interp.heads.published import PAPER_SCORES
+from clip_interp.heads.published import PAPER_SCORES, published_labeller_problems
 from clip_interp.sources import is_remote, local_path
 
 HEADS = config["heads"]
@@ -47,7 +47,31 @@ def heads_labeller_inputs(wildcards):
     }
     if wildcards.labeller == "llm":
         inputs["examples"] = HEADS["llm"]["examples"]
+    if wildcards.labeller == "published":
+        inputs["published"] = source_path("heads", "published_labels")
     return inputs
+
+
+def heads_open_llm():
+    """Whether the LLM labels with an open vocabulary, so that its labels are mapped onto the taxonomy."""
+    return "llm" in HEADS["labellers"] and HEADS["llm"]["vocabulary"] == "open"
+
+
+def heads_llm_mapping_input(wildcards):
+    """The open-vocabulary LLM labels' mapping onto the taxonomy, when the LLM labels with an open vocabulary."""
+    return {"mapping": f"results/heads/{wildcards.model}/llm_label_mapping.parquet"} if heads_open_llm() else {}
+
+
+def heads_judgements_path(model):
+    """The filled judging sheet of a model (`heads.association.judgements`, `{model}` replaced), or None."""
+    path = HEADS["association"]["judgements"]
+    return None if path is None else path.replace("{model}", model)
+
+
+def heads_judgements_input(wildcards):
+    """The filled judging sheet that replaces the automatic matcher for the association, when configured."""
+    path = heads_judgements_path(wildcards.model)
+    return {} if path is None else {"judgements": path}
 
 
 def heads_index_inputs(wildcards):
@@ -99,8 +123,17 @@ def llm_example_problems():
 def check_heads_inputs():
     """The heads section's settings (:func:`clip_interp.config.heads_problems`) and, once its files exist, the LLM
     labeller's examples, checked before anything runs."""
-    uses_published = any(published_model(model) for model in MODELS)
+    uses_published = "published" in HEADS["labellers"] or any(published_model(model) for model in MODELS)
     problems = heads_problems(config, uses_published, written_configs=toy_model_configs())
+    if "published" in HEADS["labellers"]:
+        problems += published_labeller_problems(config["models"])
+    problems += [
+        f"`heads.association.judgements` is {HEADS['association']['judgements']!r}, the judging sheet the workflow "
+        f"writes for model {model!r} (and would write over); fill a copy elsewhere and give its path"
+        for model in MODELS
+        if heads_judgements_path(model)
+        and os.path.normpath(heads_judgements_path(model)) == f"results/heads/{model}/association_sheet.tsv"
+    ]
     if "llm" in HEADS["labellers"] and not heads_missing_files(config, uses_published):
         problems += llm_example_problems()
     if problems:

@@ -204,6 +204,16 @@ def test_heads_files_published_labels_only_when_a_model_has_them(demo):
     assert heads_missing_files(config) == [("heads.llm.examples", "nope.yaml")]
 
 
+def test_heads_judgements_file_of_each_model(demo, tmp_path):
+    (tmp_path / "toy-clip.tsv").write_text("model\n")
+    other = {"backend": "open_clip", "name": "ViT-B-32", "pretrained": "openai"}
+    config = deep_merge(demo, {"models": {"other": other},
+                               "heads": {"association": {"judgements": f"{tmp_path}/{{model}}.tsv"}}})
+    assert heads_missing_files(config) == [("heads.association.judgements", f"{tmp_path}/other.tsv")]
+    config["heads"]["association"]["judgements"] = str(tmp_path / "toy-clip.tsv")  # one file for every model
+    assert heads_missing_files(config) == []
+
+
 def test_image_rows_beyond_the_list_are_named():
     assert image_row_problems("heads.analyses.images", [0, 1], 45, "list.parquet") == []
     assert image_row_problems("heads.analyses.images", [0, 100000], 45, "list.parquet") == [

@@ -104,7 +104,8 @@ def endpoint(server, **overrides):
 def test_labels_then_cache_hit_sends_no_request(chat_server, tmp_path):
     server = chat_server([("answer", "Label: colours"), ("answer", "label: Shapes.")])
     cache = tmp_path / "cache" / "answers.json"
-    first = label_heads_llm(textspan(HEADS), endpoint(server, api_key="secret"), EXAMPLES, 3, cache, TAXONOMY)
+    first = label_heads_llm(textspan(HEADS), endpoint(server, api_key="secret"), EXAMPLES, 3, cache, TAXONOMY,
+                            vocabulary="closed")
     assert list(first.columns) == LABEL_COLUMNS
     assert first["label"].tolist() == ["colours", "shapes"] and set(first["labeller"]) == {"llm"}
     assert first["confidence"].isna().all() and first["texts"].tolist() == list(HEADS.values())
@@ -113,18 +114,18 @@ def test_labels_then_cache_hit_sends_no_request(chat_server, tmp_path):
     assert request["path"] == "/v1/chat/completions" and request["authorization"] == "Bearer secret"
     assert request["body"]["model"] == "canned-model" and request["body"]["temperature"] == 0
     messages = request["body"]["messages"]
-    assert messages == prompt_messages(HEADS[(3, 0)], EXAMPLES, TAXONOMY)
+    assert messages == prompt_messages(HEADS[(3, 0)], EXAMPLES, TAXONOMY, vocabulary="closed")
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert "colours, shapes, time_of_day_and_season" in messages[0]["content"]
     assert messages[2]["content"] == "Label: colours" and "- red circle" in messages[-1]["content"]
 
-    again = label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, cache, TAXONOMY)
+    again = label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, cache, TAXONOMY, vocabulary="closed")
     assert len(server.requests) == 2  # every answer came from the cache
     pd.testing.assert_frame_equal(first, again)
     # another model (or another prompt) is another cache key
     with pytest.raises(LabellerError):
         label_heads_llm(textspan(HEADS), ChatEndpoint(server.base_url, "other-model", retries=0), EXAMPLES, 3,
-                        cache, TAXONOMY)
+                        cache, TAXONOMY, vocabulary="closed")
     assert len(server.requests) == 3
 
 
@@ -135,7 +136,7 @@ def test_confidence_from_a_matcher(chat_server, tmp_path):
 
     server = chat_server([("answer", '{"label": "Colors"}'), ("answer", "The texts are about shapes")])
     table = label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, tmp_path / "c.json", TAXONOMY,
-                            matcher=PropertyMatcher(encode, TAXONOMY))
+                            matcher=PropertyMatcher(encode, TAXONOMY), vocabulary="closed")
     assert table["label"].tolist() == ["colours", "shapes"]
     assert table["confidence"].tolist() == pytest.approx([3 / 3, 2 / 3])
 
@@ -143,7 +144,7 @@ def test_confidence_from_a_matcher(chat_server, tmp_path):
 def test_http_500_then_success_is_retried(chat_server, tmp_path):
     server = chat_server([("status", 500), ("status", 503), ("answer", "Label: colours")])
     table = label_heads_llm(textspan({(3, 0): HEADS[(3, 0)]}), endpoint(server), EXAMPLES, 3, tmp_path / "c.json",
-                            TAXONOMY)
+                            TAXONOMY, vocabulary="closed")
     assert table["label"].tolist() == ["colours"] and len(server.requests) == 3
 
 
@@ -152,14 +153,14 @@ def test_timeout_is_retried_then_reported(chat_server, tmp_path):
     with pytest.raises(LabellerError, match=r"chat endpoint http://127.0.0.1:\d+/v1/chat/completions failed 2 "
                                             r"tries, the last: no answer within the timeout of 0.2 s"):
         label_heads_llm(textspan({(3, 0): HEADS[(3, 0)]}), endpoint(server, timeout=0.2, retries=1), EXAMPLES, 3,
-                        tmp_path / "c.json", TAXONOMY)
+                        tmp_path / "c.json", TAXONOMY, vocabulary="closed")
     assert len(server.requests) == 2 and not (tmp_path / "c.json").exists()
 
 
 def test_timeout_then_success(chat_server, tmp_path):
     server = chat_server([("sleep", 0.6, "Label: shapes"), ("answer", "Label: colours")])
     table = label_heads_llm(textspan({(3, 0): HEADS[(3, 0)]}), endpoint(server, timeout=0.2), EXAMPLES, 3,
-                            tmp_path / "c.json", TAXONOMY)
+                            tmp_path / "c.json", TAXONOMY, vocabulary="closed")
     assert table["label"].tolist() == ["colours"]
 
 
@@ -170,13 +171,14 @@ def test_unreachable_endpoint_names_the_url(tmp_path):
     url = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(LabellerError, match=rf"{url}/chat/completions failed 3 tries, the last: unreachable .*"
                                             r"CLIP_INTERP_LLM_BASE_URL"):
-        label_heads_llm(textspan(HEADS), endpoint(url), EXAMPLES, 3, tmp_path / "c.json", TAXONOMY)
+        label_heads_llm(textspan(HEADS), endpoint(url), EXAMPLES, 3, tmp_path / "c.json", TAXONOMY, vocabulary="closed")
 
 
 def test_client_error_is_not_retried(chat_server, tmp_path):
     server = chat_server([("status", 401)])
     with pytest.raises(LabellerError, match="refused the request: HTTP 401"):
-        label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, tmp_path / "c.json", TAXONOMY)
+        label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, tmp_path / "c.json", TAXONOMY,
+                        vocabulary="closed")
     assert len(server.requests) == 1
 
 
@@ -185,14 +187,15 @@ def test_unparseable_answer_is_an_error_and_not_cached(chat_server, tmp_path):
     cache = tmp_path / "c.json"
     with pytest.raises(LabellerError, match=r"answer of canned-model .* for head \(layer 3, head 1\) names no "
                                             r"property .*'I cannot tell, maybe colours or shapes\?'"):
-        label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, cache, TAXONOMY)
+        label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, cache, TAXONOMY, vocabulary="closed")
     assert len(AnswerCache(cache).entries) == 1  # the first head's good answer is kept
 
 
 def test_malformed_completion_is_an_error(chat_server, tmp_path):
     server = chat_server([("raw", b"<html>not json</html>")])
     with pytest.raises(LabellerError, match="not a chat completion"):
-        label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, tmp_path / "c.json", TAXONOMY)
+        label_heads_llm(textspan(HEADS), endpoint(server), EXAMPLES, 3, tmp_path / "c.json", TAXONOMY,
+                        vocabulary="closed")
 
 
 def test_corrupt_cache_file(tmp_path):

@@ -101,13 +101,15 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
                  "heads": {"sources": {"published_labels": {"url": str(published / "head_labels.tsv")}}}}
     config = write_config(workdir, "six_models.yaml", overrides)
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
-    for rule in ("heads_labels", "heads_scores", "heads_explorer_manifest", *[f"heads_{a}" for a in ANALYSES]):
+    assert jobs.get("heads_labels") == 12  # the taxonomy and published labellers of each model
+    for rule in ("heads_scores", "heads_explorer_manifest", "heads_association_sheet",
+                 *[f"heads_{a}" for a in ANALYSES]):
         assert jobs.get(rule) == 6, rule
     assert jobs.get("heads_cross_model") == 1 and jobs.get("cross_model_profiles") == 1
     listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout
     for model in SIX_MODELS:
-        for name in ("labels_taxonomy.parquet", "scores.parquet", "explorer.json", "analyses/topic_maps.parquet",
-                     "figures/property_neighbours.png"):
+        for name in ("labels_taxonomy.parquet", "labels_published.parquet", "scores.parquet", "explorer.json",
+                     "association_sheet.tsv", "analyses/topic_maps.parquet", "figures/property_neighbours.png"):
             assert f"results/heads/{model}/{name}" in listed, (model, name)
         assert f"results/negation/{model}/" in listed and f"results/decomposition/{model}/textspan.parquet" in listed
 
@@ -124,6 +126,14 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
     ({"heads": {"labellers": ["taxonomy", "llm"], "llm": {"examples": "resources/heads/llm_examples.yaml"}}},
      "`heads.llm.examples` with `heads.taxonomy`: resources/heads/llm_examples.yaml: examples[0].label 'locations' "
      "names no property of the taxonomy"),
+    ({"heads": {"labellers": ["taxonomy", "published"]}},
+     "`heads.labellers` lists published, but model 'toy-clip' (open_clip ToyCLIP None) is not one of the six that "
+     "CLIP-InterpreT labelled (open_clip, with their weights: ViT-B-32 openai;"),
+    ({"heads": {"llm": {"vocabulary": "free"}}}, "`heads.llm.vocabulary`"),
+    ({"heads": {"association": {"judgements": "judged/{model}.tsv"}}},
+     "`heads.association.judgements` is 'judged/toy-clip.tsv', which does not exist"),
+    ({"heads": {"association": {"judgements": "results/heads/{model}/association_sheet.tsv"}}},
+     "the judging sheet the workflow writes for model 'toy-clip' (and would write over); fill a copy elsewhere"),
 ])
 def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     workdir = copy_workflow(tmp_path / "wf")
@@ -133,9 +143,27 @@ def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     assert message in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("vocabulary, mapped", [("open", True), ("closed", False)])
+def test_open_llm_labels_are_mapped_before_the_scores(tmp_path, vocabulary, mapped):
+    """With `heads.llm.vocabulary: open` (the default) the LLM labels' mapping onto the taxonomy is a target and an
+    input of the scores; with `closed` it is not planned."""
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir, "demo.yaml", {"heads": {"labellers": ["taxonomy", "llm"],
+                                                           "llm": {"vocabulary": vocabulary}}})
+    proc = snakemake(workdir, "--configfile", str(config), "-n", "results/heads/toy-clip/scores.parquet")
+    jobs, out = planned_jobs(proc), proc.stdout + proc.stderr
+    assert jobs.get("heads_labels") == 2 and jobs.get("heads_scores") == 1
+    assert (jobs.get("heads_llm_label_mapping") == 1) is mapped
+    assert ("results/heads/toy-clip/llm_label_mapping.parquet" in out) is mapped
+
+
+LLM_CLOSED = "heads={labellers: [taxonomy, llm], llm: {vocabulary: closed}}"
+
+
 def test_llm_labeller_through_the_workflow_against_a_local_chat_server(demo_run_copy, monkeypatch):
-    """`heads.labellers: [taxonomy, llm]` with the endpoint from the environment: the LLM rule writes the default
-    labeller's table format, one request per head; a forced re-run answers from the cache without a request."""
+    """`heads.labellers: [taxonomy, llm]` (closed vocabulary) with the endpoint from the environment: the LLM rule
+    writes the default labeller's table format, one request per head; a forced re-run answers from the cache
+    without a request."""
     from test_heads_llm import ChatServer
 
     heads_run, config = demo_run_copy
@@ -148,15 +176,14 @@ def test_llm_labeller_through_the_workflow_against_a_local_chat_server(demo_run_
     config = str(config)
     target = "results/heads/toy-clip/labels_llm.parquet"
     try:
-        snakemake(heads_run, target, "--configfile", config, "--config", "heads={labellers: [taxonomy, llm]}")
+        snakemake(heads_run, target, "--configfile", config, "--config", LLM_CLOSED)
         assert len(server.requests) == len(taxonomy) == len(answers)
         llm = pd.read_parquet(model / "labels_llm.parquet")
         assert list(llm.columns) == list(taxonomy.columns) and (llm.dtypes == taxonomy.dtypes).all()
         assert llm[["layer", "head"]].equals(taxonomy[["layer", "head"]]) and (llm["labeller"] == "llm").all()
         assert llm["label"].tolist() == [a.lower() for a in answers]
         assert [list(t) for t in llm["texts"]] == [list(t) for t in taxonomy["texts"]]
-        snakemake(heads_run, target, "--configfile", config, "--config", "heads={labellers: [taxonomy, llm]}",
-                  "--forcerun", "heads_labels")
+        snakemake(heads_run, target, "--configfile", config, "--config", LLM_CLOSED, "--forcerun", "heads_labels")
         assert len(server.requests) == len(answers)
         assert pd.read_parquet(model / "labels_llm.parquet").equals(llm)
     finally:

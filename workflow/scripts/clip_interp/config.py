@@ -642,8 +642,9 @@ def _largest(key: str, k: int) -> str:
 
 def heads_missing_files(config: Mapping, uses_published_labels: bool = False) -> list[tuple[str, str]]:
     """(config key, path) of each local file of the ``heads`` section that does not exist: the taxonomy, the
-    LLM's examples when ``llm`` labels, and the local published labels when a model has them
-    (``uses_published_labels``)."""
+    LLM's examples when ``llm`` labels, the local published labels when a model has them
+    (``uses_published_labels``), and the filled judging sheet of each model when ``association.judgements`` is
+    set (``{model}`` in it replaced by each model's name)."""
     from .sources import is_remote, local_path
 
     heads = config["heads"]
@@ -653,6 +654,10 @@ def heads_missing_files(config: Mapping, uses_published_labels: bool = False) ->
     if uses_published_labels:
         files += [(f"heads.sources.{name}.url", spec["url"]) for name, spec in heads["sources"].items()
                   if not is_remote(spec["url"])]
+    judgements = heads["association"].get("judgements")
+    if judgements is not None:
+        files += sorted({("heads.association.judgements", judgements.replace("{model}", model))
+                         for model in config["models"]})
     return [(key, path) for key, path in files if not local_path(path).exists()]
 
 

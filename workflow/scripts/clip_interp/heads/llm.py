@@ -1,11 +1,19 @@
 """The optional LLM head labeller: in-context learning over an OpenAI-compatible chat-completions endpoint.
 
-Protocol (after CLIP-InterpreT): the model gets a system message that lists the taxonomy's properties and
-asks for one of them, then a few hand-labelled example heads (their texts as a user turn, ``Label: <property>``
-as the assistant's answer; resources/heads/llm_examples.yaml), then the head to label. The answer is mapped onto
-the taxonomy (:meth:`Taxonomy.canonical`: a property name or alias, after ``Label:`` or as a JSON
-``{"label": ...}``; failing that, the only property name the answer contains). An answer that names no property
-is an error (:class:`LabellerError`) naming the head and the answer; it is not cached.
+Protocol (after CLIP-InterpreT): the model gets a system message, then a few hand-labelled example heads (their
+texts as a user turn, ``Label: <property>`` as the assistant's answer; resources/heads/llm_examples.yaml), then the
+head to label. Two vocabularies (``heads.llm.vocabulary``):
+
+- ``open`` (the paper's, the default): the system message asks for a short free-form property name; the answer
+  is read by :func:`~clip_interp.heads.vocabulary.parse_open_answer` (one line, a few words) and kept as written
+  (e.g. ``Timepieces``); the scores read it after :func:`~clip_interp.heads.vocabulary.normalise_free_label`
+  and after mapping it onto the taxonomy (:func:`~clip_interp.heads.vocabulary.label_mapping`);
+- ``closed``: the system message lists the taxonomy's properties and asks for one of them; the answer is mapped
+  onto the taxonomy (:meth:`Taxonomy.canonical`: a property name or alias, after ``Label:`` or as a JSON
+  ``{"label": ...}``; failing that, the only property name the answer contains).
+
+An answer that gives no valid label (open: empty, several lines, too long; closed: names no property) is an error
+(:class:`LabellerError`) naming the head and the answer; it is not cached, so a re-run asks again.
 
 The endpoint (:class:`ChatEndpoint`) is read from the environment by :meth:`ChatEndpoint.from_environment`:
 
@@ -22,8 +30,9 @@ Answers are cached in a JSON file keyed by the SHA-256 of (model, messages): a r
 taxonomy, examples and texts sends no request. Requests use temperature 0.
 
 The table has the default labeller's columns with labeller ``"llm"``; ``confidence`` is the share of the
-head's texts that a :class:`~clip_interp.heads.labels.PropertyMatcher` assigns to the LLM's label when one is
-given, else NaN (the LLM gives no share of its own).
+head's texts that a :class:`~clip_interp.heads.labels.PropertyMatcher` assigns to the LLM's label (open: to the
+label's nearest property by :func:`~clip_interp.heads.vocabulary.label_mapping`) when a matcher is given, else
+NaN (the LLM gives no share of its own).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from ..errors import InputError
 from ..io import atomic_path
 from .labels import PropertyMatcher, head_texts, label_table
 from .taxonomy import Taxonomy, normalise_label
+from .vocabulary import MAX_LABEL_WORDS, label_mapping, mapped_labels, parse_open_answer
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +69,7 @@ ENV_TIMEOUT = "CLIP_INTERP_LLM_TIMEOUT"
 ENV_RETRIES = "CLIP_INTERP_LLM_RETRIES"
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 CACHE_VERSION = 1
+VOCABULARIES = ("open", "closed")
 
 
 class LabellerError(InputError):
@@ -191,16 +202,28 @@ def _texts_turn(texts: list[str]) -> str:
     return "Texts:\n" + "\n".join(f"- {t}" for t in texts)
 
 
-def prompt_messages(texts: list[str], examples: list[dict], taxonomy: Taxonomy) -> list[dict]:
-    """The chat messages that ask for the property of one head with top texts ``texts``."""
-    system = ("You label attention heads of a CLIP image encoder. Each head is shown as the texts that best "
-              "describe what its output varies with. Name the one property those texts have in common, choosing "
-              "exactly one of these properties: " + ", ".join(taxonomy.names) + ". "
-              "Answer with a single line of the form 'Label: <property>'.")
-    messages = [{"role": "system", "content": system}]
+def _system_message(taxonomy: Taxonomy, vocabulary: str) -> str:
+    task = ("You label attention heads of a CLIP image encoder. Each head is shown as the texts that best "
+            "describe what its output varies with. Name the one property those texts have in common")
+    if vocabulary == "closed":
+        return (task + ", choosing exactly one of these properties: " + ", ".join(taxonomy.names) + ". "
+                "Answer with a single line of the form 'Label: <property>'.")
+    return (task + f", as a short name of at most {MAX_LABEL_WORDS} words (for example 'Colours', 'Timepieces' or "
+            "'Night scenes'). Answer with a single line of the form 'Label: <property>'.")
+
+
+def prompt_messages(texts: list[str], examples: list[dict], taxonomy: Taxonomy,
+                    vocabulary: str = "open") -> list[dict]:
+    """The chat messages that ask for the property of one head with top texts ``texts``: free-form
+    (``vocabulary="open"``; the examples' labels shown with spaces for underscores) or one of the taxonomy's
+    properties (``"closed"``)."""
+    if vocabulary not in VOCABULARIES:
+        raise LabellerError(f"unknown LLM vocabulary {vocabulary!r}; choose from {list(VOCABULARIES)}")
+    messages = [{"role": "system", "content": _system_message(taxonomy, vocabulary)}]
     for example in examples:
+        shown = example["label"] if vocabulary == "closed" else example["label"].replace("_", " ")
         messages.append({"role": "user", "content": _texts_turn(example["texts"])})
-        messages.append({"role": "assistant", "content": f"Label: {example['label']}"})
+        messages.append({"role": "assistant", "content": f"Label: {shown}"})
     messages.append({"role": "user", "content": _texts_turn(texts)})
     return messages
 
@@ -265,30 +288,51 @@ class AnswerCache:
 
 # --- labeller -----------------------------------------------------------------------------------------------
 
+def _invalid_answer(endpoint: ChatEndpoint, layer: int, head: int, answer: str, taxonomy: Taxonomy,
+                    vocabulary: str) -> LabellerError:
+    where = f"the answer of {endpoint.model} at {endpoint.url} for head (layer {layer}, head {head})"
+    if vocabulary == "closed":
+        return LabellerError(f"{where} names no property of the taxonomy {taxonomy.source}: {answer!r}; "
+                             f"properties are {', '.join(taxonomy.names)} (try another model or other examples)")
+    return LabellerError(f"{where} is not a short one-line property name (at most {MAX_LABEL_WORDS} words, "
+                         f"'Label: <property>'): {answer!r} (try another model or other examples)")
+
+
+def _confidences(labelled: list[tuple], matcher: PropertyMatcher | None, vocabulary: str) -> list[float]:
+    """Per head, the share of its texts the matcher assigns to its label's property (module docstring)."""
+    if matcher is None:
+        return [float("nan")] * len(labelled)
+    labels = pd.Series([label for _, _, label, _ in labelled], dtype=object)
+    properties = labels if vocabulary == "closed" else mapped_labels(labels, label_mapping(labels, matcher))
+    return [matcher.properties(judged).count(prop) / len(judged)
+            for (_, _, _, judged), prop in zip(labelled, properties)]
+
+
 def label_heads_llm(textspan: pd.DataFrame, endpoint: ChatEndpoint, examples: list[dict], n_texts: int,
-                    cache_path, taxonomy: Taxonomy, matcher: PropertyMatcher | None = None) -> pd.DataFrame:
+                    cache_path, taxonomy: Taxonomy, matcher: PropertyMatcher | None = None,
+                    vocabulary: str = "open") -> pd.DataFrame:
     """The label table (labeller ``"llm"``) of every head of the TEXTSPAN table, from its first ``n_texts``
-    texts; answers come from the cache at ``cache_path`` when there, else from ``endpoint``."""
+    texts, in ``vocabulary`` (module docstring); answers come from the cache at ``cache_path`` when there, else
+    from ``endpoint``."""
     cache = AnswerCache(cache_path)
     texts = head_texts(textspan, n_texts)
-    rows, asked = [], 0
+    labelled, asked = [], 0
     for (layer, head), judged in texts.items():
-        messages = prompt_messages(judged, examples, taxonomy)
+        messages = prompt_messages(judged, examples, taxonomy, vocabulary)
         answer = cache.get(endpoint.model, messages)
         fresh = answer is None
         if fresh:
             answer = endpoint.complete(messages)
             asked += 1
-        label = parse_answer(answer, taxonomy)
+        label = parse_answer(answer, taxonomy) if vocabulary == "closed" else parse_open_answer(answer)
         if label is None:
-            raise LabellerError(f"the answer of {endpoint.model} at {endpoint.url} for head (layer {layer}, head "
-                                f"{head}) names no property of the taxonomy {taxonomy.source}: {answer!r}; "
-                                f"properties are {', '.join(taxonomy.names)} (try another model or other examples)")
+            raise _invalid_answer(endpoint, layer, head, answer, taxonomy, vocabulary)
         if fresh:
             cache.put(endpoint.model, messages, answer)
-        confidence = (matcher.properties(judged).count(label) / len(judged)) if matcher is not None else float("nan")
-        rows.append({"layer": layer, "head": head, "label": label, "confidence": confidence, "texts": judged,
-                     "labeller": "llm"})
-    logger.info("LLM labeller: %d heads, %d requests to %s, %d answers from the cache %s",
-                len(rows), asked, endpoint.url, len(rows) - asked, cache.path)
+        labelled.append((layer, head, label, judged))
+    rows = [{"layer": layer, "head": head, "label": label, "confidence": confidence, "texts": judged,
+             "labeller": "llm"}
+            for (layer, head, label, judged), confidence in zip(labelled, _confidences(labelled, matcher, vocabulary))]
+    logger.info("LLM labeller (%s vocabulary): %d heads, %d requests to %s, %d answers from the cache %s",
+                vocabulary, len(rows), asked, endpoint.url, len(rows) - asked, cache.path)
     return label_table(rows)

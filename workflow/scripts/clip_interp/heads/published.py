@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
 from ..errors import InputError
+from .labels import PropertyMatcher, head_texts, label_table
 from .scores import READINGS, entanglement_readings
 from .taxonomy import Taxonomy, load_taxonomy
 
@@ -97,6 +99,62 @@ def model_labels(head_labels: pd.DataFrame, model: str, pretrained: str) -> pd.D
         raise InputError(f"no published labels for model {model!r} with pretrained {pretrained!r}; "
                          f"the table has {have}")
     return rows[["layer", "head", "label"]].reset_index(drop=True)
+
+
+def published_identity(spec: Mapping) -> tuple[str, str] | None:
+    """``(open_clip name, pretrained tag)`` of a model entry when CLIP-InterpreT published labels of it (an
+    open_clip model of the six of :data:`PAPER_SCORES`, with its weights, not ``random_init``), else None."""
+    if spec.get("backend") != "open_clip" or spec.get("random_init"):
+        return None
+    identity = (spec.get("name"), spec.get("pretrained"))
+    return identity if identity in PAPER_SCORES else None
+
+
+def published_labeller_problems(models: Mapping[str, Mapping]) -> list[str]:
+    """One line per configured model that the ``published`` labeller cannot label (:func:`published_identity`)."""
+    six = "; ".join(f"{name} {pretrained}" for name, pretrained in PAPER_SCORES)
+    return [f"`heads.labellers` lists published, but model {model!r} ({spec.get('backend')} {spec.get('name')} "
+            f"{spec.get('pretrained')}{', random_init' if spec.get('random_init') else ''}) is not one of the six "
+            f"that CLIP-InterpreT labelled (open_clip, with their weights: {six}); remove published from "
+            "`heads.labellers` or the model from `models`"
+            for model, spec in models.items() if published_identity(spec) is None]
+
+
+def label_heads_published(head_labels: pd.DataFrame, identity: tuple[str, str], textspan: pd.DataFrame,
+                          n_texts: int, matcher: PropertyMatcher) -> tuple[pd.DataFrame, int]:
+    """The label table (labeller ``"published"``) of model ``identity`` = (open_clip name, pretrained): per head
+    of the TEXTSPAN table (the analysed layers) that the published table labels, its published label as written
+    (layer = published 0-based layer + 1), the head's first ``n_texts`` TEXTSPAN texts of this workflow, and as
+    ``confidence`` the share of those texts that ``matcher`` assigns to the label's taxonomy property
+    (:meth:`Taxonomy.canonical`, the aliases), NaN when the label maps to no property.
+
+    Returns the table and the number of analysed heads the published table does not label (left out). A
+    published head inside the analysed layers that the model does not have is an error (wrong model)."""
+    labels = model_labels(head_labels, *identity)
+    texts = head_texts(textspan, n_texts)
+    layers = sorted({layer for layer, _ in texts})
+    inside = labels[labels["layer"].isin(layers)]
+    unknown = inside[[(int(r.layer), int(r.head)) not in texts for r in inside.itertuples()]]
+    if len(unknown):
+        row = unknown.iloc[0]
+        raise InputError(f"the published labels of {identity[0]} {identity[1]} name head {row['head']} of layer "
+                         f"{row['layer'] - 1} (0-based; our L{row['layer']}), which the model's TEXTSPAN table does "
+                         f"not have (heads {min(h for _, h in texts)}..{max(h for _, h in texts)}); check the "
+                         "model's name and pretrained tag")
+    published = {(int(r.layer), int(r.head)): str(r.label) for r in inside.itertuples()}
+    if not published:
+        raise InputError(f"the published labels of {identity[0]} {identity[1]} label no head of the analysed layers "
+                         f"{layers} (they label 0-based layers {sorted(set(labels['layer'] - 1))})")
+    heads = [head for head in texts if head in published]
+    matched = iter(matcher.properties([t for head in heads for t in texts[head]]))
+    rows = []
+    for layer, head in heads:
+        judged, label = texts[(layer, head)], published[(layer, head)]
+        found = [next(matched) for _ in judged]
+        prop = matcher.taxonomy.canonical(label)
+        rows.append({"layer": layer, "head": head, "label": label, "texts": judged, "labeller": "published",
+                     "confidence": found.count(prop) / len(judged) if prop else float("nan")})
+    return label_table(rows), len(texts) - len(rows)
 
 
 def published_scores(head_labels: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:

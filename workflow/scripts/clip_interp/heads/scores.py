@@ -24,7 +24,11 @@ Two alternative readings (:func:`entanglement_readings`):
 Association (:func:`association`): the share of heads for which at least ``min_matches`` of their first
 ``n_texts`` TEXTSPAN texts are matched, by the default labeller's :class:`~clip_interp.heads.labels.PropertyMatcher`,
 to the head's own label. The paper judged it by hand with at least 3 of the top 5 texts; here the
-matcher judges, so for the default labeller it is the share of heads whose majority reaches ``min_matches``.
+matcher judges, so for the default labeller it is the share of heads whose majority reaches ``min_matches``
+(with ``heads.n_texts`` equal to the association's ``n_texts``, exactly the heads of confidence at least
+``min_matches / n_texts``). Free-form labels (the open-vocabulary LLM's, the published ones) are mapped onto the
+taxonomy first (:func:`clip_interp.heads.steps.label_readings`). A filled judging sheet
+(:mod:`clip_interp.heads.judgements`, ``heads.association.judgements``) replaces the matcher by a person's judgement.
 
 Label agreement (:func:`label_agreement`): over the heads in both tables, the share whose labels name the
 same taxonomy property once both are mapped onto the taxonomy (labels that map to no property disagree, and

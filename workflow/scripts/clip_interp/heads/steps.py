@@ -9,6 +9,7 @@ The map tables of (b) and (c) have a ``scope`` column: :data:`HEAD_SCOPE` for th
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,16 @@ from .analyses import (
     topic_scores,
 )
 from .index import build_manifest
+from .judgements import read_judgements
 from .labels import PropertyMatcher, label_heads
 from .llm import ChatEndpoint, label_heads_llm, load_examples
-from .published import PAPER_SCORES, read_head_labels
+from .published import PAPER_SCORES, label_heads_published, published_identity, read_head_labels
 from .scores import association as association_score
 from .scores import entanglement_readings, label_agreement
-from .taxonomy import load_taxonomy
+from .taxonomy import Taxonomy, load_taxonomy
+from .vocabulary import label_mapping, mapped_labels, normalise_free_label
+
+logger = logging.getLogger(__name__)
 
 HEAD_SCOPE = "head"    # a map of one head
 MODEL_SCOPE = "model"  # a map summed over every head of every layer
@@ -284,10 +289,12 @@ def map_name(row, index=None) -> str:
 
 
 def label_table(labeller: str, textspan: pd.DataFrame, model, *, taxonomy_path, n_layers: int, n_texts: int,
-                batch_size: int, textspan_path: str = "the TEXTSPAN table", examples_path=None, cache_path=None
+                batch_size: int, textspan_path: str = "the TEXTSPAN table", examples_path=None, cache_path=None,
+                vocabulary: str = "open", published_path=None, spec: Mapping | None = None
                 ) -> tuple[pd.DataFrame, list[int]]:
-    """The label table of ``labeller`` (``taxonomy`` or ``llm``) for the heads of the analysed layers
-    (the last ``min(n_layers, L)`` of ``model``'s image tower), and those layers."""
+    """The label table of ``labeller`` (``taxonomy``, ``llm`` in ``vocabulary``, or ``published``: the labels at
+    ``published_path`` of the model of ``spec``) for the heads of the analysed layers (the last
+    ``min(n_layers, L)`` of ``model``'s image tower), and those layers."""
     layers = analysed_layers(model.vision.n_layers, n_layers)
     heads = analysed_textspan(textspan, layers, str(textspan_path))
     taxonomy = load_taxonomy(taxonomy_path)
@@ -296,34 +303,96 @@ def label_table(labeller: str, textspan: pd.DataFrame, model, *, taxonomy_path, 
         return label_heads(heads, matcher, n_texts), layers
     if labeller == "llm":
         table = label_heads_llm(heads, ChatEndpoint.from_environment(), load_examples(examples_path, taxonomy),
-                                n_texts, cache_path, taxonomy, matcher=matcher)
+                                n_texts, cache_path, taxonomy, matcher=matcher, vocabulary=vocabulary)
         return table, layers
-    raise InputError(f"unknown labeller {labeller!r}; choose taxonomy or llm")
+    if labeller == "published":
+        identity = published_identity(spec or {})
+        if identity is None:
+            raise InputError(f"the published labels cover six models only ({', '.join(map(' '.join, PAPER_SCORES))}),"
+                             f" not the model {dict(spec or {})}; remove published from `heads.labellers`")
+        table, left_out = label_heads_published(read_head_labels(published_path), identity, heads, n_texts, matcher)
+        logger.info("published labels: %d heads labelled, %d analysed heads without a published label (left out)",
+                    len(table), left_out)
+        return table, layers
+    raise InputError(f"unknown labeller {labeller!r}; choose taxonomy, llm or published")
+
+
+def llm_label_mapping(labels: pd.DataFrame, model, *, taxonomy_path, batch_size: int) -> pd.DataFrame:
+    """The nearest taxonomy property of each distinct label of a label table
+    (:func:`clip_interp.heads.vocabulary.label_mapping`, by ``model``'s text tower)."""
+    matcher = PropertyMatcher(text_encoder(model, batch_size), load_taxonomy(taxonomy_path))
+    return label_mapping(labels["label"].tolist(), matcher)
+
+
+# How each labeller's labels are read by the scores: ``closed`` (taxonomy property names, read as they are) or
+# ``open`` (free-form: normalised for the entanglement, mapped onto the taxonomy for the mapped readings and the
+# association); the LLM's is `heads.llm.vocabulary`.
+LABELLER_VOCABULARY = {"taxonomy": "closed", "published": "open"}
+
+
+def label_readings(labeller: str, table: pd.DataFrame, taxonomy: Taxonomy, vocabulary: str,
+                   mapping: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The label table as the entanglement reads it, the table mapped onto the taxonomy, and how it was mapped.
+
+    ``closed``: both are the table as it is (``identity``). ``open``: the first has each label replaced by
+    :func:`~clip_interp.heads.vocabulary.normalise_free_label` (a label that normalises to nothing is unlabelled);
+    the second maps each label to a property, by ``mapping`` (``text embedding``: the LLM's
+    ``llm_label_mapping.parquet``) or else by the taxonomy's names and aliases (``taxonomy aliases``, as
+    :func:`clip_interp.heads.published.published_scores`; a label of none is unlabelled)."""
+    if vocabulary == "closed":
+        return table, table, "identity"
+    read = table.assign(label=table["label"].map(lambda label: None if pd.isna(label)
+                                                 else normalise_free_label(label) or None))
+    if mapping is not None:
+        return read, table.assign(label=mapped_labels(table["label"], mapping, f"the {labeller} label mapping")), \
+            "text embedding"
+    return read, table.assign(label=table["label"].map(taxonomy.canonical)), "taxonomy aliases"
+
+
+def _judged_association(judged: pd.DataFrame | None, labeller: str) -> float:
+    return float(judged.loc[judged["labeller"] == labeller, "associated"].mean())
 
 
 def score_table(labels: Mapping[str, pd.DataFrame], model, spec: Mapping, *, taxonomy_path, published_path,
-                association: Mapping, batch_size: int) -> pd.DataFrame:
-    """One row per labeller: the entanglement readings, the association score, the agreement with the published
-    labels of this model (NaN, with ``n_agreement_heads`` 0, for a model they do not cover) and the paper's scores."""
+                association: Mapping, batch_size: int, llm_vocabulary: str = "open",
+                llm_mapping: pd.DataFrame | None = None, judgements=None, model_id: str = "") -> pd.DataFrame:
+    """One row per labeller: the entanglement readings of its labels as read (``label_vocabulary``; open labels
+    normalised) and, as ``mapped_*``, of its labels mapped onto the taxonomy (``mapped_by``; :func:`label_readings`);
+    the association (of the mapped labels by the matcher, or from the filled judging sheet ``judgements`` of model
+    ``model_id``: ``association_method``); the agreement of the mapped labels with the published labels of this
+    model (NaN, with ``n_agreement_heads`` 0, for a model they do not cover and for the ``published`` row itself);
+    and the paper's scores."""
     taxonomy = load_taxonomy(taxonomy_path)
     matcher = PropertyMatcher(text_encoder(model, batch_size), taxonomy)
     published = (published_for_model(read_head_labels(published_path), spec) if published_path
                  else pd.DataFrame(columns=["layer", "head", "label"]))
+    n_texts, min_matches = association["n_texts"], association["min_matches"]
+    judged = read_judgements(judgements, model_id, labels, n_texts, min_matches) if judgements else None
     name, pretrained = model_identity(spec)
     paper = PAPER_SCORES.get((name, pretrained), {})
     rows = []
     for labeller, table in labels.items():
-        agreement = label_agreement(table, published, taxonomy) if len(published) else {}
+        vocabulary = llm_vocabulary if labeller == "llm" else LABELLER_VOCABULARY[labeller]
+        read, mapped, mapped_by = label_readings(labeller, table, taxonomy, vocabulary,
+                                                 llm_mapping if labeller == "llm" else None)
+        agreement = label_agreement(mapped, published, taxonomy) if len(published) and labeller != "published" else {}
+        readings, mapped_readings = entanglement_readings(read), entanglement_readings(mapped)
         rows.append({
-            "labeller": labeller, "open_clip_name": name, "pretrained": pretrained,
-            **entanglement_readings(table),
-            "association": association_score(table, matcher, association["n_texts"], association["min_matches"]),
-            "association_n_texts": association["n_texts"], "association_min_matches": association["min_matches"],
+            "labeller": labeller, "open_clip_name": name, "pretrained": pretrained, **readings,
+            "association": (association_score(mapped, matcher, n_texts, min_matches) if judged is None
+                            else _judged_association(judged, labeller)),
+            "association_n_texts": n_texts, "association_min_matches": min_matches,
             "agreement": agreement.get("agreement", float("nan")),
             "agreement_mapped": agreement.get("agreement_mapped", float("nan")),
             "n_agreement_heads": agreement.get("n_heads", 0),
             "paper_entanglement": paper.get("entanglement", float("nan")),
             "paper_association": paper.get("association", float("nan")),
+            "label_vocabulary": vocabulary, "mapped_by": mapped_by,
+            **{f"mapped_{key}": mapped_readings[key] for key in ("entanglement", "shared_share", "pairwise_share",
+                                                                   "n_heads", "n_labels")},
+            "n_unmapped": mapped_readings["n_unlabelled"] - readings["n_unlabelled"],
+            "association_method": "matcher" if judged is None else "judgements",
+            "association_judgements": "" if judged is None else str(judgements),
         })
     return pd.DataFrame(rows)
 
