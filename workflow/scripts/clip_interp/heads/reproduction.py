@@ -33,9 +33,9 @@ import pandas as pd
 from ..errors import InputError
 from ..plotting import plt
 from .paper_values import Claim, Comparison, PaperValues
-from .published import published_scores
+from .published import published_scores, read_head_labels
 from .scores import READINGS
-from .taxonomy import Taxonomy, normalise_label
+from .taxonomy import Taxonomy, load_taxonomy, normalise_label
 
 REPRODUCTION_COLUMNS = ["section", "key", "model", "open_clip_name", "pretrained", "labeller", "layer", "layer_paper",
                         "head", "what", "paper", "ours", "difference", "tolerance", "paper_label", "our_label",
@@ -96,13 +96,19 @@ def _model_text(name, pretrained) -> str:
 
 
 def _not_the_papers(model: str, name, pretrained, spec: Mapping | None) -> str:
-    if spec is not None and spec.get("backend") != "open_clip":
-        return f"{model} is a {spec.get('backend')} model, not one of the paper's open_clip models"
-    if spec is not None and spec.get("random_init"):
-        return f"{model} has random weights"
-    if name is None or pd.isna(name):
-        return f"{model} is not an open_clip model with pretrained weights"
-    return f"{model} is {_model_text(name, pretrained)}, which the paper does not score"
+    """Why ``model`` is not one of the paper's: its backend, random weights, local weights or its identity."""
+    spec = spec or {}
+    if spec.get("backend", "open_clip") != "open_clip":
+        what = f"a {spec['backend']} model"
+    elif spec.get("random_init"):
+        what = f"open_clip {name or spec.get('name')} with random weights"
+    elif (pretrained is None or pd.isna(pretrained)) and spec.get("path"):
+        what = f"open_clip {name} with weights from the local file {spec['path']}"
+    elif name is None or pd.isna(name):
+        what = "not an open_clip model with pretrained weights"
+    else:
+        what = _model_text(name, pretrained)
+    return f"{model} is {what}, not one of the paper's models"
 
 
 def setup_rows(paper: PaperValues, inputs: ReportInputs) -> list[dict]:
@@ -358,6 +364,26 @@ def reproduction_table(paper: PaperValues, inputs: ReportInputs) -> pd.DataFrame
     for column in ("model", "open_clip_name", "pretrained", "labeller", "paper_label", "our_label"):
         table[column] = table[column].astype(object).where(table[column].notna(), None)
     return table
+
+
+def read_inputs(*, models: Sequence[str], scores: Sequence[str], label_keys: Sequence[Sequence[str]],
+                labels: Sequence[str], taxonomy_path, published_path=None,
+                specs: Mapping[str, Mapping] | None = None) -> ReportInputs:
+    """Our side of the report from files: each model's score table (``scores[i]`` of ``models[i]``; a
+    ``model`` column is added), the label tables ``labels[i]`` of (model, labeller) ``label_keys[i]``, the
+    taxonomy and, when given, the published labels."""
+    if len(models) != len(scores) or len(label_keys) != len(labels):
+        raise InputError(f"{len(models)} models for {len(scores)} score tables, {len(label_keys)} (model, "
+                         f"labeller) pairs for {len(labels)} label tables; give one file each")
+    parts = []
+    for model, path in zip(models, scores):
+        table = pd.read_parquet(path)
+        check_scores(table.assign(model=model), f"the score table {path}")
+        parts.append(table.assign(model=model)[list(SCORE_COLUMNS)])
+    tables = {(str(model), str(labeller)): pd.read_parquet(path) for (model, labeller), path in zip(label_keys, labels)}
+    return ReportInputs(scores=pd.concat(parts, ignore_index=True), labels=tables,
+                        taxonomy=load_taxonomy(taxonomy_path),
+                        published=read_head_labels(published_path) if published_path else None, specs=specs)
 
 
 def paper_models_configured(table: pd.DataFrame) -> list[str]:
