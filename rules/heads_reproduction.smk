@@ -11,32 +11,13 @@ STUDY_TARGETS["heads"] += [
 HEADS_PAPER_VALUES = os.path.join(workflow.basedir, "resources", "heads", "paper_values.yaml")
 
 
-def heads_report_label_keys():
-    """Every (model, labeller) whose label table the report reads, in the order of its `labels` input."""
-    return [[model, labeller] for model in MODELS for labeller in HEADS["labellers"]]
-
-
-def heads_report_published_input(wildcards):
-    """The published labels, when a configured model is one of the paper's (the readings row needs them)."""
-    if any(published_model(model) for model in MODELS):
-        return {"published": source_path("heads", "published_labels")}
-    return {}
-
-
-def heads_report_published_fingerprint(wildcards):
-    """The published labels' fingerprint when the report reads them; else None."""
-    if any(published_model(model) for model in MODELS):
-        return source_fingerprint("heads", "published_labels")(wildcards)
-    return None
-
-
 rule heads_reproduction_report:
     input:
         unpack(heads_report_published_input),
         paper_values=HEADS_PAPER_VALUES,
         taxonomy=HEADS["taxonomy"],
         scores=expand("results/heads/{model}/scores.parquet", model=MODELS),
-        labels=[f"results/heads/{model}/labels_{labeller}.parquet" for model, labeller in heads_report_label_keys()],
+        labels=[path for _, _, path in heads_report_label_tables()],
     output:
         table="results/heads/reproduction.parquet",
         png=report(
@@ -48,7 +29,7 @@ rule heads_reproduction_report:
         pdf="results/heads/figures/reproduction.pdf",
     params:
         models=MODELS,
-        label_keys=heads_report_label_keys(),
+        label_keys=[[model, labeller] for model, labeller, _ in heads_report_label_tables()],
         specs={model: config["models"][model] for model in MODELS},
         paper_values_name=os.path.relpath(HEADS_PAPER_VALUES, workflow.basedir),
         published_fingerprint=heads_report_published_fingerprint,

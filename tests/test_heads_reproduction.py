@@ -356,3 +356,24 @@ def test_score_tables_without_the_needed_columns_are_refused(tmp_path):
                                          r"'pretrained', 'association'\]"):
         R.read_inputs(models=["m"], scores=[str(path)], label_keys=[], labels=[],
                       taxonomy_path=REPO / "resources" / "heads" / "taxonomy.yaml")
+
+
+def test_read_inputs_keeps_each_models_rows_and_label_tables(tmp_path):
+    paper = load_paper_values(PAPER_FILE)
+    scores = _scores(paper, labellers=("taxonomy", "published"), only={("ViT-B-32", "openai"), ("ViT-L-14", "openai")})
+    models, score_paths, label_keys, label_paths = [], [], [], []
+    for model, part in scores.groupby("model", sort=False):
+        models.append(model)
+        score_paths.append(str(tmp_path / f"{model}_scores.parquet"))
+        part.drop(columns="model").assign(shared_share=0.1).to_parquet(score_paths[-1])
+        for labeller in part["labeller"]:
+            label_keys.append([model, labeller])
+            label_paths.append(str(tmp_path / f"{model}_{labeller}.parquet"))
+            pd.DataFrame({"layer": [23], "head": [1], "label": [labeller]}).to_parquet(label_paths[-1])
+    inputs = R.read_inputs(models=models, scores=score_paths, label_keys=label_keys, labels=label_paths,
+                           taxonomy_path=REPO / "resources" / "heads" / "taxonomy.yaml")
+    assert inputs.scores[["model", "labeller"]].values.tolist() == scores[["model", "labeller"]].values.tolist()
+    assert list(inputs.scores.columns) == list(R.SCORE_COLUMNS) and inputs.published is None
+    assert inputs.labels[("openai-ViT-L-14", "published")]["label"].tolist() == ["published"]
+    with pytest.raises(InputError, match="2 models for 1 score tables"):
+        R.read_inputs(models=models, scores=score_paths[:1], label_keys=[], labels=[], taxonomy_path="unused")
