@@ -11,7 +11,8 @@ label tables and, when a configured model is one of the paper's six, the publish
   ours - paper`` and ``holds = |difference| <= tolerance`` (the file's ``tolerance``); for a model the paper does
   not have, ``paper`` is NaN and ``holds`` missing;
 - ``claims``: each of the paper's qualitative claims judged on the paper's own six scores (labeller null) and on
-  ours, per labeller (:func:`judge_claim`); ``holds`` missing when the configured models lack a group it compares;
+  ours, per labeller (:func:`judge_claim`); ``holds`` missing when no configured model of a group it compares
+  has a score;
 - ``figure_heads``: each head the paper's figures name (its 0-based layer in ``layer_paper``, ours in ``layer``),
   the figure's property (``paper_label``) beside each labeller's label (``our_label``); ``holds`` when both name
   the same property of the taxonomy (:func:`same_property`);
@@ -230,7 +231,7 @@ def claim_rows(paper: PaperValues, inputs: ReportInputs) -> list[dict]:
             ours = inputs.scores[inputs.scores["labeller"] == labeller]
             holds, note = judge_claim(claim, _our_values(ours), paper)
             if holds is None:
-                note = "the configured models lack a group the claim compares: " + note
+                note = "a group the claim compares has no configured model with a score: " + note
             rows.append(_row("claims", f"claims.{claim.name}.{labeller}",
                              f"{claim.statement} (ours, {labeller} labels)", holds, note, labeller=labeller))
     return rows
