@@ -57,6 +57,7 @@ if "heads" in STUDIES:
 
     include: "rules/heads_common.smk"
     include: "rules/heads.smk"
+    include: "rules/heads_reproduction.smk"
 
 
 rule all:

@@ -107,6 +107,33 @@ def heads_index_mem_mb(wildcards, input):
     return config["cluster_resources"]["model_mem_mb"] + int(2 * index_bytes / 1e6) + 1
 
 
+# The heads reproduction report (rules/heads_reproduction.smk).
+def heads_report_label_tables():
+    """Every label table the report reads, as `[model, labeller, path]`: each model's tables as
+    `heads_label_tables` lists them."""
+    from types import SimpleNamespace
+
+    return [
+        [model, name.removeprefix("labels_"), path]
+        for model in MODELS
+        for name, path in heads_label_tables(SimpleNamespace(model=model)).items()
+    ]
+
+
+def heads_report_published_input(wildcards):
+    """The published labels, when a configured model is one of the paper's (the readings row needs them)."""
+    if any(published_model(model) for model in MODELS):
+        return {"published": source_path("heads", "published_labels")}
+    return {}
+
+
+def heads_report_published_fingerprint(wildcards):
+    """The published labels' fingerprint when the report reads them; else None."""
+    if any(published_model(model) for model in MODELS):
+        return source_fingerprint("heads", "published_labels")(wildcards)
+    return None
+
+
 def llm_example_problems():
     """The LLM labeller's examples must be labelled with properties of the configured taxonomy."""
     from clip_interp.errors import InputError

@@ -13,7 +13,7 @@ from clip_interp.heads.steps import MODEL_SCOPE
 
 pytestmark = pytest.mark.slow
 
-CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers"]
+CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers", "reproduction"]
 SIX_MODELS = ["laion2b-ViT-B-16", "openai-ViT-B-16", "datacomp-ViT-B-32", "openai-ViT-B-32", "laion2b-ViT-L-14",
               "openai-ViT-L-14"]
 DEMO_PROPERTIES = {"colours", "shapes", "positions", "sizes", "backgrounds"}
@@ -31,7 +31,7 @@ def test_demo_writes_every_heads_table_and_figure(heads_run):
     for name in ["labels_taxonomy.parquet", "scores.parquet", "explorer.json",
                  *[f"analyses/{a}.parquet" for a in ANALYSES],
                  *[f"figures/{a}.{e}" for a in ANALYSES for e in ("png", "pdf")],
-                 "../cross_model_scores.parquet", "../property_layers.parquet",
+                 "../cross_model_scores.parquet", "../property_layers.parquet", "../reproduction.parquet",
                  *[f"../figures/{f}.{e}" for f in CROSS_FIGURES for e in ("png", "pdf")]]:
         path = model / name
         assert path.is_file() and path.stat().st_size > 0, name
@@ -51,6 +51,31 @@ def test_demo_labels_and_scores(heads_run):
     layers = pd.read_parquet(heads_run / "results" / "heads" / "property_layers.parquet")
     assert layers["n_heads"].sum() == len(labels)
 
+
+def test_demo_reproduction_report_says_the_toy_is_not_the_papers_model(heads_run):
+    """The heads reproduction report runs on the demo: it states that the toy is not one of the paper's models,
+    leaves the paper's column empty for it, judges the claims on the paper's own scores only, and says so in the
+    figure's title (the log) and the table's metadata."""
+    from clip_interp.io import read_parquet_metadata
+
+    path = heads_run / "results" / "heads" / "reproduction.parquet"
+    table = pd.read_parquet(path)
+    setup = table[table["key"] == "setup.toy-clip"].iloc[0]
+    assert setup["holds"] == False and setup["status"] == "not the paper's model"  # noqa: E712
+    assert "not one of the paper's models" in setup["note"]
+    scores = table[table["section"] == "scores"]
+    assert len(scores) == 2 and scores["paper"].isna().all() and scores["holds"].isna().all()
+    ours = pd.read_parquet(heads_run / "results" / "heads" / "toy-clip" / "scores.parquet").iloc[0]
+    assert scores["ours"].tolist() == [ours["entanglement"], ours["association"]]
+    claims = table[table["section"] == "claims"]
+    assert claims.loc[claims["labeller"].isna(), "status"].eq("true").all()  # the paper's claims on its own numbers
+    assert claims.loc[claims["labeller"] == "taxonomy", "status"].eq("not evaluable").all()
+    assert table.loc[table["section"] == "figure_heads", "status"].eq("not evaluable").sum() == 8
+    assert table.loc[table["key"] == "published_readings.reproduces", "status"].iloc[0] == "not evaluable"
+    metadata = read_parquet_metadata(path)
+    assert metadata["paper_models"] == [] and metadata["statement"].startswith("NOT the paper's models")
+    log = (heads_run / "logs" / "heads_reproduction_report.log").read_text()
+    assert "no configured model is one of the paper's (toy-clip)" in log
 
 def test_demo_labels_judge_each_heads_textspan_texts_and_the_planted_check_runs(heads_run):
     """Each label row carries its own head's top TEXTSPAN texts in rank order (a wrong head would show), and the
@@ -106,12 +131,14 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
                  *[f"heads_{a}" for a in ANALYSES]):
         assert jobs.get(rule) == 6, rule
     assert jobs.get("heads_cross_model") == 1 and jobs.get("cross_model_profiles") == 1
+    assert jobs.get("heads_reproduction_report") == 1
     listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout
     for model in SIX_MODELS:
         for name in ("labels_taxonomy.parquet", "labels_published.parquet", "scores.parquet", "explorer.json",
                      "association_sheet.tsv", "analyses/topic_maps.parquet", "figures/property_neighbours.png"):
             assert f"results/heads/{model}/{name}" in listed, (model, name)
         assert f"results/negation/{model}/" in listed and f"results/decomposition/{model}/textspan.parquet" in listed
+    assert "results/heads/reproduction.parquet" in listed and "results/heads/figures/reproduction.png" in listed
 
 
 @pytest.mark.parametrize("override, message", [

@@ -46,7 +46,8 @@ LIGHT_RULES = {"generate_synthetic_benchmark", "prepare_valse", "compute_scores"
 ALL_RULES = MODEL_RULES | LIGHT_RULES | {"train_toy_clip", "subject_size", "token_positions", "cannot_pairs",
                                         "negator_selectivity", "cannot_selectivity", "preliminary_analyses",
                                         "reproduction_report", "extract_waterbirds", "decomposition_image_list",
-                                        "heads_explorer_manifest", "heads_cross_model"}
+                                        "heads_explorer_manifest", "heads_cross_model",
+                                        "heads_reproduction_report"}
 
 # The code block of the README's section "Running on a cluster", comments removed, in order.
 README_COMMANDS = [

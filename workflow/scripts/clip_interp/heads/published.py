@@ -23,21 +23,15 @@ import pandas as pd
 
 from ..errors import InputError
 from .labels import PropertyMatcher, head_texts, label_table
+from .paper_values import DEFAULT_PAPER_VALUES, load_paper_values
 from .scores import READINGS, entanglement_readings
 from .taxonomy import Taxonomy, load_taxonomy
 
 HEAD_LABEL_COLUMNS = ("model", "pretrained", "layer", "head", "label")
 PROPERTY_HEAD_COLUMNS = ("model", "pretrained", "property", "layer", "head")
 
-# The paper's scores per (open_clip model name, pretrained tag), as quoted in the issue.
-PAPER_SCORES: dict[tuple[str, str], dict[str, float]] = {
-    ("ViT-B-32", "openai"): {"entanglement": 0.437, "association": 0.437},
-    ("ViT-B-32", "datacomp_m_s128m_b4k"): {"entanglement": 0.52, "association": 0.145},
-    ("ViT-B-16", "openai"): {"entanglement": 0.5, "association": 0.354},
-    ("ViT-B-16", "laion2b_s34b_b88k"): {"entanglement": 0.541, "association": 0.166},
-    ("ViT-L-14", "openai"): {"entanglement": 0.359, "association": 0.453},
-    ("ViT-L-14", "laion2b_s32b_b82k"): {"entanglement": 0.343, "association": 0.562},
-}
+# The paper's scores per (open_clip model name, pretrained tag), from resources/heads/paper_values.yaml.
+PAPER_SCORES: dict[tuple[str, str], dict[str, float]] = load_paper_values(DEFAULT_PAPER_VALUES).scores()
 
 DEFAULT_TAXONOMY = Path(__file__).resolve().parents[4] / "resources" / "heads" / "taxonomy.yaml"
 
