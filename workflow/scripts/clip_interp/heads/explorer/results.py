@@ -32,6 +32,8 @@ class ModelOverview:
     scores: pd.DataFrame
     head_cards: pd.DataFrame
     summary: str
+    property_sets: list[tuple[str, str]]  # (menu text, value: a labeller or "app")
+    property_set: str                     # the default: the app's groups where the model has them
 
 
 def neighbours_with_gallery(table: pd.DataFrame, summary: str) -> Neighbours:
