@@ -3,7 +3,8 @@
 ``write_results(root, model)`` writes, under ``root``, an image set of coloured shapes, its decomposition store by the
 given model, an image table, a TEXTSPAN table, two label tables (labellers ``taxonomy``, the default, and ``llm``), a
 score table and ``results/heads/{model}/explorer.json`` (the manifest :class:`clip_interp.heads.index.HeadIndex`
-reads), in the layout the workflow uses.
+reads), in the layout the workflow uses; optionally more label tables (e.g. ``published``) and the app's property
+groups (the ``app`` property set).
 """
 
 from __future__ import annotations
@@ -57,29 +58,40 @@ def textspan_table(layers, n_heads: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_results(root: Path, model, model_id: str = "toy") -> Path:
-    """The results folder (``root / "results"``) of ``model`` over :func:`image_set`; the last two layers analysed."""
+def write_results(root: Path, model, model_id: str = "toy", *, n_analysed: int = 2,
+                  extra_labels: dict[str, pd.DataFrame] | None = None, app_groups: pd.DataFrame | None = None,
+                  images: list[tuple[str, Image.Image]] | None = None) -> Path:
+    """The results folder (``root / "results"``) of ``model`` over ``images`` (default :func:`image_set`); the last
+    ``n_analysed`` layers analysed; ``extra_labels`` more label tables by labeller, ``app_groups`` the app's property
+    groups (``property, layer, paper_layer, head``)."""
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     keys, paths = [], []
-    for key, image in image_set():
+    for key, image in images or image_set():
         paths.append(root / "images" / f"{key}.png")
         image.save(paths[-1])
         keys.append(key)
     n_layers, n_heads = model.vision.n_layers, model.vision.n_heads
-    layers = list(range(n_layers - 1, n_layers + 1))
+    layers = list(range(n_layers - n_analysed + 1, n_layers + 1))
     write_decomposition(model, paths, keys, root / "store.h5", model_id=model_id, dtype="float32", batch_size=6)
     image_table = pd.DataFrame({"key": keys, "path": [f"images/{p.name}" for p in paths], "label": 0})
     image_table.to_parquet(root / "images.parquet")
     textspan_table(layers, n_heads).to_parquet(root / "textspan.parquet")
     label_table(layers, n_heads).to_parquet(root / "labels_taxonomy.parquet")
     label_table(layers, n_heads, "llm", shift=1).to_parquet(root / "labels_llm.parquet")
+    labels = {"taxonomy": "labels_taxonomy.parquet", "llm": "labels_llm.parquet"}
+    for name, table in (extra_labels or {}).items():
+        labels[name] = f"labels_{name}.parquet"
+        table.to_parquet(root / labels[name])
+    groups = {}
+    if app_groups is not None:
+        groups["app"] = "property_groups_app.parquet"
+        app_groups.to_parquet(root / groups["app"])
     pd.DataFrame([{"model": model_id, "entanglement": 0.25, "association": 0.5}]).to_parquet(root / "scores.parquet")
     manifest = build_manifest(model=model_id, spec=model.spec, image_set="shapes", store="store.h5",
-                              images="images.parquet", textspan="textspan.parquet",
-                              labels={"taxonomy": "labels_taxonomy.parquet", "llm": "labels_llm.parquet"},
-                              scores="scores.parquet", layers=layers,
-                              n_layers=n_layers, n_heads=n_heads, n_images=len(keys), convention="uniform")
+                              images="images.parquet", textspan="textspan.parquet", labels=labels,
+                              scores="scores.parquet", layers=layers, n_layers=n_layers, n_heads=n_heads,
+                              n_images=len(keys), convention="uniform", property_groups=groups)
     path = manifest_path(root / "results", model_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=1))
