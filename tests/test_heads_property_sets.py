@@ -173,7 +173,7 @@ def test_the_explorer_scores_an_app_group_by_each_similarity(app_explorer):
     by_dot = app_explorer.property_neighbours("toy", query, "pattern", 12, "app", "dot")
     assert by_cosine.table["image"].iloc[0] == "red_square_white"
     assert by_cosine.table["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
-    assert "by the dot of the mean of the heads of 'pattern'" in by_dot.summary and "app" in by_dot.summary
+    assert by_dot.summary == "12 nearest images by the dot of the mean of the heads of 'pattern' (property set app)"
     index = app_explorer.index("toy")
     mean = (index.head_matrix(2, 0) + index.head_matrix(3, 1)) / 2
     np.testing.assert_allclose(by_dot.table.sort_values("row")["score"], (mean @ mean[2]).numpy(), rtol=1e-3,

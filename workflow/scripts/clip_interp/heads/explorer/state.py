@@ -256,7 +256,7 @@ class Explorer:
         property_set = property_set or index.default_labeller
         table = call_analysis(analyses.property_neighbours, index, query, prop, check_k(k), property_set, similarity)
         summary = (f"{len(table)} nearest images by the {similarity} of the mean of the heads of '{prop}' "
-                   f"({ui_property_set_name(property_set)})")
+                   f"(property set {property_set})")
         return neighbours_with_gallery(table, summary)
 
     def topic_map(self, model: str, image, text: str, choice: str, scope: str = TOPIC_SCOPE):
