@@ -241,7 +241,7 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
     page.locator("#contrast-scope").get_by_label("all heads of its layer").check()
     page.locator("#run-contrast").click()
     expect(status).to_have_value(re.compile(r"^\(c\) 'Something red\.' minus 'Something blue\.' \(all heads of "
-                                            r"layer \d+\)"), timeout=SLOW)
+                                            r"layer \d+ \(paper layer \d+\)\)"), timeout=SLOW)
     expect_gallery("gallery-contrast", 2, "'Something red.' minus 'Something blue.'")
     expect(thumbnails("gallery-contrast").nth(1)).to_contain_text("'Something blue.' minus 'Something red.'")
     shoot("c_contrastive_segmentation")
