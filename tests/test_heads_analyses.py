@@ -237,3 +237,16 @@ def test_map_tables_name_the_model_scope_with_null_layer_and_head(index, tmp_pat
         assert model["layer"].isna().all() and model["head"].isna().all()
         assert str(table["layer"].dtype) == "Int64" and list(table.columns).index("scope") + 1 == list(
             table.columns).index("layer")
+
+
+def test_texts_textspan_runs_each_heads_own_textspan_texts(index, tmp_path):
+    from clip_interp.heads.steps import HEAD_SCOPE, MODEL_SCOPE, run_analysis
+
+    settings = {**SETTINGS, "heads": [[3, 0]], "texts": "textspan"}  # the fixture's TEXTSPAN table: "a" for L3 H0
+    table, _ = run_analysis("text_neighbours", index, settings, [tmp_path / "e.png"], n_texts=2)
+    assert table[["text", "layer", "paper_layer", "head"]].drop_duplicates().values.tolist() == [["a", 3, 2, 0]]
+    assert len(table) == SETTINGS["k"]
+    topic, _ = run_analysis("topic_maps", index, settings, [tmp_path / "b.png"], n_texts=2)
+    assert topic[["text", "scope"]].values.tolist() == [["a", HEAD_SCOPE], ["a", MODEL_SCOPE]]
+    with pytest.raises(InputError, match="has no texts for head L3 H1"):
+        run_analysis("text_neighbours", index, {**settings, "heads": [[3, 1]]}, [tmp_path / "e.png"], n_texts=2)

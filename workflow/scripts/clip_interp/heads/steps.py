@@ -539,7 +539,8 @@ def cross_model(models: Sequence[str], scores: Sequence[pd.DataFrame], labels: S
     counts = layers.groupby(["label", "model"])["n_heads"].sum().unstack("model").reindex(columns=list(models))
     figures.property_distribution(counts.fillna(0).astype(int), distribution_figure,
                                   "Heads per property and model (taxonomy labeller)")
-    figures.property_layers(layers, layers_figure, "Layers where each property labels heads (L<layer>×<heads>)")
+    figures.property_layers(layers, layers_figure, "Layers where each property labels heads (L<layer>×<heads>; "
+                            "layers numbered from 1, the paper's from 0)")
     return table, layers
 
 
