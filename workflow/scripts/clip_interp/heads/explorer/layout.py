@@ -21,10 +21,10 @@ from .pictures import DISPLAY_SIZE
 from .request_checks import CONTRAST_SCOPE, DEFAULT_K, MAP_SCOPES, MAX_K, TOPIC_SCOPE
 from .state import Explorer
 
-# The similarity menu of the property search: the app's dot product (the default) and the paper text's cosine.
-SIMILARITY_CHOICES = [("dot product of the group's mean contribution (what CLIP-InterpreT's app computes)", "dot"),
-                      ("cosine (what the paper's text says)", "cosine")]
-assert [value for _, value in SIMILARITY_CHOICES] == list(SIMILARITIES)
+# The similarity menu of the property search: the app's dot product (the default, first) and the paper text's cosine.
+SIMILARITY_TEXTS = {"dot": "dot product of the group's mean contribution (what CLIP-InterpreT's app computes)",
+                    "cosine": "cosine (what the paper's text says)"}
+SIMILARITY_CHOICES = [(SIMILARITY_TEXTS[name], name) for name in SIMILARITIES]
 
 LOG = logging.getLogger(__name__)
 

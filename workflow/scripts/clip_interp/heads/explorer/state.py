@@ -180,9 +180,13 @@ class Explorer:
         return call_analysis(analyses.set_properties, self.index(model), property_set or None)
 
     def textspan_texts(self, model: str, choice: str) -> list[str]:
-        """The first :data:`PREFILL_TEXTS` TEXTSPAN texts of the chosen head, the text-neighbour queries offered."""
+        """The first :data:`PREFILL_TEXTS` TEXTSPAN texts of the chosen head, the text-neighbour queries offered
+        (none when the TEXTSPAN table has no row for the head)."""
         layer, head = self.head(model, choice)
-        return call_analysis(analyses.top_textspan_texts, self.index(model), layer, head, PREFILL_TEXTS)
+        try:
+            return analyses.top_textspan_texts(self.index(model), layer, head, PREFILL_TEXTS)
+        except InputError:
+            return []
 
     def head_card(self, model: str, choice: str, labeller: str | None = None) -> str:
         """A Markdown card of one head: its label, the labeller's confidence and its top TEXTSPAN texts."""
