@@ -28,7 +28,7 @@ use rule fetch_source as fetch_heads_source with:
     output:
         "results/raw/heads/{name}",
     wildcard_constraints:
-        name="published_labels",
+        name="published_labels|property_groups",
     params:
         source=lambda wildcards: HEADS_SOURCES[wildcards.name],
         name=lambda wildcards: f"heads.sources.{wildcards.name}",
@@ -149,9 +149,33 @@ rule heads_scores:
         "../workflow/scripts/heads_scores.py"
 
 
+rule heads_app_groups:
+    input:
+        property_heads=source_path("heads", "property_groups"),
+    output:
+        f"{HEADS_OUT}/property_groups_app.parquet",
+    params:
+        model=model_spec,
+        fingerprint=source_fingerprint("heads", "property_groups"),
+    log:
+        rule_log("heads_app_groups", "{model}"),
+    benchmark:
+        rule_benchmark("heads_app_groups", "{model}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    group:
+        LIGHT_GROUP
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/heads_app_groups.py"
+
+
 rule heads_explorer_manifest:
     input:
         unpack(heads_label_tables),
+        unpack(heads_app_groups_input),
         **HEADS_DECOMPOSITION,
         scores=f"{HEADS_OUT}/scores.parquet",
     output:
@@ -196,6 +220,7 @@ for heads_analysis in HEADS_ANALYSES:
         params:
             analysis=heads_analysis,
             analyses=HEADS["analyses"],
+            n_texts=HEADS["n_texts"],
             # a few query images: the CPU (no GPU requested) holds the index and runs them
             device="cpu",
         log:

@@ -30,6 +30,14 @@ def heads_published_fingerprint(wildcards):
     return source_fingerprint("heads", "published_labels")(wildcards) if published_model(wildcards.model) else None
 
 
+def heads_app_groups_input(wildcards):
+    """The CLIP-InterpreT app's property groups of a model the app covers (the explorer's `app` property set);
+    nothing for other models."""
+    if not published_model(wildcards.model):
+        return {}
+    return {"app_groups": f"results/heads/{wildcards.model}/property_groups_app.parquet"}
+
+
 def heads_label_tables(wildcards):
     """The label tables of a model, one per configured labeller."""
     return {
@@ -82,6 +90,7 @@ def heads_index_inputs(wildcards):
         **{name: HEADS_DECOMPOSITION[name].format(model=wildcards.model) for name in ("store", "textspan")},
         "scores": f"results/heads/{wildcards.model}/scores.parquet",
         **heads_label_tables(wildcards),
+        **heads_app_groups_input(wildcards),
         "model": model_files(wildcards),
     }
 
@@ -161,6 +170,13 @@ def check_heads_inputs():
         if heads_judgements_path(model)
         and os.path.normpath(heads_judgements_path(model)) == f"results/heads/{model}/association_sheet.tsv"
     ]
+    if HEADS["analyses"]["property_set"] == "app":
+        problems += [
+            f"`heads.analyses.property_set: app` needs CLIP-InterpreT's property groups, which exist only for its six "
+            f"models; model {model} is not one of them: use auto (the app's groups where they exist) or a labeller"
+            for model in MODELS
+            if not published_model(model)
+        ]
     if "llm" in HEADS["labellers"] and not heads_missing_files(config, uses_published):
         problems += llm_example_problems()
     if problems:

@@ -189,7 +189,10 @@ def test_the_sweep_checks_every_local_text_pool(demo, shared_data, tmp_path):
     ({"heads": {"analyses": {"heads": [[1, 0]]}}},
      ("`heads.analyses.heads` is [[1, 0]], but [[1, 0]] name no head of the image tower of model `toy-clip`: "
       "allowed are layers 2..3 (the last 2)")),
-], ids=["needs-decomposition", "textspan-layers", "n-texts", "min-matches", "taxonomy", "analysed-layers"])
+    ({"heads": {"analyses": {"property_set": "llm"}}},
+     "`heads.analyses.property_set` is 'llm', neither auto, app nor a labeller of `heads.labellers` (taxonomy)"),
+], ids=["needs-decomposition", "textspan-layers", "n-texts", "min-matches", "taxonomy", "analysed-layers",
+        "property-set"])
 def test_heads_problems_name_the_key(demo, override, expected):
     lines = heads_problems(deep_merge(demo, override), written_configs=WRITTEN)
     assert len(lines) == 1 and lines[0].startswith(expected), lines

@@ -75,16 +75,20 @@ def test_an_indexed_image_is_its_own_nearest_neighbour_with_cosine_one(index):
         assert found["rank"].tolist() == [1, 2, 3] and found["score"].is_monotonic_decreasing
 
 
-def test_property_neighbours_rank_by_the_summed_heads_of_the_property(index):
+def test_property_neighbours_rank_by_the_mean_of_the_heads_of_the_property(index):
     query = Image.open(index.images["path"][2])
-    found = analyses.property_neighbours(index, query, "colours", k=N_IMAGES + 5)
+    found = analyses.property_neighbours(index, query, "colours", k=N_IMAGES + 5, similarity="cosine")
     assert len(found) == N_IMAGES and found["row"].iloc[0] == 2
     assert found["score"].iloc[0] == pytest.approx(1.0, abs=1e-5)
     heads = analyses.property_heads(index, "colours")
     assert heads == [(2, 1), (2, 3), (3, 0), (3, 2)]
-    summed = sum(index.head_matrix(layer, head) for layer, head in heads)
-    expected = torch.nn.functional.cosine_similarity(summed, summed[2:3], dim=1).double()
+    mean = sum(index.head_matrix(layer, head) for layer, head in heads) / len(heads)
+    expected = torch.nn.functional.cosine_similarity(mean, mean[2:3], dim=1).double()
     np.testing.assert_allclose(found.sort_values("row")["score"], expected.numpy(), atol=1e-5)
+    by_dot = analyses.property_neighbours(index, query, "colours", k=N_IMAGES)  # the app's default
+    np.testing.assert_allclose(by_dot.sort_values("row")["score"], (mean @ mean[2]).double().numpy(), rtol=1e-4,
+                               atol=1e-9)
+    assert by_dot["score"].is_monotonic_decreasing
 
 
 def test_text_neighbours_score_the_cosine_with_the_text_embedding(index):
@@ -125,9 +129,12 @@ def test_contrastive_maps_are_antisymmetric(index):
     (lambda ix, im: analyses.head_image_neighbours(ix, im, 1, 0, 3), r"layer 1 is not indexed .* \[2, 3\]"),
     (lambda ix, im: analyses.head_text_neighbours(ix, "  ", 3, 0, 3), "query text must be a non-empty string"),
     (lambda ix, im: analyses.head_text_neighbours(ix, "x", 3, 0, 0), "k must be an integer of at least 1, got 0"),
-    (lambda ix, im: analyses.property_neighbours(ix, im, "animals", 3), "labelled 'animals'; labelled properties: "
-                                                                         "colours, shapes"),
-    (lambda ix, im: analyses.property_neighbours(ix, im, "colours", 3, labeller="llm"), "labeller 'llm' has no labels"),
+    (lambda ix, im: analyses.property_neighbours(ix, im, "animals", 3), "property 'animals' in property set "
+                                                                         "'taxonomy'; its properties: colours, shapes"),
+    (lambda ix, im: analyses.property_neighbours(ix, im, "colours", 3, property_set="llm"),
+     "property set 'llm' does not exist for model toy; its property sets: taxonomy"),
+    (lambda ix, im: analyses.property_neighbours(ix, im, "colours", 3, similarity="l2"),
+     "similarity 'l2' is not one of dot, cosine"),
     (lambda ix, im: analyses.head_topic_map(ix, b"not an image", "x", 3, 0), "must be a PIL image, got bytes"),
     (lambda ix, im: analyses.head_topic_map(ix, im, "x", None, 1), "head 1 needs a layer"),
 ])
@@ -198,8 +205,8 @@ def test_every_analysis_has_one_step():
     assert sorted(ANALYSIS_STEPS) == sorted(ANALYSES) and len(ANALYSES) == 5
 
 
-SETTINGS = {"images": [1], "heads": [[3, 1]], "properties": "auto", "texts": ["a red circle"],
-            "contrastive": [["a red circle", "a blue square"]], "k": 3}
+SETTINGS = {"images": [1], "heads": [[3, 1]], "property_set": "auto", "similarity": "cosine", "properties": "auto",
+            "texts": ["a red circle"], "contrastive": [["a red circle", "a blue square"]], "k": 3}
 
 
 @pytest.mark.parametrize("analysis, n_rows", [("property_neighbours", 2 * 3), ("image_neighbours", 3),
@@ -230,3 +237,16 @@ def test_map_tables_name_the_model_scope_with_null_layer_and_head(index, tmp_pat
         assert model["layer"].isna().all() and model["head"].isna().all()
         assert str(table["layer"].dtype) == "Int64" and list(table.columns).index("scope") + 1 == list(
             table.columns).index("layer")
+
+
+def test_texts_textspan_runs_each_heads_own_textspan_texts(index, tmp_path):
+    from clip_interp.heads.steps import HEAD_SCOPE, MODEL_SCOPE, run_analysis
+
+    settings = {**SETTINGS, "heads": [[3, 0]], "texts": "textspan"}  # the fixture's TEXTSPAN table: "a" for L3 H0
+    table, _ = run_analysis("text_neighbours", index, settings, [tmp_path / "e.png"], n_texts=2)
+    assert table[["text", "layer", "paper_layer", "head"]].drop_duplicates().values.tolist() == [["a", 3, 2, 0]]
+    assert len(table) == SETTINGS["k"]
+    topic, _ = run_analysis("topic_maps", index, settings, [tmp_path / "b.png"], n_texts=2)
+    assert topic[["text", "scope"]].values.tolist() == [["a", HEAD_SCOPE], ["a", MODEL_SCOPE]]
+    with pytest.raises(InputError, match="has no texts for head L3 H1"):
+        run_analysis("text_neighbours", index, {**settings, "heads": [[3, 1]]}, [tmp_path / "e.png"], n_texts=2)

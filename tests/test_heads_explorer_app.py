@@ -42,7 +42,7 @@ def test_the_overview_lists_every_analysed_head_with_its_label(explorer, tiny_cl
     n_layers, n_heads = tiny_clip.vision.n_layers, tiny_clip.vision.n_heads
     assert [value for _, value in overview.head_choices] == [f"{layer}:{head}" for layer in (n_layers - 1, n_layers)
                                                               for head in range(n_heads)]
-    assert overview.head_choices[0][0] == f"L{n_layers - 1} H0 · colours (67%)"
+    assert overview.head_choices[0][0] == f"L{n_layers - 1} H0 (paper L{n_layers - 2}.H0) · colours (67%)"
     assert overview.properties == sorted(PROPERTIES)
     assert overview.image_choices == [f"{i}: {key}" for i, (key, _) in enumerate(image_set())]
     assert overview.scores[["entanglement", "association"]].iloc[0].tolist() == [0.25, 0.5]
@@ -53,12 +53,12 @@ def test_another_labeller_relabels_the_menu_the_cards_and_the_property_groups(ex
     overview = explorer.overview("toy", "llm")
     assert overview.labellers == ["llm", "taxonomy"] and overview.labeller == "llm"
     n_layers = tiny_clip.vision.n_layers
-    assert overview.head_choices[0][0] == f"L{n_layers - 1} H0 · shapes (67%)"
+    assert overview.head_choices[0][0] == f"L{n_layers - 1} H0 (paper L{n_layers - 2}.H0) · shapes (67%)"
     assert explorer.head_card("toy", f"{n_layers - 1}:0", "llm").startswith(
-        f"### L{n_layers - 1} H0: shapes\nLabeller `llm`"
+        f"### L{n_layers - 1} H0 (paper L{n_layers - 2}.H0): shapes\nLabeller `llm`"
     )
     assert explorer.head_card("toy", f"{n_layers - 1}:0").startswith(
-        f"### L{n_layers - 1} H0: colours\nLabeller `taxonomy`"
+        f"### L{n_layers - 1} H0 (paper L{n_layers - 2}.H0): colours\nLabeller `taxonomy`"
     )
     by_llm = explorer.property_neighbours("toy", query, "shapes", 12, "llm")
     by_taxonomy = explorer.property_neighbours("toy", query, "shapes", 12)
@@ -71,7 +71,7 @@ def test_another_labeller_relabels_the_menu_the_cards_and_the_property_groups(ex
 def test_a_head_card_shows_the_label_and_the_textspan_texts_in_rank_order(explorer, tiny_clip):
     layer = tiny_clip.vision.n_layers
     card = explorer.head_card("toy", f"{layer}:1")
-    assert card.startswith(f"### L{layer} H1: ")
+    assert card.startswith(f"### L{layer} H1 (paper L{layer - 1}.H1): ")
     positions = [card.index(f"{rank}. a ") for rank in (1, 2, 3)]
     assert positions == sorted(positions) and "(50.0%)" in card
 
@@ -79,7 +79,7 @@ def test_a_head_card_shows_the_label_and_the_textspan_texts_in_rank_order(explor
 def test_an_image_of_the_set_is_its_own_nearest_neighbour_for_every_ranking(explorer, query, tiny_clip):
     layer = tiny_clip.vision.n_layers
     by_head = explorer.image_neighbours("toy", query, f"{layer}:0", 5)
-    by_property = explorer.property_neighbours("toy", query, "shapes", 4)
+    by_property = explorer.property_neighbours("toy", query, "shapes", 4, similarity="cosine")
     for found, k in ((by_head, 5), (by_property, 4)):
         assert found.table["rank"].tolist() == list(range(1, k + 1)) and len(found.gallery) == k
         assert found.table["image"].iloc[0] == "red_square_white"
@@ -149,7 +149,11 @@ def test_uploads_are_read_and_bad_ones_named(explorer, tmp_path):
     (lambda e, q: e.text_neighbours("toy", "x", "", 3), "choose a head first"),
     (lambda e, q: e.overview("ViT-B-32_openai"), "model 'ViT-B-32_openai' has no results: .*explorer.json does not "
                                                    "exist; processed models: toy"),
-    (lambda e, q: e.property_neighbours("toy", q, "animals", 3), "no head of model toy is labelled 'animals'"),
+    (lambda e, q: e.property_neighbours("toy", q, "animals", 3), "no head of the analysed layers of model toy has "
+                                                                  "property 'animals' in property set 'taxonomy'"),
+    (lambda e, q: e.property_neighbours("toy", q, "shapes", 3, "app"), "property set 'app' does not exist for "
+                                                                        "model toy; its property sets: llm, taxonomy"),
+    (lambda e, q: e.property_neighbours("toy", q, "shapes", 3, "llm", "l1"), "similarity 'l1' is not one of dot"),
     (lambda e, q: e.property_neighbours("toy", None, "shapes", 3), "no query image"),
     (lambda e, q: e.topic_map("toy", q, "  ", "3:0"), "enter a text"),
     (lambda e, q: e.contrastive_maps("toy", q, "red", "", "3:0"), "enter text B"),

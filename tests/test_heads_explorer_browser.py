@@ -3,7 +3,10 @@ Playwright. Uploads an image of the set, runs each of the five analyses, checks 
 neighbour grids and tables of length k with the query first at cosine 1), uploads a non-image and a too-large file,
 checks the messages and that the server still answers, and saves a screenshot per step in the test's temporary folder.
 It runs twice: on a results folder the test writes (a random-init tiny model, two labellers) and on the reduced demo's
-results (the session's run of the reduced demo of tests/workflow_runs.py).
+results (the session's run of the reduced demo of tests/workflow_runs.py). A second test serves one of the paper's six
+models (a random-init ViT-B-32 saved to a local file and declared as ViT-B-32 ``openai``, so it has the published
+labels and the app's property groups, from the shared data folder): it selects the ``published`` labeller, runs a
+property search over an app group with each similarity, and fills the text-neighbour query from a TEXTSPAN text.
 
 Chromium: ``$CLIP_INTERP_CHROMIUM`` or ``/usr/bin/chromium`` (Debian's package; Playwright's own browser download is
 not used). Without Playwright or a browser the test skips with the reason; with ``CLIP_INTERP_REQUIRE_BROWSER=1`` (set
@@ -23,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from heads_results import write_results
+from heads_results import write_published_results, write_results
 from PIL import Image
 
+from clip_interp.heads.explorer.request_checks import CONTRAST_SCOPE
+from clip_interp.heads.explorer.state import head_choice_text
 from clip_interp.heads.index import read_manifest
 
 pytestmark = pytest.mark.slow
@@ -77,7 +82,7 @@ class Served:
     model: str
     labeller: str            # the model's default labeller
     other_labeller: str | None
-    first_head: str          # the head menu's first entry, e.g. "L2 H0 · colours (67%)"
+    first_head: str          # the head menu's first entry, e.g. "L2 H0 (paper L1.H0) · colours (67%)"
     first_head_label: str
     n_images: int
     queries: list[tuple[Path, str]]  # two images of the set (path, key)
@@ -93,7 +98,7 @@ def describe(results: Path, url: str, log: Path) -> Served:
     images = pd.read_parquet(root / manifest["images"])
     others = sorted(set(manifest["labels"]) - {manifest["default_labeller"]})
     return Served(url, log, manifest["model"], manifest["default_labeller"], others[0] if others else None,
-                  f"L{first['layer']} H{first['head']} · {first['label']} ({first['confidence']:.0%})", first["label"],
+                  head_choice_text(first["layer"], first["head"], first["label"], first["confidence"]), first["label"],
                   len(images), [(root / images["path"].iloc[i], images["key"].iloc[i]) for i in (0, len(images) - 1)])
 
 
@@ -110,11 +115,29 @@ def demo_results(demo_run) -> Path:
     return demo_run.workdir / "results"
 
 
+@pytest.fixture(scope="module")
+def published_results(shared_data, tmp_path_factory) -> Path:
+    """A results folder of one of the paper's six models (heads_results.write_published_results): six coloured
+    shapes, a random-init ViT-B-32 declared as ViT-B-32 openai, labellers taxonomy, llm and published, the app's
+    groups."""
+    return write_published_results(tmp_path_factory.mktemp("explorer_published"), shared_data / "clip_interpret")
+
+
 @pytest.fixture(scope="module", params=["toy", "demo"])
 def server(request, tmp_path_factory):
     """``clip-interp explore`` in a subprocess on the toy results or on the reduced demo's results."""
-    results = request.getfixturevalue(f"{request.param}_results")
-    root = tmp_path_factory.mktemp(f"explorer_server_{request.param}")
+    yield from _serve(request.getfixturevalue(f"{request.param}_results"), tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def published_server(published_results, tmp_path_factory):
+    """``clip-interp explore`` in a subprocess on the ViT-B-32 openai results."""
+    yield from _serve(published_results, tmp_path_factory, "published")
+
+
+def _serve(results: Path, tmp_path_factory, name: str):
+    """``clip-interp explore`` on ``results`` in a subprocess, yielding what its page should show; stopped after."""
+    root = tmp_path_factory.mktemp(f"explorer_server_{name}")
     port = _free_port()
     log = root / "server.log"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(root / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -184,7 +207,7 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
     page.goto(server.url)
     expect(status).to_have_value(f"Model {server.model} loaded; labels by {server.labeller}.", timeout=SLOW)
     expect(page.locator("#head input")).to_have_value(server.first_head)
-    expect(page.locator("#card")).to_contain_text(re.compile(rf"L\d+ H0: {server.first_head_label}"))
+    expect(page.locator("#card")).to_contain_text(re.compile(rf"L\d+ H0 \(paper L\d+\.H0\): {server.first_head_label}"))
     expect(page.locator("#summary")).to_contain_text(f"{server.n_images} images in the index")
     upload(query)
     expect(page.locator("#query img")).to_have_count(1)
@@ -192,8 +215,10 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
 
     # (a) property neighbours: the query is an image of the set, so it comes first with cosine 1
     page.get_by_role("tab", name="(a) Property neighbours").click()
+    page.locator("#similarity").get_by_label("cosine (what the paper's text says)").check()
     page.locator("#run-property").click()
-    expect(status).to_have_value(re.compile(rf"^\(a\) {k} nearest images by the heads labelled '.+'\.$"), timeout=SLOW)
+    expect(status).to_have_value(re.compile(rf"^\(a\) {k} nearest images by the cosine of the mean of the heads of "
+                                            rf"'.+' \(property set {server.labeller}\)\.$"), timeout=SLOW)
     expect_gallery("gallery-property", k, f"#1 · 1.000 · {query_key}")
     assert table_rows("table-property") == k
     shoot("a_property_neighbours")
@@ -202,20 +227,21 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
     page.get_by_role("tab", name="(b) Topic segmentation").click()
     page.locator("#topic-text textarea").fill("There is a red circle.")
     page.locator("#run-topic").click()
-    expect(status).to_have_value(re.compile(r"^\(b\) map of 'There is a red circle\.' on head L\d+ H0\.$"),
-                                 timeout=SLOW)
+    expect(status).to_have_value(re.compile(r"^\(b\) map of 'There is a red circle\.' on head L\d+ H0 "
+                                            r"\(paper L\d+\.H0\)\.$"), timeout=SLOW)
     expect(page.locator("#image-topic img")).to_have_count(1)
     expect(page.locator("#caption-topic")).to_contain_text("'There is a red circle.' on head")
     shoot("b_topic_segmentation")
 
     # (c) contrastive segmentation: two maps, each text minus the other, over all heads of the layer
     page.get_by_role("tab", name="(c) Contrastive segmentation").click()
+    expect(page.locator("#contrast-scope").get_by_role("radio", name=CONTRAST_SCOPE)).to_be_checked()  # the paper's
     page.locator("#contrast-a textarea").fill("Something red.")
     page.locator("#contrast-b textarea").fill("Something blue.")
     page.locator("#contrast-scope").get_by_label("all heads of its layer").check()
     page.locator("#run-contrast").click()
     expect(status).to_have_value(re.compile(r"^\(c\) 'Something red\.' minus 'Something blue\.' \(all heads of "
-                                            r"layer \d+\)"), timeout=SLOW)
+                                            r"layer \d+ \(paper layer \d+\)\)"), timeout=SLOW)
     expect_gallery("gallery-contrast", 2, "'Something red.' minus 'Something blue.'")
     expect(thumbnails("gallery-contrast").nth(1)).to_contain_text("'Something blue.' minus 'Something red.'")
     shoot("c_contrastive_segmentation")
@@ -223,7 +249,8 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
     # (d) per-head image neighbours
     page.get_by_role("tab", name="(d) Head image neighbours").click()
     page.locator("#run-image").click()
-    expect(status).to_have_value(re.compile(rf"^\(d\) {k} nearest images by head L\d+ H0\.$"), timeout=SLOW)
+    expect(status).to_have_value(re.compile(rf"^\(d\) {k} nearest images by head L\d+ H0 \(paper L\d+\.H0\)\.$"),
+                                 timeout=SLOW)
     expect_gallery("gallery-image", k, f"#1 · 1.000 · {query_key}")
     assert table_rows("table-image") == k
     shoot("d_head_image_neighbours")
@@ -236,7 +263,7 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
     page.locator("#text-text textarea").fill("There is a blue square.")
     page.locator("#run-text").click()
     expect(status).to_have_value(re.compile(r"^\(e\) 5 nearest images to 'There is a blue square\.' by head "
-                                            r"L\d+ H0\.$"), timeout=SLOW)
+                                            r"L\d+ H0 \(paper L\d+\.H0\)\.$"), timeout=SLOW)
     expect_gallery("gallery-text", 5, "#1 · ")
     assert table_rows("table-text") == 5
     shoot("e_head_text_neighbours")
@@ -287,5 +314,64 @@ def test_the_five_analyses_in_a_browser(browser, server, tmp_path):
     assert names == ["0_query.png", "a_property_neighbours.png", "b_topic_segmentation.png",
                      "c_contrastive_segmentation.png", "d_head_image_neighbours.png", "e_head_text_neighbours.png",
                      "f_head_cards_and_scores.png", "g_non_image_upload.png", "h_too_large_upload.png"]
+    print(f"screenshots in {shots}")
+    page.close()
+
+
+def test_published_labels_app_groups_and_textspan_texts_in_a_browser(browser, published_server, tmp_path):
+    """One of the paper's six models: the ``published`` labeller relabels the head menu (both numberings, no
+    confidence), an app property group is searched with the dot product (the app's, the default) and with the
+    cosine, and a TEXTSPAN text of the chosen head fills the text-neighbour query in one click."""
+    from playwright.sync_api import expect
+
+    server = published_server
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    status = page.locator("#status textarea")
+    k = min(K, server.n_images)
+    query, query_key = server.queries[0]
+    page.goto(server.url)
+    expect(status).to_have_value(f"Model {server.model} loaded; labels by {server.labeller}.", timeout=SLOW)
+
+    # the published labeller: the paper's label of L9 H0 (paper L8.H0) of ViT-B-32 openai, without a confidence
+    page.locator("#labeller input").click()
+    page.get_by_role("option", name="published").click()
+    expect(status).to_have_value(f"Model {server.model} loaded; labels by published.", timeout=SLOW)
+    expect(page.locator("#head input")).to_have_value("L9 H0 (paper L8.H0) · Emotion")
+    expect(page.locator("#card")).to_contain_text("L9 H0 (paper L8.H0): Emotion")
+    page.locator("#upload input[type=file]").set_input_files(query)
+    expect(status).to_have_value(re.compile(rf"^Query: uploaded {query.name} "), timeout=SLOW)
+    page.screenshot(path=shots / "0_published_labels.png", full_page=True)
+
+    # an app property group, searched with each similarity; the app's groups are the default property set
+    page.get_by_role("tab", name="(a) Property neighbours").click()
+    expect(page.locator("#property-set input")).to_have_value("the CLIP-InterpreT app's hand-curated groups (app)")
+    page.locator("#property input").click()
+    page.get_by_role("option", name="pattern", exact=True).click()
+    expect(page.locator("#similarity").get_by_role("radio", name=re.compile("^dot product"))).to_be_checked()
+    page.locator("#run-property").click()
+    expect(status).to_have_value(f"(a) {k} nearest images by the dot of the mean of the heads of 'pattern' "
+                                 "(property set app).", timeout=SLOW)
+    expect(page.locator("#gallery-property .thumbnail-item")).to_have_count(k)
+    page.screenshot(path=shots / "a_app_group_dot.png", full_page=True)
+    page.locator("#similarity").get_by_label("cosine (what the paper's text says)").check()
+    page.locator("#run-property").click()
+    expect(status).to_have_value(f"(a) {k} nearest images by the cosine of the mean of the heads of 'pattern' "
+                                 "(property set app).", timeout=SLOW)
+    expect(page.locator("#gallery-property .thumbnail-item").first).to_contain_text(f"#1 · 1.000 · {query_key}")
+    page.screenshot(path=shots / "a_app_group_cosine.png", full_page=True)
+
+    # the chosen head's top TEXTSPAN texts: one click fills the query, which then runs
+    page.get_by_role("tab", name="(e) Head text neighbours").click()
+    first_text = "a shapes text 0 of L9 H0"  # heads_results.textspan_table: rank 1 of L9 H0
+    page.locator("#textspan-texts").get_by_text(first_text, exact=True).click()
+    expect(page.locator("#text-text textarea")).to_have_value(first_text, timeout=SLOW)
+    page.locator("#run-text").click()
+    expect(status).to_have_value(f"(e) {k} nearest images to '{first_text}' by head L9 H0 (paper L8.H0).",
+                                 timeout=SLOW)
+    expect(page.locator("#gallery-text .thumbnail-item")).to_have_count(k)
+    page.screenshot(path=shots / "e_textspan_text.png", full_page=True)
+    assert "Traceback" not in server.log.read_text()
     print(f"screenshots in {shots}")
     page.close()

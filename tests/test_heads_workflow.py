@@ -105,11 +105,14 @@ def test_demo_explorer_index_and_analyses(heads_run):
     k = yaml.safe_load((heads_run / "config" / "demo.yaml").read_text())["heads"]["analyses"]["k"]
     for name in ("image_neighbours", "property_neighbours"):
         table = pd.read_parquet(analyses / f"{name}.parquet")
-        firsts = table[table["rank"] == 1]
-        assert (firsts["row"] == firsts["query_row"]).all(), name  # an indexed image is its own nearest neighbour
-        assert np.allclose(firsts["score"], 1.0, atol=1e-4), name
-        assert (table.groupby([c for c in table.columns if c.startswith("query") or c in ("layer", "head", "property")])
-                .size() == k).all()
+        keys = [c for c in table.columns if c.startswith("query") or c in ("layer", "head", "property")]
+        groups = table.groupby(keys)
+        assert (groups.size() == k).all() and groups["score"].is_monotonic_decreasing.all(), name
+    firsts = pd.read_parquet(analyses / "image_neighbours.parquet").query("rank == 1")
+    assert (firsts["row"] == firsts["query_row"]).all()  # an indexed image is its own nearest neighbour (cosine 1)
+    assert np.allclose(firsts["score"], 1.0, atol=1e-4) and (firsts["paper_layer"] == firsts["layer"] - 1).all()
+    by_property = pd.read_parquet(analyses / "property_neighbours.parquet")  # no app groups for the toy: taxonomy
+    assert set(by_property["property_set"]) == {"taxonomy"} and set(by_property["similarity"]) == {"dot"}
     topic = pd.read_parquet(analyses / "topic_maps.parquet")
     assert (topic["scope"] == MODEL_SCOPE).any() and topic["patch_scores"].map(len).eq(64).all()  # an 8x8 patch grid
     contrast = pd.read_parquet(analyses / "contrastive_maps.parquet")
@@ -123,11 +126,12 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
     imagenet.mkdir()
     published = shared_data / "clip_interpret"
     overrides = {"decomposition": {"sources": {"classification_images": {"url": str(imagenet)}}},
-                 "heads": {"sources": {"published_labels": {"url": str(published / "head_labels.tsv")}}}}
+                 "heads": {"sources": {"published_labels": {"url": str(published / "head_labels.tsv")},
+                                       "property_groups": {"url": str(published / "property_heads.tsv")}}}}
     config = write_config(workdir, "six_models.yaml", overrides)
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
     assert jobs.get("heads_labels") == 12  # the taxonomy and published labellers of each model
-    for rule in ("heads_scores", "heads_explorer_manifest", "heads_association_sheet",
+    for rule in ("heads_scores", "heads_explorer_manifest", "heads_association_sheet", "heads_app_groups",
                  *[f"heads_{a}" for a in ANALYSES]):
         assert jobs.get(rule) == 6, rule
     assert jobs.get("heads_cross_model") == 1 and jobs.get("cross_model_profiles") == 1
@@ -161,6 +165,12 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
      "`heads.association.judgements` is 'judged/toy-clip.tsv', which does not exist"),
     ({"heads": {"association": {"judgements": "results/heads/{model}/association_sheet.tsv"}}},
      "the judging sheet the workflow writes for model 'toy-clip' (and would write over); fill a copy elsewhere"),
+    ({"heads": {"analyses": {"property_set": "gpt"}}},
+     "`heads.analyses.property_set` is 'gpt', neither auto, app nor a labeller of `heads.labellers` (taxonomy)"),
+    ({"heads": {"analyses": {"property_set": "app"}}},
+     "`heads.analyses.property_set: app` needs CLIP-InterpreT's property groups, which exist only for its six models; "
+     "model toy-clip is not one of them"),
+    ({"heads": {"analyses": {"similarity": "l2"}}}, "similarity"),
 ])
 def test_heads_settings_are_checked_at_start(tmp_path, override, message):
     workdir = copy_workflow(tmp_path / "wf")

@@ -8,7 +8,8 @@ from clip_interp.workflow import run_rule
 
 def main(smk, log):
     index = HeadIndex.from_manifest(smk.input.manifest, device=smk.params.device)
-    table, metadata = run_analysis(smk.params.analysis, index, smk.params.analyses, [smk.output.png, smk.output.pdf])
+    table, metadata = run_analysis(smk.params.analysis, index, smk.params.analyses, [smk.output.png, smk.output.pdf],
+                                   n_texts=smk.params.n_texts)
     for line in metadata.get("skipped", []):
         log.warning("skipped: %s", line)
     log.info("%s: %d rows", smk.params.analysis, len(table))

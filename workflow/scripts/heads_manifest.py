@@ -18,7 +18,8 @@ def main(smk, log):
     manifest = manifest_for(model=smk.wildcards.model, spec=smk.params.model, image_set=smk.params.image_set,
                             store=smk.input.store, images=smk.input.images, textspan=smk.input.textspan, labels=labels,
                             scores=smk.input.scores, manifest_path=smk.output[0], n_images=n_images, layers=layers,
-                            n_layers=n_layers, n_heads=n_heads, convention=convention)
+                            n_layers=n_layers, n_heads=n_heads, convention=convention,
+                            property_groups={"app": smk.input.app_groups} if smk.input.get("app_groups") else {})
     log.info("index of %d images, layers %s, %d heads each", n_images, layers, n_heads)
     write_json(manifest, smk.output[0])
 

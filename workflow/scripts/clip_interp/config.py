@@ -691,6 +691,10 @@ def heads_problems(config: Mapping, uses_published_labels: bool = False,
             f"`heads.association.min_matches` ({heads['association']['min_matches']}) exceeds "
             f"`heads.association.n_texts` ({heads['association']['n_texts']}); no head could be associated"
         )
+    property_set = heads["analyses"].get("property_set", "auto")
+    if property_set not in ("auto", "app", *heads["labellers"]):
+        lines.append(f"`heads.analyses.property_set` is {property_set!r}, neither auto, app nor a labeller of "
+                     f"`heads.labellers` ({', '.join(heads['labellers'])}); use one of those")
     for key, path in heads_missing_files(config, uses_published_labels):
         lines.append(f"`{key}` is {path!r}, which does not exist; fix the path or put the file there")
     return lines + head_list_problems("heads.analyses.heads", heads["analyses"]["heads"], config["models"],

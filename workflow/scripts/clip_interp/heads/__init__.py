@@ -10,3 +10,9 @@ the published CLIP-InterpreT tables (0-based layers) are converted where they ar
 # tables (``results/heads/{model}/analyses/{name}.parquet``); :data:`clip_interp.heads.steps.ANALYSIS_STEPS` maps
 # each to its step.
 ANALYSES = ("property_neighbours", "topic_maps", "contrastive_maps", "image_neighbours", "text_neighbours")
+
+
+def head_title(layer: int, head: int) -> str:
+    """A head in both numberings, ``L12 H3 (paper L11.H3)``: ours (layers 1..L) and the paper's and its app's (layers
+    from 0); heads are numbered from 0 in both."""
+    return f"L{layer} H{head} (paper L{layer - 1}.H{head})"

@@ -6,8 +6,11 @@ left out of maps); ``t`` is a text's embedding, ``t^ = t / ||t||``; ``cos(a, b) 
 Layers are 1..L and heads 0..H-1 (:mod:`clip_interp.models.hooked`). The query image goes through the
 model once (:func:`clip_interp.contributions.decompose`); the indexed images are never run.
 
-(a) :func:`property_neighbours`: with S the heads of the analysed layers labelled with property p,
-    ``score(i) = cos(sum_{(l,h) in S} c_{l,h}(i), sum_{(l,h) in S} c_{l,h}(query))``.
+(a) :func:`property_neighbours`: with S the heads of the analysed layers in property p's group of a property set
+    (:func:`property_set_table`: the heads a labeller labelled p, or the CLIP-InterpreT app's hand-curated group
+    p, :data:`APP_GROUPS`) and ``m(x) = (1/|S|) sum_{(l,h) in S} c_{l,h}(x)`` the group's mean contribution,
+    ``score(i) = m(i) . m(query)`` (``similarity="dot"``, what the app computes, the default) or
+    ``cos(m(i), m(query))`` (``"cosine"``, what the paper's text says; the sum or the mean give the same cosine).
 (b) :func:`head_topic_map`: patch scores ``s_j = c_{l,h,j}(query) . t^`` (summed over the heads of layer l
     when ``head`` is None, over every head of every layer when ``layer`` is None too), upsampled to the
     model's input size and scaled to [0, 1] (:func:`clip_interp.contributions.scores_to_maps`).
@@ -33,6 +36,13 @@ from .index import HeadIndex
 # The (layer, head) of the maps (b) and (c) over every head of every layer; ``(layer, None)`` is every head of one
 # layer, ``(layer, head)`` one head.
 ALL_HEADS: tuple[None, None] = (None, None)
+
+# The property set of the CLIP-InterpreT app's hand-curated head groups (``property_heads.tsv``), beside the sets of
+# the labellers (heads grouped by their label).
+APP_GROUPS = "app"
+# How a property search scores: the dot product of the group's mean contributions (the app's code, the default)
+# or their cosine (the paper's text).
+SIMILARITIES = ("dot", "cosine")
 
 
 def _check_k(k) -> int:
@@ -96,34 +106,87 @@ def _cosines(matrix: torch.Tensor, norms: torch.Tensor, query: torch.Tensor) -> 
     return (matrix @ (query / query_norm)) / norms.clamp_min(1e-30) * (norms > 0)
 
 
-def property_heads(index: HeadIndex, prop: str, labeller: str | None = None) -> list[tuple[int, int]]:
-    """The heads (layer, head) of the analysed layers whose label is ``prop``."""
-    table = index.label_table(labeller)
-    available = sorted(set(table["label"]))
+def similarity_scores(matrix: torch.Tensor, norms: torch.Tensor, query: torch.Tensor, similarity: str) -> torch.Tensor:
+    """Row i of ``matrix`` (N, E) against ``query`` (E,): ``matrix[i] . query`` for ``similarity="dot"``,
+    ``cos(matrix[i], query)`` for ``"cosine"`` (``norms`` the rows' norms; 0 where either vector is 0)."""
+    if similarity == "dot":
+        return matrix @ query
+    if similarity == "cosine":
+        return _cosines(matrix, norms, query)
+    raise InputError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
+
+
+def property_sets(index: HeadIndex) -> list[str]:
+    """The property sets of ``index``: each labeller's (heads grouped by their label), then the hand-curated groups
+    the index has (:data:`APP_GROUPS` for a model the CLIP-InterpreT app covers)."""
+    return [*sorted(index.labels), *sorted(index.property_groups)]
+
+
+def property_set_table(index: HeadIndex, property_set: str | None = None) -> pd.DataFrame:
+    """``property, layer, head``: the heads of each property of ``property_set`` (a labeller: the heads it labelled
+    with the property; a hand-curated set such as :data:`APP_GROUPS`: its groups, where a head may be in several).
+    None is the index's default labeller."""
+    name = property_set or index.default_labeller
+    if name in index.property_groups:
+        return index.property_groups[name][["property", "layer", "head"]]
+    if name not in index.labels:
+        raise InputError(f"property set {name!r} does not exist for model {index.model_id}; its property sets: "
+                         f"{', '.join(property_sets(index))}")
+    return index.labels[name].rename(columns={"label": "property"})[["property", "layer", "head"]]
+
+
+def set_properties(index: HeadIndex, property_set: str | None = None) -> list[str]:
+    """The properties of ``property_set`` with at least one head in the analysed layers, sorted."""
+    table = property_set_table(index, property_set)
+    return sorted(set(table.loc[table["layer"].isin(index.layers), "property"]))
+
+
+def property_heads(index: HeadIndex, prop: str, property_set: str | None = None) -> list[tuple[int, int]]:
+    """The heads (layer, head) of the analysed layers in property ``prop``'s group of ``property_set``
+    (:func:`property_set_table`)."""
+    available = set_properties(index, property_set)
     if prop not in available:
-        raise InputError(f"no head of model {index.model_id} is labelled {prop!r}; labelled properties: "
+        raise InputError(f"no head of the analysed layers of model {index.model_id} has property {prop!r} in "
+                         f"property set {property_set or index.default_labeller!r}; its properties: "
                          f"{', '.join(available)}")
-    rows = table[(table["label"] == prop) & table["layer"].isin(index.layers)]
+    table = property_set_table(index, property_set)
+    rows = table[(table["property"] == prop) & table["layer"].isin(index.layers)]
     return [(int(r.layer), int(r.head)) for r in rows.sort_values(["layer", "head"]).itertuples()]
 
 
-def _summed(index: HeadIndex, heads: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over ``heads`` of every indexed image's contributions, (N, E) float32, and the rows' norms."""
+def _group_mean(index: HeadIndex, heads: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over ``heads`` of every indexed image's contributions, (N, E) float32, and the rows' norms."""
     total = torch.zeros(index.n, index.contributions.shape[-1])
     for layer, head in heads:
         total += index.head_matrix(layer, head)
+    total /= len(heads)
     return total, total.norm(dim=1)
 
 
-def property_neighbours(index: HeadIndex, image, prop: str, k: int, labeller: str | None = None) -> pd.DataFrame:
-    """(a) The k images whose summed contribution of the heads labelled ``prop`` is closest (cosine) to the query's."""
+def property_neighbours(index: HeadIndex, image, prop: str, k: int, property_set: str | None = None,
+                        similarity: str = "dot") -> pd.DataFrame:
+    """(a) The k images whose mean contribution of the heads of ``prop``'s group in ``property_set`` scores highest
+    against the query's (``similarity``: ``dot``, the app's, or ``cosine``, the paper's text)."""
     k = _check_k(k)
-    heads = property_heads(index, prop, labeller)
-    matrix, norms = index.cached(("property", labeller or index.default_labeller, prop), lambda: _summed(index, heads))
+    if similarity not in SIMILARITIES:
+        raise InputError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
+    heads = property_heads(index, prop, property_set)
+    key = ("property", property_set or index.default_labeller, prop)
+    matrix, norms = index.cached(key, lambda: _group_mean(index, heads))
     query = query_head_contributions(index, image)
     columns = [index.layer_column(layer) for layer, _ in heads]
-    query_sum = query[columns, [head for _, head in heads]].sum(0)
-    return _ranked(index, _cosines(matrix, norms, query_sum), k)
+    query_mean = query[columns, [head for _, head in heads]].mean(0)
+    return _ranked(index, similarity_scores(matrix, norms, query_mean, similarity), k)
+
+
+def top_textspan_texts(index: HeadIndex, layer: int, head: int, n: int) -> list[str]:
+    """The first ``n`` TEXTSPAN texts of head (layer, head) in rank order (fewer when TEXTSPAN chose fewer); an
+    InputError when the TEXTSPAN table has none for the head."""
+    table = index.textspan
+    rows = table[(table["layer"] == layer) & (table["head"] == head)].sort_values("rank")
+    if rows.empty:
+        raise InputError(f"the TEXTSPAN table of model {index.model_id} has no texts for head L{layer} H{head}")
+    return [str(text) for text in rows["text"].iloc[:n]]
 
 
 @torch.no_grad()

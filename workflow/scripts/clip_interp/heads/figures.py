@@ -59,8 +59,10 @@ def neighbour_grid(groups: Sequence[tuple[str, np.ndarray | None, pd.DataFrame]]
 
 
 def map_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]], paths, title: str) -> None:
-    """One row per (query image, text or pair): the image, then each ``(column title, map in [0, 1])`` over it."""
+    """One row per (query image, text or pair): the image, then each ``(column title, map in [0, 1])`` over it. The
+    titles are drawn over the first row when every row has the same columns, else over every map."""
     n_cols = 1 + max(len(maps) for _, _, maps in rows)
+    same_columns = len({tuple(name for name, _ in maps) for _, _, maps in rows}) == 1
     fig, axes = new_figure(len(rows), n_cols, figsize=(1.4 * n_cols, 1.55 * len(rows)), squeeze=False)
     image_artist = None
     for i, (label, picture, maps) in enumerate(rows):
@@ -77,7 +79,7 @@ def map_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarra
             name, values = maps[j - 1]
             ax.imshow(picture)
             image_artist = ax.imshow(values, cmap="inferno", vmin=0.0, vmax=1.0, alpha=MAP_ALPHA)
-            if i == 0:
+            if i == 0 or not same_columns:
                 ax.set_title(_wrapped(name, 18, 2), fontsize=6)
     if image_artist is not None:
         fig.colorbar(image_artist, ax=axes, shrink=0.6, label="map (0 to 1 per image)")

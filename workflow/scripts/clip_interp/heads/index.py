@@ -22,6 +22,9 @@ The manifest ``results/heads/{model}/explorer.json`` (:data:`MANIFEST_FORMAT`) i
     the analysed layers (1..L, as everywhere in the package); ``n_layers``, ``n_heads``, ``n_images``.
 ``convention``
     the store's decomposition convention, which the query image's decomposition follows.
+``property_groups`` (optional)
+    ``{name: table}`` of hand-curated property groups (``property, layer, paper_layer, head``; layers 1..L), e.g.
+    ``app``: the CLIP-InterpreT app's groups (``property_heads.tsv``) of a model it covers.
 
 :class:`HeadIndex` holds, for every image of the set, the contributions of every head of the analysed
 layers in the joint space (``contributions`` (N, L_a, H, E) in the store's dtype) and their norms
@@ -56,7 +59,8 @@ def manifest_path(results_dir, model: str) -> Path:
 
 def build_manifest(*, model: str, spec: Mapping, image_set: str, store, images, textspan, labels: Mapping[str, str],
                    scores, layers, n_layers: int, n_heads: int, n_images: int, convention: str,
-                   default_labeller: str = "taxonomy", root: str = "../../..") -> dict:
+                   default_labeller: str = "taxonomy", root: str = "../../..",
+                   property_groups: Mapping[str, str] | None = None) -> dict:
     """The manifest as a dict (paths as given: relative to the workflow's working directory)."""
     if default_labeller not in labels:
         raise InputError(f"default labeller {default_labeller!r} has no label table (tables: {sorted(labels)})")
@@ -65,7 +69,8 @@ def build_manifest(*, model: str, spec: Mapping, image_set: str, store, images, 
             "labels": {name: str(path) for name, path in sorted(labels.items())},
             "default_labeller": default_labeller, "scores": str(scores), "layers": [int(x) for x in layers],
             "n_layers": int(n_layers), "n_heads": int(n_heads), "n_images": int(n_images),
-            "convention": convention}
+            "convention": convention,
+            "property_groups": {name: str(path) for name, path in sorted((property_groups or {}).items())}}
 
 
 def read_manifest(path) -> dict:
@@ -128,6 +133,7 @@ class HeadIndex:
     default_labeller: str
     scores: pd.DataFrame | None
     manifest: dict = field(default_factory=dict)
+    property_groups: dict[str, pd.DataFrame] = field(default_factory=dict)
     device: str = "cpu"
     _model: object = None
     _cache: dict = field(default_factory=dict)
@@ -162,6 +168,8 @@ class HeadIndex:
                     contributions=contributions, norms=head_norms(contributions), images=images.reset_index(drop=True),
                     textspan=_read_table(root / manifest["textspan"], "TEXTSPAN table"), labels=labels,
                     default_labeller=manifest["default_labeller"], scores=scores, manifest=manifest, device=device)
+        index.property_groups = {name: _read_table(root / p, f"{name} property-group table")
+                                 for name, p in manifest.get("property_groups", {}).items()}
         index._model = loaded_model
         return index
 

@@ -3,6 +3,9 @@
 Layers are 1..L and heads 0..H-1 (:mod:`clip_interp.models.hooked`). The analysed layers are the last
 ``min(n_layers, L)`` (``heads.n_layers``); the decomposition study's TEXTSPAN table must cover them.
 
+Tables and figures name a head both ways, ``L12 H3 (paper L11.H3)`` (:func:`head_name`): the paper and its app
+number layers from 0 (the tables' ``paper_layer`` column), heads from 0 as here.
+
 The map tables of (b) and (c) have a ``scope`` column: :data:`HEAD_SCOPE` for the map of head (``layer``,
 ``head``), :data:`MODEL_SCOPE` for the map summed over every head of every layer (``layer`` and ``head`` null).
 """
@@ -25,14 +28,18 @@ from ..contributions import scores_to_maps
 from ..encoding import encode_texts
 from ..errors import InputError
 from ..head_selection import HeadOutsideModel, select_heads
-from . import ANALYSES, figures
+from . import ANALYSES, figures, head_title
 from .analyses import (
     ALL_HEADS,
+    APP_GROUPS,
     contrastive_scores,
     head_image_neighbours,
     head_text_neighbours,
     property_heads,
     property_neighbours,
+    property_sets,
+    set_properties,
+    top_textspan_texts,
     topic_scores,
 )
 from .index import build_manifest
@@ -106,13 +113,29 @@ def summed_layer_counts(labels: pd.DataFrame, model: str) -> pd.DataFrame:
 
 def manifest_for(*, model: str, spec: Mapping, image_set: str, store, images, textspan, labels: Mapping[str, str],
                  scores, manifest_path, n_images: int, layers: Sequence[int], n_layers: int, n_heads: int,
-                 convention: str) -> dict:
+                 convention: str, property_groups: Mapping[str, str] | None = None) -> dict:
     """The explorer's manifest (:mod:`clip_interp.heads.index`) for files given relative to the working
     directory; ``root`` is that directory relative to the manifest's folder."""
     root = os.path.relpath(os.getcwd(), Path(manifest_path).resolve().parent)
     return build_manifest(model=model, spec=spec, image_set=image_set, store=store, images=images, textspan=textspan,
                           labels=labels, scores=scores, layers=layers, n_layers=n_layers, n_heads=n_heads,
-                          n_images=n_images, convention=convention, root=Path(root).as_posix())
+                          n_images=n_images, convention=convention, root=Path(root).as_posix(),
+                          property_groups=property_groups)
+
+
+def app_property_groups(property_heads: pd.DataFrame, spec: Mapping) -> pd.DataFrame:
+    """The CLIP-InterpreT app's property groups of the model of ``spec`` (``property, layer, paper_layer, head``;
+    layers 1..L, ``paper_layer`` the published 0-based one), from
+    :func:`~clip_interp.heads.published.read_property_heads`'s table; an InputError for a model the app does not
+    cover."""
+    name, pretrained = model_identity(spec)
+    rows = property_heads[(property_heads["model"] == name) & (property_heads["pretrained"] == pretrained)]
+    if rows.empty:
+        have = sorted(set(zip(property_heads["model"], property_heads["pretrained"])))
+        raise InputError(f"the app's property groups have no model {name!r} with pretrained {pretrained!r}; they "
+                         f"cover {have}")
+    rows = rows.rename(columns={"layer_published": "paper_layer"})[["property", "layer", "paper_layer", "head"]]
+    return rows.sort_values(["property", "layer", "head"]).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- the analyses over the image set
@@ -141,10 +164,34 @@ def query_heads(index, heads, labeller: str | None = None) -> list[tuple[int, in
                          f"layers {index.layers} (heads 0..{index.n_heads - 1}) of model {index.model_id}") from None
 
 
-def query_properties(index, properties, labeller: str | None = None) -> tuple[list[str], list[str]]:
-    """The properties searched (``auto``: every property that labels a head) and the configured ones that label
-    no head of this model (skipped, and reported)."""
-    available = index.properties(labeller)
+def query_property_set(index, setting: str) -> str:
+    """The property set of the property search (``heads.analyses.property_set``): ``auto`` is the CLIP-InterpreT
+    app's groups (:data:`~clip_interp.heads.analyses.APP_GROUPS`) for a model the app covers, else the default
+    labeller; any other value must be a property set of the index (a labeller, or ``app``)."""
+    if setting == "auto":
+        return APP_GROUPS if APP_GROUPS in index.property_groups else index.default_labeller
+    if setting not in property_sets(index):
+        why = (" (the app's groups exist only for its six models)" if setting == APP_GROUPS else "")
+        raise InputError(f"`heads.analyses.property_set` is {setting!r}, which model {index.model_id} does not "
+                         f"have{why}; its property sets: {', '.join(property_sets(index))}; use auto or one of those")
+    return setting
+
+
+def query_texts(index, texts, heads: Sequence[tuple[int, int]], n_texts: int) -> dict:
+    """The texts of each head of ``heads`` (``texts``: a list, the same for every head; ``textspan``: the head's own
+    first ``n_texts`` TEXTSPAN texts, as the paper's section 5.5) and, under
+    :data:`~clip_interp.heads.analyses.ALL_HEADS`, every text of them once (in order)."""
+    if texts == "textspan":
+        per_head = {(layer, head): top_textspan_texts(index, layer, head, n_texts) for layer, head in heads}
+    else:
+        per_head = {(layer, head): list(texts) for layer, head in heads}
+    return {**per_head, ALL_HEADS: list(dict.fromkeys(t for found in per_head.values() for t in found))}
+
+
+def query_properties(index, properties, property_set: str | None = None) -> tuple[list[str], list[str]]:
+    """The properties searched (``auto``: every property of ``property_set`` with a head in the analysed layers)
+    and the configured ones that have none (skipped, and reported)."""
+    available = set_properties(index, property_set)
     if properties == "auto":
         return available, []
     return [p for p in properties if p in available], [p for p in properties if p not in available]
@@ -173,34 +220,41 @@ def _neighbour_table(index, parts: list[pd.DataFrame]) -> pd.DataFrame:
     return table
 
 
-def property_neighbour_table(index, rows: Sequence[int], properties: Sequence[str], k: int) -> pd.DataFrame:
-    """(a) per query image and property: ``query_row, query_image, property, n_heads, rank, row, image, path,
-    score`` (paths relative to the working directory)."""
+def property_neighbour_table(index, rows: Sequence[int], properties: Sequence[str], k: int,
+                             property_set: str | None = None, similarity: str = "dot") -> pd.DataFrame:
+    """(a) per query image and property of ``property_set``: ``query_row, query_image, property_set, property,
+    n_heads, similarity, rank, row, image, path, score`` (paths relative to the working directory)."""
+    property_set = property_set or index.default_labeller
     parts = []
     for row in rows:
         image = _query_image(index, row)
         for prop in properties:
-            found = property_neighbours(index, image, prop, k)
-            parts.append(_tag(found, query_row=row, query_image=index.images["key"][row], property=prop,
-                              n_heads=len(property_heads(index, prop))))
+            found = property_neighbours(index, image, prop, k, property_set, similarity)
+            parts.append(_tag(found, query_row=row, query_image=index.images["key"][row], property_set=property_set,
+                              property=prop, n_heads=len(property_heads(index, prop, property_set)),
+                              similarity=similarity))
     return _neighbour_table(index, parts)
 
 
 def image_neighbour_table(index, rows: Sequence[int], heads: Sequence[tuple[int, int]], k: int) -> pd.DataFrame:
-    """(d) per query image and head: ``query_row, query_image, layer, head, rank, row, image, path, score``."""
+    """(d) per query image and head: ``query_row, query_image, layer, paper_layer, head, rank, row, image, path,
+    score`` (``paper_layer`` = layer - 1, the paper's 0-based number)."""
     parts = []
     for row in rows:
         image = _query_image(index, row)
         for layer, head in heads:
             found = head_image_neighbours(index, image, layer, head, k)
-            parts.append(_tag(found, query_row=row, query_image=index.images["key"][row], layer=layer, head=head))
+            parts.append(_tag(found, query_row=row, query_image=index.images["key"][row], layer=layer,
+                              paper_layer=layer - 1, head=head))
     return _neighbour_table(index, parts)
 
 
-def text_neighbour_table(index, texts: Sequence[str], heads: Sequence[tuple[int, int]], k: int) -> pd.DataFrame:
-    """(e) per text and head: ``text, layer, head, rank, row, image, path, score``."""
-    parts = [_tag(head_text_neighbours(index, text, layer, head, k), text=text, layer=layer, head=head)
-             for text in texts for layer, head in heads]
+def text_neighbour_table(index, texts: Mapping, heads: Sequence[tuple[int, int]], k: int) -> pd.DataFrame:
+    """(e) per head and each of its texts (``texts``: head -> texts, :func:`query_texts`): ``text, layer,
+    paper_layer, head, rank, row, image, path, score``."""
+    parts = [_tag(head_text_neighbours(index, text, layer, head, k), text=text, layer=layer, paper_layer=layer - 1,
+                  head=head)
+             for layer, head in heads for text in texts[(layer, head)]]
     return _neighbour_table(index, parts)
 
 
@@ -218,27 +272,30 @@ def map_heads(heads: Sequence[tuple[int, int]]) -> list[tuple[int | None, int | 
 
 
 def scope_columns(layer: int | None, head: int | None) -> dict:
-    """The ``scope, layer, head`` of a map table row for the map of ``(layer, head)`` (:func:`map_heads`)."""
+    """The ``scope, layer, paper_layer, head`` of a map table row for the map of ``(layer, head)``
+    (:func:`map_heads`)."""
     if (layer, head) == ALL_HEADS:
-        return {"scope": MODEL_SCOPE, "layer": None, "head": None}
-    return {"scope": HEAD_SCOPE, "layer": layer, "head": head}
+        return {"scope": MODEL_SCOPE, "layer": None, "paper_layer": None, "head": None}
+    return {"scope": HEAD_SCOPE, "layer": layer, "paper_layer": layer - 1, "head": head}
 
 
 def _map_table(records: list[dict]) -> pd.DataFrame:
-    """The map rows as a table, ``layer`` and ``head`` as nullable integers (null in the model scope)."""
-    return pd.DataFrame(records).astype({"layer": "Int64", "head": "Int64"})
+    """The map rows as a table, ``layer``, ``paper_layer`` and ``head`` as nullable integers (null in the model
+    scope)."""
+    return pd.DataFrame(records).astype({"layer": "Int64", "paper_layer": "Int64", "head": "Int64"})
 
 
-def topic_map_table(index, rows: Sequence[int], texts: Sequence[str], heads: Sequence[tuple[int, int]]) -> pd.DataFrame:
-    """(b) per query image, text and map (``scope``: each head, then all heads of all layers): the raw patch scores
-    (row-major over the patch grid), the peak patch, the largest and mean score."""
+def topic_map_table(index, rows: Sequence[int], texts: Mapping, heads: Sequence[tuple[int, int]]) -> pd.DataFrame:
+    """(b) per query image, map (``scope``: each head, then all heads of all layers) and each text of that map
+    (``texts``: map -> texts, :func:`query_texts`): the raw patch scores (row-major over the patch grid), the peak
+    patch, the largest and mean score."""
     grid = index.model().vision.grid_size
     records = []
     for row in rows:
         image = _query_image(index, row)
         for layer, head in map_heads(heads):
-            scores = topic_scores(index, image, list(texts), layer, head)
-            for text, text_scores in zip(texts, scores):
+            scores = topic_scores(index, image, texts[(layer, head)], layer, head)
+            for text, text_scores in zip(texts[(layer, head)], scores):
                 records.append({"query_row": row, "query_image": index.images["key"][row], "text": text,
                                 **scope_columns(layer, head), **_map_row(text_scores, grid)})
     return _map_table(records)
@@ -273,9 +330,10 @@ def maps_of(table: pd.DataFrame, size: int) -> list[np.ndarray]:
 
 
 def head_name(layer: int, head: int, index=None) -> str:
-    """``L<layer> H<head>``, with the head's label by the default labeller when ``index`` is given."""
+    """``L<layer> H<head> (paper L<layer - 1>.H<head>)``: ours (layers 1..L) and the paper's numbering (layers from
+    0; heads from 0 in both), with the head's label by the default labeller when ``index`` is given."""
     label = index.head_label(layer, head) if index is not None else None
-    return f"L{layer} H{head}" + (f" ({label})" if label else "")
+    return head_title(layer, head) + (f": {label}" if label else "")
 
 
 def map_name(row, index=None) -> str:
@@ -403,7 +461,8 @@ def score_table(labels: Mapping[str, pd.DataFrame], model, spec: Mapping, *, tax
 @dataclass(frozen=True)
 class AnalysisQuery:
     """What every analysis step gets: the index, the query rows of the image set, the heads (resolved), the
-    ``heads.analyses`` settings, the figure paths and the figure title's prefix (the model)."""
+    ``heads.analyses`` settings, the figure paths, the figure title's prefix (the model) and the TEXTSPAN texts
+    per head of ``texts: textspan`` (``heads.n_texts``)."""
 
     index: object
     rows: list[int]
@@ -411,6 +470,7 @@ class AnalysisQuery:
     settings: Mapping
     figure_paths: Sequence
     title: str
+    n_texts: int = 5
 
     @property
     def size(self) -> int:
@@ -423,19 +483,25 @@ class AnalysisQuery:
 
 
 def property_neighbours_step(query: AnalysisQuery) -> tuple[pd.DataFrame, dict]:
-    """(a) The property-neighbour table of every query image and configured property, and its grid."""
+    """(a) The property-neighbour table of every query image and configured property of the configured property
+    set, and its grid."""
     index, settings = query.index, query.settings
-    properties, skipped = query_properties(index, settings["properties"])
+    property_set = query_property_set(index, settings["property_set"])
+    properties, skipped = query_properties(index, settings["properties"], property_set)
     if not properties:
-        raise InputError(f"none of `heads.analyses.properties` {settings['properties']} labels a head of model "
-                         f"{index.model_id} (labelled: {', '.join(index.properties())}); use auto or those")
-    table = property_neighbour_table(index, query.rows, properties, settings["k"])
+        raise InputError(f"none of `heads.analyses.properties` {settings['properties']} has a head of model "
+                         f"{index.model_id} in property set {property_set!r} (its properties: "
+                         f"{', '.join(set_properties(index, property_set))}); use auto or those")
+    table = property_neighbour_table(index, query.rows, properties, settings["k"], property_set,
+                                     settings["similarity"])
     pictures = query.pictures([*query.rows, *table["row"]])
     groups = [(f"{image}\n{prop} ({_heads_count(int(part['n_heads'].iloc[0]))})", pictures[row], part)
               for (row, image, prop), part in table.groupby(["query_row", "query_image", "property"], sort=False)]
     figures.neighbour_grid(groups, pictures, query.figure_paths,
-                           query.title + "images nearest by the summed heads of a property")
-    return table, {"properties": properties, "skipped": [f"property {p!r} labels no head" for p in skipped]}
+                           query.title + f"images nearest by a property's heads ({property_set} groups, "
+                           f"{settings['similarity']} of their mean)")
+    return table, {"properties": properties, "property_set": property_set, "similarity": settings["similarity"],
+                   "skipped": [f"property {p!r} has no head in property set {property_set!r}" for p in skipped]}
 
 
 def image_neighbours_step(query: AnalysisQuery) -> tuple[pd.DataFrame, dict]:
@@ -454,7 +520,8 @@ def image_neighbours_step(query: AnalysisQuery) -> tuple[pd.DataFrame, dict]:
 def text_neighbours_step(query: AnalysisQuery) -> tuple[pd.DataFrame, dict]:
     """(e) The head-text-neighbour table of every configured text and head, and its grid."""
     index = query.index
-    table = text_neighbour_table(index, query.settings["texts"], query.heads, query.settings["k"])
+    texts = query_texts(index, query.settings["texts"], query.heads, query.n_texts)
+    table = text_neighbour_table(index, texts, query.heads, query.settings["k"])
     pictures = query.pictures(table["row"])
     groups = [(f"{part['text'].iloc[0]}\n{head_name(int(part['layer'].iloc[0]), int(part['head'].iloc[0]), index)}",
                None, part) for _, part in table.groupby(["text", "layer", "head"], sort=False)]
@@ -465,7 +532,8 @@ def text_neighbours_step(query: AnalysisQuery) -> tuple[pd.DataFrame, dict]:
 
 def topic_maps_step(query: AnalysisQuery) -> tuple[pd.DataFrame, dict]:
     """(b) The topic-map table of every query image, text and map, and its grid."""
-    table = topic_map_table(query.index, query.rows, query.settings["texts"], query.heads)
+    texts = query_texts(query.index, query.settings["texts"], query.heads, query.n_texts)
+    table = topic_map_table(query.index, query.rows, texts, query.heads)
     _draw_maps(query, table, ["query_row", "text"], lambda part: part["text"].iloc[0],
                "per-head topic maps (patch terms on a text)")
     return table, {}
@@ -490,15 +558,16 @@ ANALYSIS_STEPS: dict[str, Callable[[AnalysisQuery], tuple[pd.DataFrame, dict]]] 
 }
 
 
-def run_analysis(analysis: str, index, settings: Mapping, figure_paths) -> tuple[pd.DataFrame, dict]:
+def run_analysis(analysis: str, index, settings: Mapping, figure_paths, n_texts: int = 5
+                 ) -> tuple[pd.DataFrame, dict]:
     """Run ``analysis`` (one of :data:`clip_interp.heads.ANALYSES`) over the configured queries
-    (``heads.analyses``), draw its grid to ``figure_paths``, and return its table and the metadata to store with it
-    (queries, skipped properties)."""
+    (``heads.analyses``; ``n_texts`` TEXTSPAN texts per head with ``texts: textspan``), draw its grid to
+    ``figure_paths``, and return its table and the metadata to store with it (queries, skipped properties)."""
     if analysis not in ANALYSIS_STEPS:
         raise InputError(f"unknown analysis {analysis!r}; choose from {ANALYSES}")
     rows = query_rows(settings["images"], index.n)
     heads = query_heads(index, settings["heads"])
-    query = AnalysisQuery(index, rows, heads, settings, list(figure_paths), f"{index.model_id}: ")
+    query = AnalysisQuery(index, rows, heads, settings, list(figure_paths), f"{index.model_id}: ", n_texts)
     metadata = {"analysis": analysis, "query_rows": rows, "heads": [list(h) for h in heads], "k": settings["k"]}
     table, found = ANALYSIS_STEPS[analysis](query)
     return table, {**metadata, **found}
@@ -539,7 +608,8 @@ def cross_model(models: Sequence[str], scores: Sequence[pd.DataFrame], labels: S
     counts = layers.groupby(["label", "model"])["n_heads"].sum().unstack("model").reindex(columns=list(models))
     figures.property_distribution(counts.fillna(0).astype(int), distribution_figure,
                                   "Heads per property and model (taxonomy labeller)")
-    figures.property_layers(layers, layers_figure, "Layers where each property labels heads (L<layer>×<heads>)")
+    figures.property_layers(layers, layers_figure, "Layers where each property labels heads (L<layer>×<heads>; "
+                            "layers numbered from 1, the paper's from 0)")
     return table, layers
 
 

@@ -16,9 +16,15 @@ from types import SimpleNamespace
 
 from ...errors import InputError
 from ...images import centre_view
+from ..analyses import SIMILARITIES
 from .pictures import DISPLAY_SIZE
-from .request_checks import DEFAULT_K, MAP_SCOPES, MAX_K
+from .request_checks import CONTRAST_SCOPE, DEFAULT_K, MAP_SCOPES, MAX_K, TOPIC_SCOPE
 from .state import Explorer
+
+# The similarity menu of the property search: the app's dot product (the default, first) and the paper text's cosine.
+SIMILARITY_TEXTS = {"dot": "dot product of the group's mean contribution (what CLIP-InterpreT's app computes)",
+                    "cosine": "cosine (what the paper's text says)"}
+SIMILARITY_CHOICES = [(SIMILARITY_TEXTS[name], name) for name in SIMILARITIES]
 
 LOG = logging.getLogger(__name__)
 
@@ -61,16 +67,19 @@ class PageEvents:
         self.explorer = explorer
 
     def show(self, name, chosen_labeller=None, chosen_head=None):
-        """Everything that depends on the model (and labeller): summary, menus, head card, scores, head cards."""
+        """Everything that depends on the model (and labeller): summary, menus, head card, property sets, the head's
+        TEXTSPAN texts, scores, head cards."""
         o = self.explorer.overview(name, chosen_labeller)
         values = [value for _, value in o.head_choices]
         head_value = chosen_head if chosen_head in values else (values[0] if values else None)
         card_text = self.explorer.head_card(name, head_value, o.labeller) if head_value else ""
+        texts = self.explorer.textspan_texts(name, head_value) if head_value else []
         cards_shown = o.head_cards.assign(texts=[" | ".join(t) for t in o.head_cards["texts"]])
         return (o.summary, _update(choices=o.labellers, value=o.labeller),
                 _update(choices=o.head_choices, value=head_value), card_text,
+                _update(choices=o.property_sets, value=o.property_set),
                 _update(choices=o.properties, value=o.properties[0] if o.properties else None),
-                _update(choices=o.image_choices, value=None), o.scores, cards_shown,
+                _update(choices=o.image_choices, value=None), _samples(texts), o.scores, cards_shown,
                 f"Model {name} loaded; labels by {o.labeller}.")
 
     def choose_model(self, name):
@@ -81,8 +90,18 @@ class PageEvents:
 
     def choose_head(self, name, chosen_labeller, choice):
         if not choice:
-            return "", STATUS_OK
-        return self.explorer.head_card(name, choice, chosen_labeller), f"Head {choice} chosen."
+            return "", _samples([]), STATUS_OK
+        return (self.explorer.head_card(name, choice, chosen_labeller),
+                _samples(self.explorer.textspan_texts(name, choice)), f"Head {choice} chosen.")
+
+    def choose_property_set(self, name, property_set):
+        properties = self.explorer.properties(name, property_set)
+        return (_update(choices=properties, value=properties[0] if properties else None),
+                f"Property groups: {len(properties)} properties of {property_set}.")
+
+    def use_textspan_text(self, sample):
+        text = sample[0] if isinstance(sample, (list, tuple)) else sample
+        return text, f"Text: the TEXTSPAN text '{text}'."
 
     def use_upload(self, path):
         image = self.explorer.upload(path)
@@ -95,8 +114,8 @@ class PageEvents:
         image = self.explorer.image_from_set(name, choice)
         return image, centre_view(image, DISPLAY_SIZE), f"Query: image {choice} of the image set."
 
-    def run_property(self, name, chosen_labeller, image, prop, k):
-        r = self.explorer.property_neighbours(name, image, prop, k, chosen_labeller)
+    def run_property(self, name, property_set, similarity, image, prop, k):
+        r = self.explorer.property_neighbours(name, image, prop, k, property_set, similarity)
         return r.gallery, r.table, f"(a) {r.summary}."
 
     def run_topic(self, name, image, text, choice, scope):
@@ -114,6 +133,11 @@ class PageEvents:
     def run_text(self, name, text, choice, k):
         r = self.explorer.text_neighbours(name, text, choice, k)
         return r.gallery, r.table, f"(e) {r.summary}."
+
+
+def _samples(texts: list[str]):
+    """The update of the TEXTSPAN-text examples to ``texts`` (one sample each)."""
+    return _update(samples=[[text] for text in texts])
 
 
 def _query_components(explorer: Explorer, gr) -> dict:
@@ -150,12 +174,17 @@ def _neighbour_tab(gr, title: str, name: str, button: str, **leading: Callable) 
 
 def _analysis_components(gr) -> dict:
     """The tabs of the five analyses and of the head cards and scores."""
-    a = _neighbour_tab(gr, "(a) Property neighbours", "property", "Find images by property",
-                       prop=lambda: gr.Dropdown([], label="Property", elem_id="property"))
+    a = _neighbour_tab(
+        gr, "(a) Property neighbours", "property", "Find images by property",
+        property_set=lambda: gr.Dropdown([], label="Property groups (the app's hand-curated groups, or the heads a "
+                                         "labeller gave each label)", elem_id="property-set"),
+        prop=lambda: gr.Dropdown([], label="Property", elem_id="property"),
+        similarity=lambda: gr.Radio(SIMILARITY_CHOICES, value=SIMILARITIES[0], label="Score (the app scores by the "
+                                    "dot product; the paper's text says cosine)", elem_id="similarity"))
     with gr.Tab("(b) Topic segmentation"):
         b = SimpleNamespace(
             text=gr.Textbox(label="Text", elem_id="topic-text"),
-            scope=gr.Radio(list(MAP_SCOPES), value=MAP_SCOPES[0], label="Sum over", elem_id="topic-scope"),
+            scope=gr.Radio(list(MAP_SCOPES), value=TOPIC_SCOPE, label="Sum over", elem_id="topic-scope"),
             run=gr.Button("Segment", elem_id="run-topic"),
             image=gr.Image(label="Map", type="pil", interactive=False, height=340, elem_id="image-topic"),
             caption=gr.Markdown(elem_id="caption-topic"))
@@ -163,17 +192,22 @@ def _analysis_components(gr) -> dict:
         with gr.Row():
             c = SimpleNamespace(text_a=gr.Textbox(label="Text A", elem_id="contrast-a"),
                                 text_b=gr.Textbox(label="Text B", elem_id="contrast-b"))
-        c.scope = gr.Radio(list(MAP_SCOPES), value=MAP_SCOPES[0], label="Sum over", elem_id="contrast-scope")
+        c.scope = gr.Radio(list(MAP_SCOPES), value=CONTRAST_SCOPE, label="Sum over (the paper: the whole model)",
+                           elem_id="contrast-scope")
         c.run = gr.Button("Contrast", elem_id="run-contrast")
         c.gallery = gr.Gallery(label="A minus B, B minus A", columns=2, height=360, elem_id="gallery-contrast")
     d = _neighbour_tab(gr, "(d) Head image neighbours", "image", "Find images by this head")
     e = _neighbour_tab(gr, "(e) Head text neighbours", "text", "Find images for this text",
-                       text=lambda: gr.Textbox(label="Text", elem_id="text-text"))
+                       text=lambda: gr.Textbox(label="Text", elem_id="text-text"),
+                       textspan=lambda: gr.Dataset(components=["textbox"], samples=[], type="values",
+                                                   label="The chosen head's top TEXTSPAN texts (click one to use it; "
+                                                   "the paper's section 5.5)", elem_id="textspan-texts"))
     with gr.Tab("Head cards and scores"):
         scores = gr.Dataframe(label="Interpretability scores", interactive=False, elem_id="scores")
         cards = gr.Dataframe(label="Head cards (label and top TEXTSPAN texts)", interactive=False, wrap=True,
                              elem_id="cards")
-    return dict(prop=a.prop, a=a, b=b, c=c, d=d, e=e, scores=scores, cards=cards)
+    return dict(property_set=a.property_set, prop=a.prop, textspan=e.textspan, a=a, b=b, c=c, d=d, e=e,
+                scores=scores, cards=cards)
 
 
 def page_components(explorer: Explorer, gr) -> SimpleNamespace:
@@ -184,14 +218,19 @@ def page_components(explorer: Explorer, gr) -> SimpleNamespace:
 
 def connect(app, p: SimpleNamespace, events: PageEvents) -> None:
     """Wire the components ``p`` of ``app`` to ``events``, each guarded (:func:`guarded`)."""
-    model_outputs = [p.summary, p.labeller, p.head, p.card, p.prop, p.pick, p.scores, p.cards]
-    p.model.input(guarded(events.choose_model, 8), p.model, [*model_outputs, p.status])
-    app.load(guarded(events.choose_model, 8), p.model, [*model_outputs, p.status])
-    p.labeller.input(guarded(events.choose_labeller, 8), [p.model, p.labeller, p.head], [*model_outputs, p.status])
+    model_outputs = [p.summary, p.labeller, p.head, p.card, p.property_set, p.prop, p.pick, p.textspan, p.scores,
+                     p.cards]
+    n_model = len(model_outputs)
+    p.model.input(guarded(events.choose_model, n_model), p.model, [*model_outputs, p.status])
+    app.load(guarded(events.choose_model, n_model), p.model, [*model_outputs, p.status])
+    p.labeller.input(guarded(events.choose_labeller, n_model), [p.model, p.labeller, p.head],
+                     [*model_outputs, p.status])
     p.upload.upload(guarded(events.use_upload, 3), p.upload, [p.upload, p.query, p.query_view, p.status])
     p.pick.input(guarded(events.use_pick, 2), [p.model, p.pick], [p.query, p.query_view, p.status])
-    p.head.input(guarded(events.choose_head, 1), [p.model, p.labeller, p.head], [p.card, p.status])
-    p.a.run.click(guarded(events.run_property, 2), [p.model, p.labeller, p.query, p.prop, p.k],
+    p.head.input(guarded(events.choose_head, 2), [p.model, p.labeller, p.head], [p.card, p.textspan, p.status])
+    p.property_set.input(guarded(events.choose_property_set, 1), [p.model, p.property_set], [p.prop, p.status])
+    p.textspan.click(guarded(events.use_textspan_text, 1), p.textspan, [p.e.text, p.status])
+    p.a.run.click(guarded(events.run_property, 2), [p.model, p.property_set, p.a.similarity, p.query, p.prop, p.k],
                   [p.a.gallery, p.a.table, p.status])
     p.b.run.click(guarded(events.run_topic, 2), [p.model, p.query, p.b.text, p.head, p.b.scope],
                   [p.b.image, p.b.caption, p.status])

@@ -5,12 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...errors import InputError
+from .. import head_title
 from ..analyses import ALL_HEADS
 
 DEFAULT_K = 8
 MAX_K = 50
 # What a map sums over: the chosen head, every head of its layer, or every head of every layer of the model.
 MAP_SCOPES = ("this head", "all heads of its layer", "all heads of the model")
+# The default scope of the topic map (b): the chosen head; of the contrastive maps (c): the whole model, as the paper
+# aggregates them.
+TOPIC_SCOPE = MAP_SCOPES[0]
+CONTRAST_SCOPE = MAP_SCOPES[2]
 
 
 class ExplorerInputError(InputError):
@@ -56,4 +61,6 @@ def map_target_name(layer: int | None, head: int | None) -> str:
     head of the model (:data:`~clip_interp.heads.analyses.ALL_HEADS`)."""
     if (layer, head) == ALL_HEADS:
         return "all heads of the model"
-    return f"all heads of layer {layer}" if head is None else f"head L{layer} H{head}"
+    if head is None:
+        return f"all heads of layer {layer} (paper layer {layer - 1})"
+    return f"head {head_title(layer, head)}"

@@ -32,6 +32,14 @@ class ModelOverview:
     scores: pd.DataFrame
     head_cards: pd.DataFrame
     summary: str
+    property_sets: list[tuple[str, str]]  # (menu text, value: a labeller or "app")
+    property_set: str                     # the default: the app's groups where the model has them
+
+
+def score_text(score: float) -> str:
+    """A score as a caption shows it: three decimals (a cosine), or three significant digits below 0.01 (the dot
+    product of head contributions, which are divided by the embedding's norm, can be that small)."""
+    return f"{score:.3f}" if score == 0 or abs(score) >= 0.01 else f"{score:.2e}"
 
 
 def neighbours_with_gallery(table: pd.DataFrame, summary: str) -> Neighbours:
@@ -41,7 +49,7 @@ def neighbours_with_gallery(table: pd.DataFrame, summary: str) -> Neighbours:
     captioned "file unreadable", counted in the summary."""
     gallery, unreadable = [], 0
     for row in table.itertuples():
-        caption = f"#{row.rank} · {row.score:.3f} · {row.image}"
+        caption = f"#{row.rank} · {score_text(row.score)} · {row.image}"
         picture = pictures.thumbnail(row.path)
         if picture is None:
             picture, caption = pictures.unreadable_thumbnail(), caption + " (file unreadable)"
@@ -49,7 +57,8 @@ def neighbours_with_gallery(table: pd.DataFrame, summary: str) -> Neighbours:
         gallery.append((picture, caption))
     if unreadable:
         summary += f" ({unreadable} of their files cannot be read; see the server log)"
-    shown = table[["rank", "image", "score", "row"]].round({"score": 4}).reset_index(drop=True)
+    shown = table[["rank", "image", "score", "row"]].reset_index(drop=True)
+    shown["score"] = [float(f"{score:.4g}") for score in shown["score"]]  # dot products can be small: 4 digits
     return Neighbours(shown, gallery, summary)
 
 

@@ -9,12 +9,14 @@ from pathlib import Path
 from PIL import Image
 
 from ...errors import InputError
-from .. import analyses
-from ..analyses import ALL_HEADS
+from .. import analyses, head_title
+from ..analyses import ALL_HEADS, APP_GROUPS
 from ..index import HeadIndex
 from .pictures import overlay
 from .request_checks import (
+    CONTRAST_SCOPE,
     MAP_SCOPES,
+    TOPIC_SCOPE,
     ExplorerInputError,
     call_analysis,
     check_k,
@@ -32,6 +34,15 @@ from .results import (
 )
 
 DEFAULT_MAX_UPLOAD_MB = 10.0
+# The chosen head's top TEXTSPAN texts offered (one click each) as text-neighbour queries (the paper's section 5.5).
+PREFILL_TEXTS = 5
+
+
+def head_choice_text(layer: int, head: int, label: str, confidence: float) -> str:
+    """A head-menu entry: the head in both numberings, its label and the labeller's confidence (left out when the
+    labeller gives none, e.g. the published labels)."""
+    shown = f" ({confidence:.0%})" if confidence == confidence else ""  # NaN: no confidence
+    return f"{head_title(layer, head)} · {label}{shown}"
 
 
 def processed_models(results_dir: str | Path) -> list[str]:
@@ -138,16 +149,44 @@ class Explorer:
         index = self.index(model)
         labeller = self.labeller(model, labeller)
         cards = head_cards(index, labeller)
-        choices = [(f"L{r.layer} H{r.head} · {r.label} ({r.confidence:.0%})", f"{r.layer}:{r.head}")
+        choices = [(head_choice_text(r.layer, r.head, r.label, r.confidence), f"{r.layer}:{r.head}")
                    for r in cards.itertuples()]
-        properties = sorted(cards["label"].unique()) if len(cards) else []
+        labels = sorted(cards["label"].unique()) if len(cards) else []
+        property_set = self.default_property_set(model, labeller)
         image_choices = [f"{i}: {key}" for i, key in enumerate(index.images["key"])]
         summary = (f"**{model}** ({index.manifest.get('image_set', 'image set')}): {index.n} images in the index; "
                    f"layers {', '.join(map(str, index.layers))} (of 1..{index.n_layers}) × "
                    f"heads 0..{index.n_heads - 1} "
-                   f"analysed; labels by the `{labeller}` labeller, {len(properties)} properties.")
-        return ModelOverview(choices, sorted(index.labels), labeller, properties, image_choices, model_scores(index),
-                             cards, summary)
+                   f"analysed (layers numbered from 1 here, from 0 in the paper and its app; heads from 0 in both); "
+                   f"labels by the `{labeller}` labeller, {len(labels)} properties.")
+        return ModelOverview(choices, sorted(index.labels), labeller, self.properties(model, property_set),
+                             image_choices, model_scores(index), cards, summary, self.property_sets(model),
+                             property_set)
+
+    def property_sets(self, model: str) -> list[tuple[str, str]]:
+        """The property-set menu of ``model``: (menu text, value) for the app's hand-curated groups where the model
+        has them, then each labeller's groups."""
+        sets = sorted(analyses.property_sets(self.index(model)), key=lambda name: name != APP_GROUPS)  # stable
+        return [(ui_property_set_name(name), name) for name in sets]
+
+    def default_property_set(self, model: str, labeller: str | None = None) -> str:
+        """The app's groups (:data:`~clip_interp.heads.analyses.APP_GROUPS`) where the model has them (the
+        authors' app), else the groups of ``labeller`` (default: the model's)."""
+        index = self.index(model)
+        return APP_GROUPS if APP_GROUPS in index.property_groups else self.labeller(model, labeller)
+
+    def properties(self, model: str, property_set: str | None) -> list[str]:
+        """The properties of ``property_set`` with a head in the analysed layers of ``model``."""
+        return call_analysis(analyses.set_properties, self.index(model), property_set or None)
+
+    def textspan_texts(self, model: str, choice: str) -> list[str]:
+        """The first :data:`PREFILL_TEXTS` TEXTSPAN texts of the chosen head, the text-neighbour queries offered
+        (none when the TEXTSPAN table has no row for the head)."""
+        layer, head = self.head(model, choice)
+        try:
+            return analyses.top_textspan_texts(self.index(model), layer, head, PREFILL_TEXTS)
+        except InputError:
+            return []
 
     def head_card(self, model: str, choice: str, labeller: str | None = None) -> str:
         """A Markdown card of one head: its label, the labeller's confidence and its top TEXTSPAN texts."""
@@ -155,11 +194,12 @@ class Explorer:
         cards = head_cards(self.index(model), self.labeller(model, labeller))
         row = cards[(cards["layer"] == layer) & (cards["head"] == head)]
         if row.empty:
-            return f"### L{layer} H{head}\nNo label: this head is not in the label table."
+            return f"### {head_title(layer, head)}\nNo label: this head is not in the label table."
         row = row.iloc[0]
-        return (f"### L{layer} H{head}: {row['label']}\n"
-                f"Labeller `{row['labeller']}`, confidence {row['confidence']:.0%} (the share of its judged texts "
-                f"with this property).\n\nTop TEXTSPAN texts (share of the head's variance):\n\n"
+        confidence = (f"confidence {row['confidence']:.0%} (the share of its judged texts with this property)"
+                      if row["confidence"] == row["confidence"] else "no confidence given")
+        return (f"### {head_title(layer, head)}: {row['label']}\n"
+                f"Labeller `{row['labeller']}`, {confidence}.\n\nTop TEXTSPAN texts (share of the head's variance):\n\n"
                 f"{textspan_list(self.index(model), layer, head, row['texts'])}")
 
     # -- the query image ---------------------------------------------------------------------------------------
@@ -206,18 +246,24 @@ class Explorer:
 
     # -- the five analyses -------------------------------------------------------------------------------------
 
-    def property_neighbours(self, model: str, image, prop: str, k: int, labeller: str | None = None) -> Neighbours:
-        """(a) The images whose summed contribution of every head labelled ``prop`` (by ``labeller``) is nearest
-        (cosine) to the query's."""
+    def property_neighbours(self, model: str, image, prop: str, k: int, property_set: str | None = None,
+                            similarity: str = "dot") -> Neighbours:
+        """(a) The images whose mean contribution of the heads of ``prop``'s group in ``property_set`` (a labeller's
+        groups or the app's, default: the model's default labeller) scores highest against the query's
+        (``similarity``: ``dot``, what the app computes, or ``cosine``, the paper's text)."""
         index = self.index(model)
         query = require_image(image)
-        labeller = self.labeller(model, labeller)
         if not prop:
             raise ExplorerInputError("choose a property first")
-        table = call_analysis(analyses.property_neighbours, index, query, prop, check_k(k), labeller)
-        return neighbours_with_gallery(table, f"{len(table)} nearest images by the heads labelled '{prop}'")
+        if similarity not in analyses.SIMILARITIES:
+            raise ExplorerInputError(f"similarity {similarity!r} is not one of {', '.join(analyses.SIMILARITIES)}")
+        property_set = property_set or index.default_labeller
+        table = call_analysis(analyses.property_neighbours, index, query, prop, check_k(k), property_set, similarity)
+        summary = (f"{len(table)} nearest images by the {similarity} of the mean of the heads of '{prop}' "
+                   f"(property set {property_set})")
+        return neighbours_with_gallery(table, summary)
 
-    def topic_map(self, model: str, image, text: str, choice: str, scope: str = MAP_SCOPES[0]):
+    def topic_map(self, model: str, image, text: str, choice: str, scope: str = TOPIC_SCOPE):
         """(b) The query image with the map on ``text`` of one head, of its layer's heads or of all heads
         (``scope``), and a caption."""
         index = self.index(model)
@@ -227,8 +273,9 @@ class Explorer:
         return overlay(query, heat), f"'{text}' on {map_target_name(layer, head)}"
 
     def contrastive_maps(self, model: str, image, text_a: str, text_b: str, choice: str,
-                         scope: str = MAP_SCOPES[0]) -> list[tuple[object, str]]:
-        """(c) Two captioned overlays: the map of ``text_a`` minus ``text_b``, and the reverse (over ``scope``)."""
+                         scope: str = CONTRAST_SCOPE) -> list[tuple[object, str]]:
+        """(c) Two captioned overlays: the map of ``text_a`` minus ``text_b``, and the reverse (over ``scope``; by
+        default every head of the model, as the paper aggregates contrastive maps)."""
         index = self.index(model)
         query = require_image(image)
         text_a, text_b = require_text(text_a, "text A"), require_text(text_b, "text B")
@@ -254,3 +301,10 @@ class Explorer:
         table = call_analysis(analyses.head_text_neighbours, index, text, layer, head, check_k(k))
         summary = f"{len(table)} nearest images to '{text}' by {map_target_name(layer, head)}"
         return neighbours_with_gallery(table, summary)
+
+
+def ui_property_set_name(name: str) -> str:
+    """How the page names a property set: the app's hand-curated groups, or the heads grouped by a labeller."""
+    if name == APP_GROUPS:
+        return "the CLIP-InterpreT app's hand-curated groups (app)"
+    return f"heads grouped by the {name} labeller's labels ({name})"
