@@ -33,6 +33,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..plotting import plt
+from . import head_title
 from .paper_values import Claim, Comparison, PaperValues
 from .published import published_scores, read_head_labels
 from .scores import READINGS
@@ -257,15 +258,10 @@ def same_property(paper_label: str, our_label, taxonomy: Taxonomy) -> tuple[bool
                    f"ours {our_label!r} {where}")
 
 
-def head_name(layer: int, layer_paper: int, head: int) -> str:
-    """``L12 H3 (paper L11.H3)``: our 1-based layer, then the paper's 0-based numbering."""
-    return f"L{layer} H{head} (paper L{layer_paper}.H{head})"
-
-
 def _figure_head_rows(entry, models: Sequence[str], inputs: ReportInputs) -> list[dict]:
     fields = {"open_clip_name": entry.name, "pretrained": entry.pretrained, "layer": entry.layer,
               "layer_paper": entry.layer_paper, "head": entry.head, "paper_label": entry.property}
-    what = f"{_model_text(entry.name, entry.pretrained)} {head_name(entry.layer, entry.layer_paper, entry.head)}"
+    what = f"{_model_text(entry.name, entry.pretrained)} {head_title(entry.layer, entry.head)}"
     base = f"figure_heads.{entry.name}.{entry.pretrained}.L{entry.layer}H{entry.head}"
     if not models:
         return [_row("figure_heads", base, what, None, f"{_model_text(entry.name, entry.pretrained)} is not "
@@ -465,7 +461,7 @@ def _head_cells(table: pd.DataFrame):
     cells, colours = [], []
     for row in part.itertuples(index=False):
         cells.append([row.model or f"({_model_text(row.open_clip_name, row.pretrained)})",
-                      head_name(row.layer, row.layer_paper, row.head), row.paper_label, row.labeller or "–",
+                      head_title(row.layer, row.head), row.paper_label, row.labeller or "–",
                       row.our_label or "–", row.status, _short(row.note, 70)])
         colours.append(["white"] * 5 + [VERDICT_COLOURS[_verdict(row.holds)], "white"])
     return cells, colours
