@@ -152,8 +152,8 @@ def test_the_bound_keeps_few_candidates(written):
     assert 5 + 16 <= len(candidates) < N // 2
     exact = np.linalg.norm(values[:, 0, 2].astype(np.float64), axis=1)
     finite = np.isfinite(errors) & (exact > 0)
-    true = values[:, 0, 2].astype(np.float64) @ query / (exact * np.linalg.norm(query.astype(np.float64)))
-    assert np.all(np.abs(scores[finite] - true[finite]) <= errors[finite])
+    true = values[finite, 0, 2].astype(np.float64) @ query / (exact[finite] * np.linalg.norm(query.astype(np.float64)))
+    assert np.all(np.abs(scores[finite] - true) <= errors[finite])
 
 
 def test_the_description_names_every_file(written):

@@ -75,6 +75,7 @@ def test_demo_explorer_index_and_analyses(heads_run):
     manifest = json.loads((heads_run / "results" / "heads" / "toy-clip" / "explorer.json").read_text())
     assert manifest["root"] == "../../.." and manifest["layers"] == [2, 3] and manifest["image_set"] == "classification"
     index = HeadIndex.open(heads_run / "results", "toy-clip")
+    assert set(manifest["index"]["files"]) == {"search", "exact", "norms"} and index.vectors.search.dtype == np.float16
     assert index.contributions.shape[:3] == (SMALL_DEMO["demo"]["synthetic"]["decomposition"]["n_classification"], 2, 4)
     analyses = heads_run / "results" / "heads" / "toy-clip" / "analyses"
     k = yaml.safe_load((heads_run / "config" / "demo.yaml").read_text())["heads"]["analyses"]["k"]
@@ -101,7 +102,8 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
                  "heads": {"sources": {"published_labels": {"url": str(published / "head_labels.tsv")}}}}
     config = write_config(workdir, "six_models.yaml", overrides)
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
-    for rule in ("heads_labels", "heads_scores", "heads_explorer_manifest", *[f"heads_{a}" for a in ANALYSES]):
+    for rule in ("heads_labels", "heads_scores", "heads_explorer_index", "heads_explorer_manifest",
+                 *[f"heads_{a}" for a in ANALYSES]):
         assert jobs.get(rule) == 6, rule
     assert jobs.get("heads_cross_model") == 1 and jobs.get("cross_model_profiles") == 1
     listed = snakemake(workdir, "--configfile", str(config), "-n", "--summary", check=False).stdout

@@ -15,7 +15,10 @@ model once (:func:`clip_interp.contributions.decompose`); the indexed images are
 (d) :func:`head_image_neighbours`: ``score(i) = cos(c_{l,h}(i), c_{l,h}(query))``.
 (e) :func:`head_text_neighbours`: ``score(i) = cos(c_{l,h}(i), t)``.
 Neighbour tables: ``rank`` (1..k), ``row`` (of the image set), ``image`` (its key), ``path``, ``score``;
-ties go to the lower row; k larger than the set gives every image.
+ties go to the lower row; k larger than the set gives every image. Scores are computed in float64 from the index's
+float32 values; the searches scan its float16 copy and re-score the candidates exactly
+(:meth:`~clip_interp.heads.index.HeadIndex.top_k`, :mod:`clip_interp.heads.vectors`), so their top k equal those of
+scoring every image exactly.
 """
 
 from __future__ import annotations
@@ -80,20 +83,12 @@ def _convention(index: HeadIndex) -> str:
     return str(index.manifest.get("convention", "per_component"))
 
 
-def _ranked(index: HeadIndex, scores: torch.Tensor, k: int) -> pd.DataFrame:
-    scores = scores.double()
-    order = torch.sort(-scores, stable=True).indices[:k].numpy()
+def _ranked(index: HeadIndex, found: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """The neighbour table of ``(rows, scores)`` from :meth:`HeadIndex.top_k`."""
+    order, scores = found
     return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "row": order,
                          "image": index.images["key"].to_numpy()[order], "path": index.images["path"].to_numpy()[order],
-                         "score": scores.numpy()[order]})
-
-
-def _cosines(matrix: torch.Tensor, norms: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """cos(row i of ``matrix``, ``query``) given the rows' norms; 0 where either vector is 0."""
-    query_norm = query.norm()
-    if query_norm == 0:
-        return torch.zeros(len(matrix))
-    return (matrix @ (query / query_norm)) / norms.clamp_min(1e-30) * (norms > 0)
+                         "score": scores})
 
 
 def property_heads(index: HeadIndex, prop: str, labeller: str | None = None) -> list[tuple[int, int]]:
@@ -107,23 +102,14 @@ def property_heads(index: HeadIndex, prop: str, labeller: str | None = None) -> 
     return [(int(r.layer), int(r.head)) for r in rows.sort_values(["layer", "head"]).itertuples()]
 
 
-def _summed(index: HeadIndex, heads: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over ``heads`` of every indexed image's contributions, (N, E) float32, and the rows' norms."""
-    total = torch.zeros(index.n, index.contributions.shape[-1])
-    for layer, head in heads:
-        total += index.head_matrix(layer, head)
-    return total, total.norm(dim=1)
-
-
 def property_neighbours(index: HeadIndex, image, prop: str, k: int, labeller: str | None = None) -> pd.DataFrame:
     """(a) The k images whose summed contribution of the heads labelled ``prop`` is closest (cosine) to the query's."""
     k = _check_k(k)
     heads = property_heads(index, prop, labeller)
-    matrix, norms = index.cached(("property", labeller or index.default_labeller, prop), lambda: _summed(index, heads))
     query = query_head_contributions(index, image)
     columns = [index.layer_column(layer) for layer, _ in heads]
     query_sum = query[columns, [head for _, head in heads]].sum(0)
-    return _ranked(index, _cosines(matrix, norms, query_sum), k)
+    return _ranked(index, index.top_k(heads, query_sum, k, "cosine"))
 
 
 @torch.no_grad()
@@ -179,7 +165,7 @@ def head_image_neighbours(index: HeadIndex, image, layer: int, head: int, k: int
     k = _check_k(k)
     index.check_head(layer, head)
     query = query_head_contributions(index, image)[index.layer_column(layer), head]
-    return _ranked(index, _cosines(index.head_matrix(layer, head), index.head_norms(layer, head), query), k)
+    return _ranked(index, index.top_k([(layer, head)], query, k, "cosine"))
 
 
 def head_text_neighbours(index: HeadIndex, text: str, layer: int, head: int, k: int) -> pd.DataFrame:
@@ -187,4 +173,4 @@ def head_text_neighbours(index: HeadIndex, text: str, layer: int, head: int, k: 
     k = _check_k(k)
     index.check_head(layer, head)
     direction = text_embedding(index, text)
-    return _ranked(index, _cosines(index.head_matrix(layer, head), index.head_norms(layer, head), direction), k)
+    return _ranked(index, index.top_k([(layer, head)], direction, k, "cosine"))

@@ -202,13 +202,8 @@ class MappedArray:
             self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     def release(self) -> None:
-        """Hand back every page and unmap the file once no array refers to it."""
+        """Hand back every page (the file is unmapped when the last array viewing it goes)."""
         self._forget_bytes(0, len(self._mmap))
-        self.array = None
-        try:
-            self._mmap.close()
-        except BufferError:  # a view handed out earlier still refers to it: unmapped when that view goes
-            pass
 
 
 def open_index_files(description: Mapping, root: Path, *, n_images: int, n_layers: int, n_heads: int,
@@ -303,11 +298,10 @@ class HeadVectors:
             self.mapped[which].forget((position[0] * self.exact.shape[1] + position[1]) * self.n_images, rows)
 
     def release(self) -> None:
-        """Unmap the files (an index in memory is left to the garbage collector)."""
+        """Hand back the mapped files' pages; the files are unmapped, and an index in memory freed, when the last
+        reference to these vectors goes (a search still running keeps them valid until it ends)."""
         for mapped in self.mapped.values():
             mapped.release()
-        self.search = self.exact = None
-        self.mapped = {}
 
     def approximate(self, positions: Sequence[tuple[int, int]], query: np.ndarray, similarity: str
                     ) -> tuple[np.ndarray, np.ndarray]:
