@@ -143,3 +143,21 @@ def test_the_command_line_flag_reaches_the_explorer(results, monkeypatch):
     monkeypatch.setattr(cli, "serve", lambda *a, **kw: served.update(kw))
     cli.explore(args)
     assert served["release_unused"] is True
+
+
+def test_the_analyses_of_one_query_image_run_the_model_once(results, tiny_clip, monkeypatch):
+    index = HeadIndex.open(results, "toy", loaded_model=tiny_clip)
+    calls = []
+    real = analyses.decompose
+    monkeypatch.setattr(analyses, "decompose", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    layer = index.layers[-1]
+    pictures = [Image.open(path) for path in index.images["path"][:analyses.QUERY_CACHE_SIZE + 1]]
+    first = analyses.head_image_neighbours(index, pictures[0], layer, 1, 3)
+    analyses.property_neighbours(index, pictures[0], "colours", 3)
+    assert len(calls) == 1
+    for picture in pictures[1:]:
+        analyses.head_image_neighbours(index, picture, layer, 1, 3)
+    assert len(calls) == len(pictures)
+    again = analyses.head_image_neighbours(index, pictures[0], layer, 1, 3)   # evicted: the oldest of 9 > 8 kept
+    assert len(calls) == len(pictures) + 1 and again.equals(first)
+    assert sum(key[0] == "query" for key in index._cache) == analyses.QUERY_CACHE_SIZE

@@ -23,6 +23,8 @@ scoring every image exactly.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import torch
@@ -69,14 +71,23 @@ def text_embedding(index: HeadIndex, text: str) -> torch.Tensor:
                         lambda: F.normalize(encode_texts(index.model(), [text])[0].float().cpu(), dim=0))
 
 
+# The query images whose head contributions are kept (the latest ones): the analyses of one image run it once.
+QUERY_CACHE_SIZE = 8
+
+
 @torch.no_grad()
 def query_head_contributions(index: HeadIndex, image) -> torch.Tensor:
     """The query's per-head contributions of the analysed layers, (L_a, H, E) float32, in the store's units
-    (divided by ``||e||``): one forward."""
-    model = index.model()
-    parts = decompose(model.vision, query_pixels(index, image), convention=_convention(index)).unit()
-    columns = torch.as_tensor([layer_index(layer) for layer in index.layers])
-    return parts.heads[0, columns].float().cpu()
+    (divided by ``||e||``): one forward per distinct preprocessed image (the last :data:`QUERY_CACHE_SIZE` kept)."""
+    pixels = query_pixels(index, image)
+    key = ("query", hashlib.sha256(pixels.cpu().numpy().tobytes()).hexdigest())
+
+    def compute():
+        parts = decompose(index.model().vision, pixels, convention=_convention(index)).unit()
+        columns = torch.as_tensor([layer_index(layer) for layer in index.layers])
+        return parts.heads[0, columns].float().cpu()
+
+    return index.cached(key, compute, keep=QUERY_CACHE_SIZE)
 
 
 def _convention(index: HeadIndex) -> str:

@@ -241,10 +241,15 @@ class HeadIndex:
         query = query.numpy() if isinstance(query, torch.Tensor) else np.asarray(query)
         return self.vectors.top_k(positions, query, k, similarity)
 
-    def cached(self, key, compute):
-        """``compute()`` once per ``key`` (text embeddings and the like)."""
+    def cached(self, key: tuple, compute, keep: int | None = None):
+        """``compute()`` once per ``key`` (text embeddings and the like); with ``keep``, only the ``keep`` latest
+        entries of the kind ``key[0]`` are kept."""
         if key not in self._cache:
             self._cache[key] = compute()
+            if keep is not None:
+                kind = [other for other in self._cache if other[0] == key[0]]
+                for other in kind[:max(0, len(kind) - keep)]:
+                    del self._cache[other]
         return self._cache[key]
 
 
