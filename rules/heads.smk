@@ -93,8 +93,9 @@ rule heads_scores:
 
 
 # The explorer's index: every image's head contributions of the analysed layers, head-major, as a float16 copy
-# (scanned by the searches), a float32 copy (the candidates re-scored exactly) and float32 norms, memory-mapped by
-# the explorer (clip_interp.heads.vectors); explorer_index.json describes them (shapes, dtypes, sampled digests).
+# (scanned by the searches), a float32 copy (the candidates re-scored exactly) and float32 norms, plus each labelled
+# property's summed heads (float16, and their norms), memory-mapped by the explorer (clip_interp.heads.vectors);
+# explorer_index.json describes them (shapes, dtypes, sampled digests, the head groups).
 rule heads_explorer_index:
     input:
         unpack(heads_label_tables),
@@ -103,6 +104,8 @@ rule heads_explorer_index:
         search=f"{HEADS_OUT}/explorer_index.f16.npy",
         exact=f"{HEADS_OUT}/explorer_index.f32.npy",
         norms=f"{HEADS_OUT}/explorer_norms.f32.npy",
+        group_search=f"{HEADS_OUT}/explorer_groups.f16.npy",
+        group_norms=f"{HEADS_OUT}/explorer_group_norms.f32.npy",
         description=f"{HEADS_OUT}/explorer_index.json",
     params:
         labellers=HEADS["labellers"],

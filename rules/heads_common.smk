@@ -10,7 +10,14 @@ HEADS = config["heads"]
 HEADS_SOURCES = HEADS["sources"]
 HEADS_OUT = "results/heads/{model}"
 # The explorer's index files beside explorer.json (clip_interp.heads.vectors.INDEX_FILES) and their description.
-HEADS_INDEX_FILES = ["explorer_index.f16.npy", "explorer_index.f32.npy", "explorer_norms.f32.npy", "explorer_index.json"]
+HEADS_INDEX_FILES = [
+    "explorer_index.f16.npy",
+    "explorer_index.f32.npy",
+    "explorer_norms.f32.npy",
+    "explorer_groups.f16.npy",
+    "explorer_group_norms.f32.npy",
+    "explorer_index.json",
+]
 HEADS_CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers"]
 
 
@@ -92,8 +99,8 @@ def heads_index_mem_mb(wildcards, input):
 
 
 def heads_index_writer_mem_mb(wildcards, input):
-    """Memory of the index writer (MB): a batch of 1,024 images' contributions in float32 and float64, and the
-    norms (the files are written through memory maps, flushed by the kernel)."""
+    """Memory of the index writer (MB): a batch of 1,024 images' contributions in float32 and float64 (norms and
+    group sums), and the norms (the files are written through memory maps, flushed by the kernel)."""
     n_images, n_layers, n_heads, width = _heads_index_shape(input.store)
     return int((1024 * n_layers * n_heads * width * 12 + n_images * n_layers * n_heads * 4) / 1e6) + 500
 

@@ -32,7 +32,8 @@ def _index_the_model(results, model: str) -> None:
     os.chdir(root)
     try:
         paths = {name: str(folder / file) for name, (file, _) in INDEX_FILES.items()}
-        manifest["index"] = write_explorer_index(manifest["store"], manifest["layers"], paths)
+        manifest["index"] = write_explorer_index(manifest["store"], manifest["layers"], paths,
+                                                 list(manifest["labels"].values()))
     finally:
         os.chdir(here)
     manifest_file.write_text(json.dumps(manifest, indent=1))
@@ -58,8 +59,12 @@ def in_memory(results, tiny_clip, tmp_path_factory):
 
 def test_the_mapped_index_answers_as_the_index_in_memory(results, in_memory, tiny_clip):
     mapped = HeadIndex.open(results, "toy", loaded_model=tiny_clip)
-    assert mapped.vectors.search.dtype == np.float16 and set(mapped.vectors.mapped) == {"search", "exact"}
+    assert mapped.vectors.search.dtype == np.float16 and set(mapped.vectors.mapped) == {"search", "exact",
+                                                                                             "group_search"}
     assert in_memory.vectors.mapped == {} and in_memory.vectors.search.dtype == np.float32
+    colours = [(mapped.layer_column(layer), head) for layer, head in analyses.property_heads(mapped, "colours")]
+    assert colours in [list(group) for group in mapped.vectors.groups]          # its sum is in the group file
+    assert len(mapped.vectors.groups) == 3          # 3 properties; the llm labeller's groups are the same head sets
     np.testing.assert_array_equal(mapped.contributions, in_memory.contributions)
     picture = Image.open(mapped.images["path"][5])
     layer = mapped.layers[-1]

@@ -26,19 +26,26 @@ def _contributions(seed: int = 0, n: int = N) -> np.ndarray:
     values[10] = values[3]                                                         # exact duplicates
     values[11] = values[3] * np.float32(1 + 2 ** -20)                            # same direction, near tie
     values[12] = values[3] + np.float32(1e-7) * values[5]                        # a near tie
+    noise = rng.standard_normal((40, LAYERS, HEADS, WIDTH)).astype(np.float32)
+    values[30:70] = values[3] * (1 + np.float32(3e-4) * noise)[:n - 30]  # closer than float16 resolves: scrambled
     values[20] = 0.0                                                               # zero rows
     values[21, 0, 1] = 0.0
     return values
 
 
+GROUPS = [[(0, 0)], [(1, 2)], [(0, 1), (1, 0), (1, 2)], [(a, h) for a in range(LAYERS) for h in range(HEADS)],
+          [(0, 2), (1, 1)]]
+LISTED = GROUPS[2:4]  # groups whose sums the files hold; GROUPS[4] is summed head by head
+
+
 def _write(tmp_path, values: np.ndarray) -> dict:
     paths = {name: tmp_path / file for name, (file, _) in INDEX_FILES.items()}
     batches = ((slice(s, min(s + 128, len(values))), values[s:s + 128]) for s in range(0, len(values), 128))
-    return write_index_files(batches, values.shape, paths)
+    return write_index_files(batches, values.shape, paths, groups=LISTED)
 
 
 def _open(tmp_path, description, n=N) -> HeadVectors:
-    relative = {"layout": description["layout"],
+    relative = {**description,
                 "files": {name: {**entry, "path": str(entry["path"]).replace(f"{tmp_path}/", "")}
                           for name, entry in description["files"].items()}}
     return open_index_files(relative, tmp_path, n_images=n, n_layers=LAYERS, n_heads=HEADS,
@@ -60,6 +67,10 @@ def test_files_round_trip_head_major(written):
     np.testing.assert_allclose(vectors.norms[1, 2], np.linalg.norm(values[:, 1, 2].astype(np.float64), axis=1),
                                rtol=1e-7)
     assert vectors.search.dtype == np.float16 and not vectors.exact.flags.writeable
+    summed = values[:, 0, 1].astype(np.float64) + values[:, 1, 0] + values[:, 1, 2]
+    np.testing.assert_array_equal(vectors.group_search[0], summed.astype(np.float16))
+    np.testing.assert_allclose(vectors.group_norms[0], np.linalg.norm(summed, axis=1), rtol=1e-7)
+    assert description["groups"] == [[list(p) for p in group] for group in LISTED]
     vectors.release()
 
 
@@ -68,6 +79,7 @@ def test_files_round_trip_head_major(written):
     (lambda d: d["files"]["exact"].update(dtype="float16"), "expected float32"),
     (lambda d: d["files"]["norms"].update(digest="0" * 64), "stale or replaced"),
     (lambda d: d["files"].pop("exact"), "names no ['exact']"),
+    (lambda d: d["groups"].pop(), "explorer_groups.f16.npy has shape [2, 700, 24]"),
 ])
 def test_a_file_that_disagrees_with_the_manifest_is_named(written, change, message):
     tmp_path, _, description = written
@@ -96,9 +108,6 @@ def test_values_outside_float16_are_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(InputError, match="rows 0..39 .* outside float16"):
         _write(tmp_path, values)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-GROUPS = [[(0, 0)], [(1, 2)], [(0, 1), (1, 0), (1, 2)], [(a, h) for a in range(LAYERS) for h in range(HEADS)]]
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "dot"])
@@ -154,6 +163,17 @@ def test_the_bound_keeps_few_candidates(written):
     finite = np.isfinite(errors) & (exact > 0)
     true = values[finite, 0, 2].astype(np.float64) @ query / (exact[finite] * np.linalg.norm(query.astype(np.float64)))
     assert np.all(np.abs(scores[finite] - true) <= errors[finite])
+
+
+def test_a_listed_group_is_scanned_from_its_sum_and_others_head_by_head(written):
+    tmp_path, _, description = written
+    vectors = _open(tmp_path, description)
+    blocks, _, count = vectors._scanned([(1, 2), (0, 1), (1, 0)])
+    assert [block[:2] for block in blocks] == [("group_search", 0)] and count == 1
+    blocks, _, count = vectors._scanned(GROUPS[4])
+    assert [block[:2] for block in blocks] == [("search", (0, 2)), ("search", (1, 1))] and count == 2
+    with pytest.raises(InputError, match="outside the index"):
+        write_index_files(iter([]), (N, LAYERS, HEADS, WIDTH), {}, groups=[[(2, 0)]])
 
 
 def test_the_description_names_every_file(written):

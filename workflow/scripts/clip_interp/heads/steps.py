@@ -105,12 +105,29 @@ def labelled_layers(label_table) -> list[int]:
     return sorted(set(pd.read_parquet(label_table, columns=["layer"])["layer"].astype(int)))
 
 
-def write_explorer_index(store, layers: Sequence[int], paths: Mapping[str, str]) -> dict:
+def label_groups(label_tables: Sequence, layers: Sequence[int]) -> list[list[tuple[int, int]]]:
+    """The head groups whose sums the index holds: for each label table and property, its heads of ``layers`` as
+    positions ``(a, h)`` (a: position among ``layers``), groups of two or more heads, each once, in table order."""
+    groups = []
+    for table in label_tables:
+        labels = pd.read_parquet(table, columns=["layer", "head", "label"])
+        labels = labels[labels["layer"].isin(layers)].sort_values(["layer", "head"])
+        for _, heads in labels.groupby("label", sort=True):
+            group = [(list(layers).index(int(r.layer)), int(r.head)) for r in heads.itertuples()]
+            if len(group) > 1 and group not in groups:
+                groups.append(group)
+    return groups
+
+
+def write_explorer_index(store, layers: Sequence[int], paths: Mapping[str, str], label_tables: Sequence = ()
+                         ) -> dict:
     """Write the explorer's index files (:data:`clip_interp.heads.vectors.INDEX_FILES`: float16 search copy,
-    float32 exact copy, norms) of ``layers`` from the decomposition store to ``paths`` (relative to the working
-    directory); their description for the manifest, with the layers."""
+    float32 exact copy, norms, and the summed heads of each property of each label table, :func:`label_groups`) of
+    ``layers`` from the decomposition store to ``paths`` (relative to the working directory); their description
+    for the manifest, with the layers."""
     n, _, n_heads, width, batches = store_batches(store, layers)
-    description = write_index_files(batches, (n, len(layers), n_heads, width), paths)
+    groups = label_groups(label_tables, layers)
+    description = write_index_files(batches, (n, len(layers), n_heads, width), paths, groups=groups)
     return {**description, "layers": [int(x) for x in layers]}
 
 

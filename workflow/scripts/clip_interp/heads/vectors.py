@@ -11,6 +11,11 @@ that one head's vectors for every image lie together on disk:
     the same in float32, the values of the decomposition store (read only for the candidate rows).
 ``norms`` (``explorer_norms.f32.npy``)
     ``(L_a, H, N)`` float32: each contribution's Euclidean norm (computed in float64 from the float32 values).
+``group_search`` (``explorer_groups.f16.npy``), ``group_norms`` (``explorer_group_norms.f32.npy``)
+    ``(G, N, E)`` float16 and ``(G, N)`` float32: for each of the G head groups listed in the description
+    (``groups``: lists of ``[a, h]``, e.g. the heads of each property of each labeller), the sum of its heads'
+    float32 contributions (in float64), rounded to float16, and that sum's norm. A search over a listed group scans
+    one vector per image instead of one per head.
 
 The search (:meth:`HeadVectors.top_k`). For a group S of heads (one head, or a property's heads) and a query
 vector q (E,) float32, the *exact* score of image i is computed in float64 from the float32 values:
@@ -19,7 +24,8 @@ is 0). The top k are the k largest exact scores, ties to the lower row. Finding 
 chunks of rows and computes approximate scores ``s~_i`` in float32 with a rigorous per-row error bound ``e_i``:
 with ``n_h(i) = ||c_h(i)||`` (the norms file), float16 rounding ``|c~ - c| <= 2^-11 |c| + 2^-25`` per value (the
 second term covers subnormals), float32 rounding of the sum over S and of the length-E dot products, the bound
-is ``D_i = sum_h [(2^-11 + g_S) n_h(i) + 2^-25 sqrt(E)]`` on ``||x~_i - x_i||`` and ``e_i = 2 (D_i + g_E (sum_h
+is ``D_i = sum_h [(2^-11 + g_S) n_h(i) + 2^-25 sqrt(E)]`` on ``||x~_i - x_i||`` (for a listed group, the precomputed
+sum is one term: ``D_i = 2^-11 ||x_i|| + 2^-25 sqrt(E)``) and ``e_i = 2 (D_i + g_E (sum_h
 n_h(i) + D_i)) ||q||`` for dot, ``e_i = 2 (D_i + g_E (sum_h n_h(i) + D_i)) / ||x~_i||`` for cosine (``g_m = m
 2^-24 / (1 - m 2^-24)``; the leading 2 is a safety factor; a row whose approximate norm does not exceed its bound
 gets an infinite one). With t the k-th largest lower bound ``s~_i - e_i``, every row of the exact top k (and
@@ -34,6 +40,7 @@ kernel (``madvise(MADV_DONTNEED)``) once scanned, so a search holds a chunk, not
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import mmap
@@ -53,7 +60,9 @@ from ..models import layer_index
 
 # name: (file name beside explorer.json, dtype)
 INDEX_FILES = {"search": ("explorer_index.f16.npy", "float16"), "exact": ("explorer_index.f32.npy", "float32"),
-               "norms": ("explorer_norms.f32.npy", "float32")}
+               "norms": ("explorer_norms.f32.npy", "float32"), "group_search": ("explorer_groups.f16.npy", "float16"),
+               "group_norms": ("explorer_group_norms.f32.npy", "float32")}
+VECTOR_FILES = ("search", "exact", "group_search")  # the files with an embedding axis (the others hold norms)
 LAYOUT = "(analysed layer, head, image, dim), C order"
 SIMILARITIES = ("cosine", "dot")
 # Candidates beyond k that are always re-scored exactly (besides every row the error bound cannot rule out).
@@ -101,35 +110,56 @@ def store_batches(store_path, layers: Sequence[int], batch_size: int = 1024
 
 
 def write_index_files(batches: Iterator[tuple[slice, np.ndarray]], shape: tuple[int, int, int, int],
-                      paths: Mapping[str, str | os.PathLike]) -> dict:
-    """Write the three files of :data:`INDEX_FILES` (to ``paths[name]``, atomically) from ``batches`` of rows
-    ``(rows, (b, L_a, H, E) float32)`` covering ``shape = (N, L_a, H, E)``; their description (:func:`describe`).
-    A value outside float16's range is an InputError (nothing is written)."""
+                      paths: Mapping[str, str | os.PathLike], groups: Sequence[Sequence[tuple[int, int]]] = ()) -> dict:
+    """Write the files of :data:`INDEX_FILES` (to ``paths[name]``, atomically) from ``batches`` of rows
+    ``(rows, (b, L_a, H, E) float32)`` covering ``shape = (N, L_a, H, E)``, with the summed contributions of each
+    head group of ``groups`` (lists of positions ``(a, h)``); their description (:func:`describe`). A value
+    outside float16's range is an InputError (nothing is written)."""
     n, n_layers, n_heads, width = shape
-    head_major = (n_layers, n_heads, n)
-    with atomic_path(paths["search"]) as search_tmp, atomic_path(paths["exact"]) as exact_tmp, \
-            atomic_path(paths["norms"]) as norms_tmp:
-        search = np.lib.format.open_memmap(search_tmp, mode="w+", dtype=np.float16, shape=(*head_major, width))
-        exact = np.lib.format.open_memmap(exact_tmp, mode="w+", dtype=np.float32, shape=(*head_major, width))
-        norms = np.lib.format.open_memmap(norms_tmp, mode="w+", dtype=np.float32, shape=head_major)
+    groups = [sorted({(int(a), int(h)) for a, h in group}) for group in groups]
+    bad = [group for group in groups if not group or any(not (0 <= a < n_layers and 0 <= h < n_heads)
+                                                        for a, h in group)]
+    if bad:
+        raise InputError(f"head groups {bad} are empty or outside the index's {n_layers} layers x {n_heads} heads")
+    shapes = {"search": (n_layers, n_heads, n, width), "exact": (n_layers, n_heads, n, width),
+              "norms": (n_layers, n_heads, n), "group_search": (len(groups), n, width), "group_norms": (len(groups), n)}
+    with contextlib.ExitStack() as stack:
+        arrays = {name: np.lib.format.open_memmap(stack.enter_context(atomic_path(paths[name])), mode="w+",
+                                                  dtype=dtype, shape=shapes[name])
+                  for name, (_, dtype) in INDEX_FILES.items()}
         covered = 0
         for rows, batch in batches:
-            peak = float(np.abs(batch).max(initial=0.0))
-            if not peak <= FLOAT16_MAX:
-                raise InputError(f"rows {rows.start}..{rows.stop - 1} hold a contribution of magnitude {peak:g}, "
-                                 f"outside float16's range (<= {FLOAT16_MAX:g}): the float16 index cannot hold it")
-            by_head = batch.transpose(1, 2, 0, 3)
-            exact[:, :, rows] = by_head
-            search[:, :, rows] = by_head
-            norms[:, :, rows] = np.sqrt(np.einsum("lhne,lhne->lhn", by_head.astype(np.float64),
-                                                  by_head.astype(np.float64)))
+            _check_range(batch, rows)
+            _write_rows(arrays, rows, batch.transpose(1, 2, 0, 3), groups)
             covered += rows.stop - rows.start
         if covered != n:
             raise InputError(f"the store's batches covered {covered} rows, expected {n}")
-        for array in (search, exact, norms):
+        for array in arrays.values():
             array.flush()
-        del search, exact, norms
-    return describe(paths)
+        del arrays
+    described = describe(paths)
+    return {**described, "groups": [[list(position) for position in group] for group in groups]}
+
+
+def _check_range(values: np.ndarray, rows: slice) -> None:
+    peak = float(np.abs(values).max(initial=0.0))
+    if not peak <= FLOAT16_MAX:
+        raise InputError(f"rows {rows.start}..{rows.stop - 1} hold a contribution of magnitude {peak:g}, "
+                         f"outside float16's range (<= {FLOAT16_MAX:g}): the float16 index cannot hold it")
+
+
+def _write_rows(arrays: Mapping[str, np.ndarray], rows: slice, by_head: np.ndarray, groups) -> None:
+    """Rows ``rows`` of every file from ``by_head`` (L_a, H, b, E) float32."""
+    arrays["exact"][:, :, rows] = by_head
+    arrays["search"][:, :, rows] = by_head
+    arrays["norms"][:, :, rows] = np.sqrt(np.einsum("lhne,lhne->lhn", by_head, by_head, dtype=np.float64))
+    for g, group in enumerate(groups):
+        total = np.zeros(by_head.shape[2:])
+        for position in group:
+            total += by_head[position]
+        _check_range(total, rows)
+        arrays["group_search"][g, rows] = total
+        arrays["group_norms"][g, rows] = np.sqrt(np.sum(total * total, axis=1))
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -213,31 +243,43 @@ def open_index_files(description: Mapping, root: Path, *, n_images: int, n_layer
     disagrees is an InputError naming it and how to rebuild it."""
     files = description.get("files", {}) if isinstance(description, Mapping) else {}
     missing = [name for name in INDEX_FILES if name not in files]
-    if missing:
-        raise InputError(f"head-index manifest {manifest} names no {missing} index file; {REBUILD}")
-    expected = {"search": (n_layers, n_heads, n_images), "exact": (n_layers, n_heads, n_images),
-                "norms": (n_layers, n_heads, n_images)}
-    mapped, width = {}, None
+    if missing or not isinstance(description.get("groups"), list):
+        raise InputError(f"head-index manifest {manifest} names no {missing or 'groups'} of the index; {REBUILD}")
+    groups = [tuple((int(a), int(h)) for a, h in group) for group in description["groups"]]
+    leading = {"search": (n_layers, n_heads, n_images), "exact": (n_layers, n_heads, n_images),
+               "norms": (n_layers, n_heads, n_images), "group_search": (len(groups), n_images),
+               "group_norms": (len(groups), n_images)}
+    mapped, widths = {}, set()
     for name, (_, dtype) in INDEX_FILES.items():
-        entry = files[name]
-        path = root / entry["path"]
-        if not path.is_file():
-            raise InputError(f"head index file {path} (named by {manifest}) is missing; {REBUILD}")
-        shape, found_dtype, offset = _npy_header(path)
-        recorded = (tuple(entry["shape"]), str(entry["dtype"]))
-        if (shape, str(found_dtype)) != recorded or str(found_dtype) != dtype:
-            raise InputError(f"head index file {path} holds {found_dtype} {list(shape)} but {manifest} records "
-                             f"{recorded[1]} {list(recorded[0])} (expected {dtype}); {REBUILD}")
-        if shape[:3] != expected[name] or (name != "norms" and width not in (None, shape[3])):
+        path, shape, offset = _checked_file(files[name], root, dtype, manifest)
+        has_width = name in VECTOR_FILES
+        if shape[:len(leading[name])] != leading[name] or len(shape) != len(leading[name]) + has_width:
             raise InputError(f"head index file {path} has shape {list(shape)}, but {manifest} describes "
-                             f"{n_images} images x {n_layers} analysed layers x {n_heads} heads; {REBUILD}")
-        width = shape[3] if name != "norms" else width
-        if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["digest"]:
-            raise InputError(f"head index file {path} is not the one {manifest} describes (size or content "
-                             f"differ: stale or replaced); {REBUILD}")
-        mapped[name] = MappedArray(path, shape, found_dtype, offset)
-    norms = np.array(mapped.pop("norms").array)
-    return HeadVectors(mapped["search"].array, mapped["exact"].array, norms, mapped=mapped)
+                             f"{n_images} images x {n_layers} analysed layers x {n_heads} heads and {len(groups)} "
+                             f"head groups; {REBUILD}")
+        widths |= {shape[-1]} if has_width else set()
+        mapped[name] = MappedArray(path, shape, np.dtype(dtype), offset)
+    if len(widths) != 1:
+        raise InputError(f"the index files of {manifest} disagree on the embedding width ({sorted(widths)}); {REBUILD}")
+    norms, group_norms = (np.array(mapped.pop(name).array) for name in ("norms", "group_norms"))
+    return HeadVectors(mapped["search"].array, mapped["exact"].array, norms, mapped=mapped,
+                       group_search=mapped["group_search"].array, group_norms=group_norms, groups=groups)
+
+
+def _checked_file(entry: Mapping, root: Path, dtype: str, manifest: Path) -> tuple[Path, tuple[int, ...], int]:
+    """(path, shape, data offset) of one index file, checked against its manifest entry."""
+    path = root / entry["path"]
+    if not path.is_file():
+        raise InputError(f"head index file {path} (named by {manifest}) is missing; {REBUILD}")
+    shape, found_dtype, offset = _npy_header(path)
+    recorded = (tuple(entry["shape"]), str(entry["dtype"]))
+    if (shape, str(found_dtype)) != recorded or str(found_dtype) != dtype:
+        raise InputError(f"head index file {path} holds {found_dtype} {list(shape)} but {manifest} records "
+                         f"{recorded[1]} {list(recorded[0])} (expected {dtype}); {REBUILD}")
+    if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["digest"]:
+        raise InputError(f"head index file {path} is not the one {manifest} describes (size or content "
+                         f"differ: stale or replaced); {REBUILD}")
+    return path, shape, offset
 
 
 # --------------------------------------------------------------------------- searching
@@ -271,16 +313,24 @@ def check_similarity(similarity: str) -> str:
 class HeadVectors:
     """Every image's contribution of every head of the analysed layers, head-major (see the module docstring):
     ``search`` (L_a, H, N, E) float16 (or float32 for an index in memory), ``exact`` the same in float32,
-    ``norms`` (L_a, H, N) float32. Heads are addressed by their position ``(a, h)``: a-th analysed layer, head h."""
+    ``norms`` (L_a, H, N) float32; ``group_search`` (G, N, E) and ``group_norms`` (G, N) the summed contributions of
+    the head groups ``groups``. Heads are addressed by their position ``(a, h)``: a-th analysed layer, head h."""
 
     search: np.ndarray
     exact: np.ndarray
     norms: np.ndarray
     mapped: dict = field(default_factory=dict)
+    group_search: np.ndarray | None = None
+    group_norms: np.ndarray | None = None
+    groups: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._group_rows = {frozenset(group): g for g, group in enumerate(self.groups)}
 
     @classmethod
     def in_memory(cls, head_major: np.ndarray) -> "HeadVectors":
-        """An index held in memory: ``head_major`` (L_a, H, N, E) float32 is both the search and the exact copy."""
+        """An index held in memory: ``head_major`` (L_a, H, N, E) float32 is both the search and the exact copy
+        (no head groups)."""
         values = head_major.astype(np.float32, copy=False)
         norms = np.sqrt(np.einsum("lhne,lhne->lhn", values, values, dtype=np.float64)).astype(np.float32)
         return cls(values, values, norms)
@@ -303,33 +353,45 @@ class HeadVectors:
         for mapped in self.mapped.values():
             mapped.release()
 
+    def _scanned(self, positions: Sequence[tuple[int, int]]) -> tuple[list, np.ndarray, int]:
+        """What a scan over ``positions`` sums: ``(name, index, first row)`` of each (N, E) block (one, the group's,
+        for a listed group), the sum of their rows' norms (N,) float64 and the block count."""
+        group = self._group_rows.get(frozenset(positions)) if len(positions) > 1 else None
+        if group is not None:
+            return [("group_search", group, group * self.n_images)], self.group_norms[group].astype(np.float64), 1
+        blocks = [("search", position, (position[0] * self.exact.shape[1] + position[1]) * self.n_images)
+                  for position in positions]
+        return blocks, sum(self.norms[position].astype(np.float64) for position in positions), len(positions)
+
     def approximate(self, positions: Sequence[tuple[int, int]], query: np.ndarray, similarity: str
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate scores ``s~`` (N,) and their error bounds ``e`` (N,) over every row (module docstring)."""
         n = self.n_images
+        blocks, norm_sum, count = self._scanned(positions)
         query32 = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
         dots, lengths = np.empty(n, np.float32), np.empty(n, np.float32)
         buffer = torch.empty(min(n, CHUNK_ROWS), self.width)
         for rows in row_slices(n, CHUNK_ROWS):
             total = buffer[:rows.stop - rows.start]
-            for j, position in enumerate(positions):
+            for j, (name, where, first_row) in enumerate(blocks):
                 with warnings.catch_warnings():  # a read-only mapped file: never written
                     warnings.simplefilter("ignore", UserWarning)
-                    part = torch.from_numpy(self.search[position][rows])
+                    part = torch.from_numpy(getattr(self, name)[where][rows])
                 if j == 0:
                     total.copy_(part)
                 else:
                     total.add_(part)
-                self._forget("search", position, rows)
+                if name in self.mapped:
+                    self.mapped[name].forget(first_row, rows)
             dots[rows] = (total @ query32).numpy()
             lengths[rows] = torch.linalg.vector_norm(total, dim=1).numpy()
-        return self._bounded(positions, dots, lengths, float(np.linalg.norm(query.astype(np.float64))), similarity)
+        query_norm = float(np.linalg.norm(query.astype(np.float64)))
+        return self._bounded(norm_sum, count, blocks[0][0], dots, lengths, query_norm, similarity)
 
-    def _bounded(self, positions, dots, lengths, query_norm: float, similarity: str):
-        rounded = self.search.dtype == np.float16
+    def _bounded(self, norm_sum, count: int, name: str, dots, lengths, query_norm: float, similarity: str):
+        rounded = getattr(self, name).dtype == np.float16
         relative, absolute = (FLOAT16_RELATIVE, FLOAT16_ABSOLUTE) if rounded else (0.0, 0.0)
-        norm_sum = sum(self.norms[position].astype(np.float64) for position in positions) * (1 + 4 * FLOAT32_UNIT)
-        count = len(positions)
+        norm_sum = norm_sum * (1 + 4 * FLOAT32_UNIT)
         sum_error = (relative + _gamma(count)) * norm_sum + count * absolute * math.sqrt(self.width)
         bound = sum_error + _gamma(self.width) * (norm_sum + sum_error)
         if similarity == "dot":
