@@ -23,9 +23,10 @@ The manifest ``results/heads/{model}/explorer.json`` (:data:`MANIFEST_FORMAT`) i
 ``convention``
     the store's decomposition convention, which the query image's decomposition follows.
 ``index`` (written by the workflow; optional)
-    the index files beside the manifest (:mod:`clip_interp.heads.vectors`): ``layout`` and, per file
-    (``search`` float16, ``exact`` float32, ``norms`` float32), its ``path``, ``dtype``, ``shape``, ``bytes`` and
-    a sampled ``digest``, checked when the index is opened.
+    the index files beside the manifest (:mod:`clip_interp.heads.vectors`): ``layout``, ``layers``, ``groups``
+    (the head groups whose sums are held) and, per file (``search`` float16, ``exact`` float32, ``norms``,
+    ``group_search``, ``group_norms``), its ``path``, ``dtype``, ``shape``, ``bytes`` and a sampled ``digest``,
+    checked when the index is opened.
 
 :class:`HeadIndex` holds, for every image of the set, the contributions of every head of the analysed
 layers in the joint space (:class:`~clip_interp.heads.vectors.HeadVectors`: memory-mapped from the index files

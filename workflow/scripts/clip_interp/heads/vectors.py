@@ -1,8 +1,8 @@
 """The head index's vectors on disk and the top-k search over them (the explorer's neighbour searches).
 
-Files (written by :func:`write_index_files` beside ``explorer.json``; the manifest records them, see
-:data:`INDEX_FILES` and :func:`check_index_files`). Every one is a NumPy ``.npy`` file in C order, head-major so
-that one head's vectors for every image lie together on disk:
+Files (:data:`INDEX_FILES`, written by :func:`write_index_files` beside ``explorer.json``; the manifest records
+them and :func:`open_index_files` checks them against it). Every one is a NumPy ``.npy`` file in C order,
+head-major so that one head's vectors for every image lie together on disk:
 
 ``search`` (``explorer_index.f16.npy``)
     ``(L_a, H, N, E)`` float16: head h of the a-th analysed layer's contribution to image i, rounded to float16;
@@ -20,19 +20,22 @@ that one head's vectors for every image lie together on disk:
 The search (:meth:`HeadVectors.top_k`). For a group S of heads (one head, or a property's heads) and a query
 vector q (E,) float32, the *exact* score of image i is computed in float64 from the float32 values:
 ``x_i = sum_{h in S} c_h(i)``, ``dot: x_i . q``, ``cosine: x_i . q / (||x_i|| ||q||)`` (0 where ``x_i`` or ``q``
-is 0). The top k are the k largest exact scores, ties to the lower row. Finding them reads the float16 file in
-chunks of rows and computes approximate scores ``s~_i`` in float32 with a rigorous per-row error bound ``e_i``:
-with ``n_h(i) = ||c_h(i)||`` (the norms file), float16 rounding ``|c~ - c| <= 2^-11 |c| + 2^-25`` per value (the
-second term covers subnormals), float32 rounding of the sum over S and of the length-E dot products, the bound
-is ``D_i = sum_h [(2^-11 + g_S) n_h(i) + 2^-25 sqrt(E)]`` on ``||x~_i - x_i||`` (for a listed group, the precomputed
-sum is one term: ``D_i = 2^-11 ||x_i|| + 2^-25 sqrt(E)``) and ``e_i = 2 (D_i + g_E (sum_h
-n_h(i) + D_i)) ||q||`` for dot, ``e_i = 2 (D_i + g_E (sum_h n_h(i) + D_i)) / ||x~_i||`` for cosine (``g_m = m
-2^-24 / (1 - m 2^-24)``; the leading 2 is a safety factor; a row whose approximate norm does not exceed its bound
-gets an infinite one). With t the k-th largest lower bound ``s~_i - e_i``, every row of the exact top k (and
-every row tied with its last) has ``s~_i + e_i >= t``: those rows, and at least the ``k +`` :data:`CANDIDATE_MARGIN`
-best approximate rows, are the candidates, re-scored exactly from the float32 file. So the result equals the
-exact float64 search over every row, rank for rank. An index held in memory (read from the store) is searched
-by the same code with its float32 values as both files (no rounding term).
+is 0). The top k are the k largest exact scores, ties to the lower row.
+
+Finding them scans the float16 copy (the group's sum for a listed group, else every head of S, summed in float32)
+in chunks of rows, and computes approximate scores ``s~_i`` in float32 with a rigorous per-row error bound
+``e_i``. Float16 rounding is ``|c~ - c| <= 2^-11 |c| + 2^-25`` per value (the second term covers subnormals), so
+with ``n_h(i) = ||c_h(i)||`` (the norms files; for a listed group its one precomputed sum, m = 1 term, else m = |S|
+terms) and ``g_j = j 2^-24 / (1 - j 2^-24)`` (float32 rounding of j-term sums), ``D_i = sum_h [(2^-11 + g_m)
+n_h(i) + 2^-25 sqrt(E)]`` bounds ``||x~_i - x_i||`` and ``A_i = D_i + g_E (sum_h n_h(i) + D_i)`` both the error
+of the dot product ``x~_i . q`` (times ``||q||``) and that of the norm ``||x~_i||``. The bound is ``e_i = 2 A_i
+||q||`` for dot and ``e_i = 2 (2 A_i / ||x~_i||)`` for cosine (the leading 2 a safety factor; infinite where
+``||x~_i|| <= 2 A_i``; 0 where every ``n_h(i)`` is 0, whose exact score is 0). With t the k-th largest lower
+bound ``s~_i - e_i``, every row of the exact top k (and every row tied with its last) has ``s~_i + e_i >= t``:
+those rows, and at least the ``k +`` :data:`CANDIDATE_MARGIN` best approximate rows, are the candidates,
+re-scored exactly from the float32 copy (only their rows are read). So the result equals the exact float64
+search over every row, rank for rank (:meth:`HeadVectors.brute_force_top_k`). An index held in memory (read
+from the store) is searched by the same code with its float32 values as both copies (no rounding term).
 
 Resident memory: the files are memory-mapped read-only and the pages of each chunk are given back to the
 kernel (``madvise(MADV_DONTNEED)``) once scanned, so a search holds a chunk, not the file.
