@@ -104,7 +104,8 @@ def test_a_file_that_disagrees_with_the_manifest_is_named_with_the_rebuild(resul
     manifest_file.write_text(json.dumps(manifest))
     explorer = Explorer(broken, open_index=lambda folder, model: HeadIndex.open(folder, model, loaded_model=tiny_clip))
     with pytest.raises(ExplorerInputError, match="the results of model 'toy' cannot be read: head index file "
-                                                 ".*explorer_index.f32.npy holds float32 .* rebuild it"):
+                                                 ".*explorer_index.f32.npy holds float32 .* rebuild them: "
+                                                 ".*results/heads/toy/explorer.json"):
         explorer.overview("toy")
 
 

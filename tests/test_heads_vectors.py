@@ -85,7 +85,7 @@ def test_a_file_that_disagrees_with_the_manifest_is_named(written, change, messa
     tmp_path, _, description = written
     description = json.loads(json.dumps(description))
     change(description)
-    with pytest.raises(InputError, match="rebuild it") as error:
+    with pytest.raises(InputError, match="rebuild them: snakemake --cores 1 --forcerun heads_explorer_index") as error:
         _open(tmp_path, description)
     assert message in str(error.value)
 

@@ -77,7 +77,10 @@ FLOAT32_UNIT = 2.0 ** -24
 FLOAT16_MAX = 65504.0
 DIGEST_BLOCKS = 64
 DIGEST_BLOCK_BYTES = 4096
-REBUILD = "rebuild it with the heads study's rules (snakemake results/heads/{model}/explorer.json)"
+def rebuild_hint(path: Path) -> str:
+    """How to rebuild the index files of the model whose folder holds ``path`` (``results/heads/{model}/``)."""
+    return (f"rebuild them: snakemake --cores 1 --forcerun heads_explorer_index "
+            f"results/heads/{Path(path).parent.name}/explorer.json")
 
 
 def _gamma(m: int) -> float:
@@ -188,9 +191,10 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
             shape, fortran, dtype = read_header(f)
             offset = f.tell()
     except (ValueError, OSError) as error:
-        raise InputError(f"head index file {path} is not a readable .npy file ({error}); {REBUILD}") from None
+        raise InputError(f"head index file {path} is not a readable .npy file ({error}); "
+                         f"{rebuild_hint(path)}") from None
     if fortran:
-        raise InputError(f"head index file {path} is in Fortran order, expected C order; {REBUILD}")
+        raise InputError(f"head index file {path} is in Fortran order, expected C order; {rebuild_hint(path)}")
     return tuple(int(x) for x in shape), dtype, offset
 
 
@@ -247,7 +251,8 @@ def open_index_files(description: Mapping, root: Path, *, n_images: int, n_layer
     files = description.get("files", {}) if isinstance(description, Mapping) else {}
     missing = [name for name in INDEX_FILES if name not in files]
     if missing or not isinstance(description.get("groups"), list):
-        raise InputError(f"head-index manifest {manifest} names no {missing or 'groups'} of the index; {REBUILD}")
+        raise InputError(f"head-index manifest {manifest} names no {missing or 'groups'} of the index; "
+                         f"{rebuild_hint(manifest)}")
     groups = [tuple((int(a), int(h)) for a, h in group) for group in description["groups"]]
     leading = {"search": (n_layers, n_heads, n_images), "exact": (n_layers, n_heads, n_images),
                "norms": (n_layers, n_heads, n_images), "group_search": (len(groups), n_images),
@@ -259,11 +264,12 @@ def open_index_files(description: Mapping, root: Path, *, n_images: int, n_layer
         if shape[:len(leading[name])] != leading[name] or len(shape) != len(leading[name]) + has_width:
             raise InputError(f"head index file {path} has shape {list(shape)}, but {manifest} describes "
                              f"{n_images} images x {n_layers} analysed layers x {n_heads} heads and {len(groups)} "
-                             f"head groups; {REBUILD}")
+                             f"head groups; {rebuild_hint(path)}")
         widths |= {shape[-1]} if has_width else set()
         mapped[name] = MappedArray(path, shape, np.dtype(dtype), offset)
     if len(widths) != 1:
-        raise InputError(f"the index files of {manifest} disagree on the embedding width ({sorted(widths)}); {REBUILD}")
+        raise InputError(f"the index files of {manifest} disagree on the embedding width ({sorted(widths)}); "
+                         f"{rebuild_hint(manifest)}")
     norms, group_norms = (np.array(mapped.pop(name).array) for name in ("norms", "group_norms"))
     return HeadVectors(mapped["search"].array, mapped["exact"].array, norms, mapped=mapped,
                        group_search=mapped["group_search"].array, group_norms=group_norms, groups=groups)
@@ -273,15 +279,15 @@ def _checked_file(entry: Mapping, root: Path, dtype: str, manifest: Path) -> tup
     """(path, shape, data offset) of one index file, checked against its manifest entry."""
     path = root / entry["path"]
     if not path.is_file():
-        raise InputError(f"head index file {path} (named by {manifest}) is missing; {REBUILD}")
+        raise InputError(f"head index file {path} (named by {manifest}) is missing; {rebuild_hint(path)}")
     shape, found_dtype, offset = _npy_header(path)
     recorded = (tuple(entry["shape"]), str(entry["dtype"]))
     if (shape, str(found_dtype)) != recorded or str(found_dtype) != dtype:
         raise InputError(f"head index file {path} holds {found_dtype} {list(shape)} but {manifest} records "
-                         f"{recorded[1]} {list(recorded[0])} (expected {dtype}); {REBUILD}")
+                         f"{recorded[1]} {list(recorded[0])} (expected {dtype}); {rebuild_hint(path)}")
     if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["digest"]:
         raise InputError(f"head index file {path} is not the one {manifest} describes (size or content "
-                         f"differ: stale or replaced); {REBUILD}")
+                         f"differ: stale or replaced); {rebuild_hint(path)}")
     return path, shape, offset
 
 
