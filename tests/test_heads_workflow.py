@@ -71,11 +71,12 @@ def test_demo_labels_judge_each_heads_textspan_texts_and_the_planted_check_runs(
 
 def test_demo_explorer_index_and_analyses(heads_run):
     from clip_interp.heads.index import HeadIndex
+    from clip_interp.heads.vectors import INDEX_FILES
 
     manifest = json.loads((heads_run / "results" / "heads" / "toy-clip" / "explorer.json").read_text())
     assert manifest["root"] == "../../.." and manifest["layers"] == [2, 3] and manifest["image_set"] == "classification"
     index = HeadIndex.open(heads_run / "results", "toy-clip")
-    assert set(manifest["index"]["files"]) == {"search", "exact", "norms"} and index.vectors.search.dtype == np.float16
+    assert set(manifest["index"]["files"]) == set(INDEX_FILES) and index.vectors.search.dtype == np.float16
     assert index.contributions.shape[:3] == (SMALL_DEMO["demo"]["synthetic"]["decomposition"]["n_classification"], 2, 4)
     analyses = heads_run / "results" / "heads" / "toy-clip" / "analyses"
     k = yaml.safe_load((heads_run / "config" / "demo.yaml").read_text())["heads"]["analyses"]["k"]

@@ -235,7 +235,9 @@ class HeadIndex:
     def top_k(self, heads, query, k: int, similarity: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
         """The k rows of the image set whose contributions summed over ``heads`` ((layer, head) pairs, layers
         1..L) score highest against ``query`` (E,), by ``similarity`` (``cosine`` or ``dot``), and their scores,
-        ties to the lower row: :meth:`clip_interp.heads.vectors.HeadVectors.top_k` (exact float32 scores)."""
+        ties to the lower row: :meth:`clip_interp.heads.vectors.HeadVectors.top_k` (exact scores, float64 from the
+        float32 values). ``dot`` against the group's mean contribution (the app's score) is the ``dot`` score over
+        ``len(heads)``: the same ranking."""
         for layer, head in heads:
             self.check_head(layer, head)
         positions = [(self.layer_column(layer), head) for layer, head in heads]
