@@ -172,12 +172,43 @@ rule heads_app_groups:
         "../workflow/scripts/heads_app_groups.py"
 
 
+# The explorer's index: every image's head contributions of the analysed layers, head-major, as a float16 copy
+# (scanned by the searches), a float32 copy (the candidates re-scored exactly) and float32 norms, plus each labelled
+# property's summed heads (float16, and their norms), memory-mapped by the explorer (clip_interp.heads.vectors);
+# explorer_index.json describes them (shapes, dtypes, sampled digests, the head groups).
+rule heads_explorer_index:
+    input:
+        unpack(heads_label_tables),
+        store=HEADS_DECOMPOSITION["store"],
+    output:
+        search=f"{HEADS_OUT}/explorer_index.f16.npy",
+        exact=f"{HEADS_OUT}/explorer_index.f32.npy",
+        norms=f"{HEADS_OUT}/explorer_norms.f32.npy",
+        group_search=f"{HEADS_OUT}/explorer_groups.f16.npy",
+        group_norms=f"{HEADS_OUT}/explorer_group_norms.f32.npy",
+        description=f"{HEADS_OUT}/explorer_index.json",
+    params:
+        labellers=HEADS["labellers"],
+    log:
+        rule_log("heads_explorer_index", "{model}"),
+    benchmark:
+        rule_benchmark("heads_explorer_index", "{model}")
+    threads: 1
+    resources:
+        mem_mb=heads_index_writer_mem_mb,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../workflow/scripts/heads_explorer_index.py"
+
+
 rule heads_explorer_manifest:
     input:
         unpack(heads_label_tables),
         unpack(heads_app_groups_input),
         **HEADS_DECOMPOSITION,
         scores=f"{HEADS_OUT}/scores.parquet",
+        index=f"{HEADS_OUT}/explorer_index.json",
     output:
         f"{HEADS_OUT}/explorer.json",
     params:

@@ -9,6 +9,15 @@ from clip_interp.sources import is_remote, local_path
 HEADS = config["heads"]
 HEADS_SOURCES = HEADS["sources"]
 HEADS_OUT = "results/heads/{model}"
+# The explorer's index files beside explorer.json (clip_interp.heads.vectors.INDEX_FILES) and their description.
+HEADS_INDEX_FILES = [
+    "explorer_index.f16.npy",
+    "explorer_index.f32.npy",
+    "explorer_norms.f32.npy",
+    "explorer_groups.f16.npy",
+    "explorer_group_norms.f32.npy",
+    "explorer_index.json",
+]
 HEADS_CROSS_FIGURES = ["scores_per_model", "property_distribution", "property_layers"]
 
 
@@ -87,6 +96,7 @@ def heads_index_inputs(wildcards):
     the image list (:func:`heads_query_image_list`)."""
     return {
         "manifest": f"results/heads/{wildcards.model}/explorer.json",
+        **{name: f"results/heads/{wildcards.model}/{name}" for name in HEADS_INDEX_FILES},
         **{name: HEADS_DECOMPOSITION[name].format(model=wildcards.model) for name in ("store", "textspan")},
         "scores": f"results/heads/{wildcards.model}/scores.parquet",
         **heads_label_tables(wildcards),
@@ -100,20 +110,32 @@ def heads_query_image_list(wildcards):
     return checked_image_list(HEADS["image_set"], "heads.analyses.images", HEADS["analyses"]["images"])
 
 
-def heads_index_mem_mb(wildcards, input):
-    """Memory of an analysis job (MB): the model's, plus the index it holds (images x analysed layers x heads x
-    joint width, float32, and the norms) twice over for the per-head copies; read from the store's shape. A store
-    not yet written raises the FileNotFoundError by which Snakemake defers the resource until it exists."""
+def _heads_index_shape(store):
+    """(images, analysed layers, heads, joint width) of the explorer's index of a store. A store not yet written
+    raises the FileNotFoundError by which Snakemake defers a resource until it exists."""
     import errno
 
     import h5py
 
-    if not os.path.exists(input.store):
-        raise FileNotFoundError(errno.ENOENT, "decomposition store not written yet", input.store)
-    with h5py.File(input.store, "r") as f:
+    if not os.path.exists(store):
+        raise FileNotFoundError(errno.ENOENT, "decomposition store not written yet", store)
+    with h5py.File(store, "r") as f:
         n_images, n_layers, n_heads, width = f["heads"].shape
-    index_bytes = n_images * min(HEADS["n_layers"], n_layers) * n_heads * (width + 1) * 4
-    return config["cluster_resources"]["model_mem_mb"] + int(2 * index_bytes / 1e6) + 1
+    return n_images, min(HEADS["n_layers"], n_layers), n_heads, width
+
+
+def heads_index_mem_mb(wildcards, input):
+    """Memory of an analysis job (MB): the model's, plus what the memory-mapped index holds resident (the norms,
+    float32, images x analysed layers x heads; a search's chunk buffers and its float64 scores, 256 MB)."""
+    n_images, n_layers, n_heads, _ = _heads_index_shape(input.store)
+    return config["cluster_resources"]["model_mem_mb"] + int(n_images * n_layers * n_heads * 4 / 1e6) + 256
+
+
+def heads_index_writer_mem_mb(wildcards, input):
+    """Memory of the index writer (MB): a batch of 1,024 images' contributions in float32 and float64 (norms and
+    group sums), and the norms (the files are written through memory maps, flushed by the kernel)."""
+    n_images, n_layers, n_heads, width = _heads_index_shape(input.store)
+    return int((1024 * n_layers * n_heads * width * 12 + n_images * n_layers * n_heads * 4) / 1e6) + 500
 
 
 # The heads reproduction report (rules/heads_reproduction.smk).

@@ -16,6 +16,7 @@ from clip_interp.heads.explorer.layout import build_app
 from clip_interp.heads.explorer.request_checks import CONTRAST_SCOPE, MAP_SCOPES, TOPIC_SCOPE
 from clip_interp.heads.explorer.state import PREFILL_TEXTS, Explorer
 from clip_interp.heads.index import HeadIndex
+from clip_interp.heads.vectors import HeadVectors
 from clip_interp.heads.steps import (
     app_property_groups,
     head_name,
@@ -46,7 +47,7 @@ def _hand_index() -> HeadIndex:
                              "text": ["third", "first", "second", "other head"]})
     images = pd.DataFrame({"key": ["i0", "i1", "i2"], "path": ["i0.png", "i1.png", "i2.png"]})
     return HeadIndex(model_id="hand", spec={}, root=".", layers=[12], n_layers=12, n_heads=3,
-                     contributions=contributions, norms=np.linalg.norm(contributions, axis=-1).astype(np.float32),
+                     vectors=HeadVectors.in_memory(np.ascontiguousarray(contributions.transpose(1, 2, 0, 3))),
                      images=images, textspan=textspan, labels={"taxonomy": labels}, default_labeller="taxonomy",
                      scores=None, property_groups={"app": app})
 
@@ -70,15 +71,9 @@ def test_dot_and_cosine_rank_the_hand_made_images_as_computed_by_hand(hand):
     assert analyses.property_neighbours(hand, None, "colours", 3)["row"].tolist() == [0, 1, 2]  # default: the app's
 
 
-def test_the_similarity_primitive_and_a_zero_vector():
-    matrix = torch.tensor([[3.0, 3.0], [0.0, 0.0]])
-    norms = matrix.norm(dim=1)
-    torch.testing.assert_close(analyses.similarity_scores(matrix, norms, torch.tensor([1.0, 0.0]), "dot"),
-                               torch.tensor([3.0, 0.0]))
-    torch.testing.assert_close(analyses.similarity_scores(matrix, norms, torch.tensor([2.0, 0.0]), "cosine"),
-                               torch.tensor([2 ** -0.5, 0.0]))
+def test_an_unknown_similarity_is_named(hand):
     with pytest.raises(InputError, match="similarity 'euclid' is not one of dot, cosine"):
-        analyses.similarity_scores(matrix, norms, torch.tensor([1.0, 0.0]), "euclid")
+        analyses.property_neighbours(hand, None, "colours", 3, "taxonomy", "euclid")
 
 
 def test_the_app_groups_are_a_property_set_beside_the_labellers(hand):

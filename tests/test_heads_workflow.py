@@ -96,10 +96,12 @@ def test_demo_labels_judge_each_heads_textspan_texts_and_the_planted_check_runs(
 
 def test_demo_explorer_index_and_analyses(heads_run):
     from clip_interp.heads.index import HeadIndex
+    from clip_interp.heads.vectors import INDEX_FILES
 
     manifest = json.loads((heads_run / "results" / "heads" / "toy-clip" / "explorer.json").read_text())
     assert manifest["root"] == "../../.." and manifest["layers"] == [2, 3] and manifest["image_set"] == "classification"
     index = HeadIndex.open(heads_run / "results", "toy-clip")
+    assert set(manifest["index"]["files"]) == set(INDEX_FILES) and index.vectors.search.dtype == np.float16
     assert index.contributions.shape[:3] == (SMALL_DEMO["demo"]["synthetic"]["decomposition"]["n_classification"], 2, 4)
     analyses = heads_run / "results" / "heads" / "toy-clip" / "analyses"
     k = yaml.safe_load((heads_run / "config" / "demo.yaml").read_text())["heads"]["analyses"]["k"]
@@ -132,6 +134,7 @@ def test_six_model_dry_run_lists_every_models_heads_outputs(tmp_path, shared_dat
     jobs = planned_jobs(snakemake(workdir, "--configfile", str(config), "-n"))
     assert jobs.get("heads_labels") == 12  # the taxonomy and published labellers of each model
     for rule in ("heads_scores", "heads_explorer_manifest", "heads_association_sheet", "heads_app_groups",
+                 "heads_explorer_index",
                  *[f"heads_{a}" for a in ANALYSES]):
         assert jobs.get(rule) == 6, rule
     assert jobs.get("heads_cross_model") == 1 and jobs.get("cross_model_profiles") == 1

@@ -18,10 +18,15 @@ model once (:func:`clip_interp.contributions.decompose`); the indexed images are
 (d) :func:`head_image_neighbours`: ``score(i) = cos(c_{l,h}(i), c_{l,h}(query))``.
 (e) :func:`head_text_neighbours`: ``score(i) = cos(c_{l,h}(i), t)``.
 Neighbour tables: ``rank`` (1..k), ``row`` (of the image set), ``image`` (its key), ``path``, ``score``;
-ties go to the lower row; k larger than the set gives every image.
+ties go to the lower row; k larger than the set gives every image. Scores are computed in float64 from the index's
+float32 values; the searches scan its float16 copy and re-score the candidates exactly
+(:meth:`~clip_interp.heads.index.HeadIndex.top_k`, :mod:`clip_interp.heads.vectors`), so their top k equal those of
+scoring every image exactly.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -76,44 +81,35 @@ def text_embedding(index: HeadIndex, text: str) -> torch.Tensor:
                         lambda: F.normalize(encode_texts(index.model(), [text])[0].float().cpu(), dim=0))
 
 
+# The query images whose head contributions are kept (the latest ones): the analyses of one image run it once.
+QUERY_CACHE_SIZE = 8
+
+
 @torch.no_grad()
 def query_head_contributions(index: HeadIndex, image) -> torch.Tensor:
     """The query's per-head contributions of the analysed layers, (L_a, H, E) float32, in the store's units
-    (divided by ``||e||``): one forward."""
-    model = index.model()
-    parts = decompose(model.vision, query_pixels(index, image), convention=_convention(index)).unit()
-    columns = torch.as_tensor([layer_index(layer) for layer in index.layers])
-    return parts.heads[0, columns].float().cpu()
+    (divided by ``||e||``): one forward per distinct preprocessed image (the last :data:`QUERY_CACHE_SIZE` kept)."""
+    pixels = query_pixels(index, image)
+    key = ("query", hashlib.sha256(pixels.cpu().numpy().tobytes()).hexdigest())
+
+    def compute():
+        parts = decompose(index.model().vision, pixels, convention=_convention(index)).unit()
+        columns = torch.as_tensor([layer_index(layer) for layer in index.layers])
+        return parts.heads[0, columns].float().cpu()
+
+    return index.cached(key, compute, keep=QUERY_CACHE_SIZE)
 
 
 def _convention(index: HeadIndex) -> str:
     return str(index.manifest.get("convention", "per_component"))
 
 
-def _ranked(index: HeadIndex, scores: torch.Tensor, k: int) -> pd.DataFrame:
-    scores = scores.double()
-    order = torch.sort(-scores, stable=True).indices[:k].numpy()
+def _ranked(index: HeadIndex, found: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """The neighbour table of ``(rows, scores)`` from :meth:`HeadIndex.top_k`."""
+    order, scores = found
     return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "row": order,
                          "image": index.images["key"].to_numpy()[order], "path": index.images["path"].to_numpy()[order],
-                         "score": scores.numpy()[order]})
-
-
-def _cosines(matrix: torch.Tensor, norms: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """cos(row i of ``matrix``, ``query``) given the rows' norms; 0 where either vector is 0."""
-    query_norm = query.norm()
-    if query_norm == 0:
-        return torch.zeros(len(matrix))
-    return (matrix @ (query / query_norm)) / norms.clamp_min(1e-30) * (norms > 0)
-
-
-def similarity_scores(matrix: torch.Tensor, norms: torch.Tensor, query: torch.Tensor, similarity: str) -> torch.Tensor:
-    """Row i of ``matrix`` (N, E) against ``query`` (E,): ``matrix[i] . query`` for ``similarity="dot"``,
-    ``cos(matrix[i], query)`` for ``"cosine"`` (``norms`` the rows' norms; 0 where either vector is 0)."""
-    if similarity == "dot":
-        return matrix @ query
-    if similarity == "cosine":
-        return _cosines(matrix, norms, query)
-    raise InputError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
+                         "score": scores})
 
 
 def property_sets(index: HeadIndex) -> list[str]:
@@ -154,29 +150,22 @@ def property_heads(index: HeadIndex, prop: str, property_set: str | None = None)
     return [(int(r.layer), int(r.head)) for r in rows.sort_values(["layer", "head"]).itertuples()]
 
 
-def _group_mean(index: HeadIndex, heads: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over ``heads`` of every indexed image's contributions, (N, E) float32, and the rows' norms."""
-    total = torch.zeros(index.n, index.contributions.shape[-1])
-    for layer, head in heads:
-        total += index.head_matrix(layer, head)
-    total /= len(heads)
-    return total, total.norm(dim=1)
-
-
 def property_neighbours(index: HeadIndex, image, prop: str, k: int, property_set: str | None = None,
                         similarity: str = "dot") -> pd.DataFrame:
-    """(a) The k images whose mean contribution of the heads of ``prop``'s group in ``property_set`` scores highest
-    against the query's (``similarity``: ``dot``, the app's, or ``cosine``, the paper's text)."""
+    """(a) The k images whose mean contribution m(x) of the heads of ``prop``'s group in ``property_set`` scores
+    highest against the query's: ``m(i) . m(query)`` (``similarity="dot"``, the app's) or ``cos(m(i), m(query))``
+    (``"cosine"``, the paper's text)."""
     k = _check_k(k)
     if similarity not in SIMILARITIES:
         raise InputError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
     heads = property_heads(index, prop, property_set)
-    key = ("property", property_set or index.default_labeller, prop)
-    matrix, norms = index.cached(key, lambda: _group_mean(index, heads))
     query = query_head_contributions(index, image)
     columns = [index.layer_column(layer) for layer, _ in heads]
     query_mean = query[columns, [head for _, head in heads]].mean(0)
-    return _ranked(index, similarity_scores(matrix, norms, query_mean, similarity), k)
+    rows, scores = index.top_k(heads, query_mean, k, similarity)
+    if similarity == "dot":
+        scores = scores / len(heads)  # top_k scores the group's sum; the mean is the sum over the group's size
+    return _ranked(index, (rows, scores))
 
 
 def top_textspan_texts(index: HeadIndex, layer: int, head: int, n: int) -> list[str]:
@@ -242,7 +231,7 @@ def head_image_neighbours(index: HeadIndex, image, layer: int, head: int, k: int
     k = _check_k(k)
     index.check_head(layer, head)
     query = query_head_contributions(index, image)[index.layer_column(layer), head]
-    return _ranked(index, _cosines(index.head_matrix(layer, head), index.head_norms(layer, head), query), k)
+    return _ranked(index, index.top_k([(layer, head)], query, k, "cosine"))
 
 
 def head_text_neighbours(index: HeadIndex, text: str, layer: int, head: int, k: int) -> pd.DataFrame:
@@ -250,4 +239,4 @@ def head_text_neighbours(index: HeadIndex, text: str, layer: int, head: int, k: 
     k = _check_k(k)
     index.check_head(layer, head)
     direction = text_embedding(index, text)
-    return _ranked(index, _cosines(index.head_matrix(layer, head), index.head_norms(layer, head), direction), k)
+    return _ranked(index, index.top_k([(layer, head)], direction, k, "cosine"))

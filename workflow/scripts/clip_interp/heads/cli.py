@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     explore.add_argument("--threads", type=int, default=1,
                          help="torch threads for the query's forward (default 1: on a shared 2-core machine one "
                               "thread answered fastest; see the README's latency table)")
+    explore.add_argument("--release-unused", action="store_true",
+                         help="when memory is short: keep only the chosen model's index and model open, releasing "
+                              "the others' when another model is chosen (reopened, in seconds, when chosen again)")
     explore.add_argument("--allow-network", action="store_true",
                          help="allow a non-loopback --host: anyone who can reach it can use the app, upload files "
                               "and see the image set's images")
@@ -51,7 +54,7 @@ def explore(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     serve(args.results, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-          allow_network=args.allow_network)
+          allow_network=args.allow_network, release_unused=args.release_unused)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,11 +25,17 @@ The manifest ``results/heads/{model}/explorer.json`` (:data:`MANIFEST_FORMAT`) i
 ``property_groups`` (optional)
     ``{name: table}`` of hand-curated property groups (``property, layer, paper_layer, head``; layers 1..L), e.g.
     ``app``: the CLIP-InterpreT app's groups (``property_heads.tsv``) of a model it covers.
+``index`` (written by the workflow; optional)
+    the index files beside the manifest (:mod:`clip_interp.heads.vectors`): ``layout``, ``layers``, ``groups``
+    (the head groups whose sums are held) and, per file (``search`` float16, ``exact`` float32, ``norms``,
+    ``group_search``, ``group_norms``), its ``path``, ``dtype``, ``shape``, ``bytes`` and a sampled ``digest``,
+    checked when the index is opened.
 
 :class:`HeadIndex` holds, for every image of the set, the contributions of every head of the analysed
-layers in the joint space (``contributions`` (N, L_a, H, E) in the store's dtype) and their norms
-(float32), the label tables, the TEXTSPAN table and the image table. The model is loaded the first
-time :meth:`HeadIndex.model` is called, once.
+layers in the joint space (:class:`~clip_interp.heads.vectors.HeadVectors`: memory-mapped from the index files
+when the manifest names them, otherwise read from the store into memory in float32) and their norms, the label
+tables, the TEXTSPAN table and the image table. The model is loaded the first time :meth:`HeadIndex.model` is
+called, once. Searches go through :meth:`HeadIndex.top_k`.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import pandas as pd
 import torch
 
 from ..errors import InputError
-from ..models import layer_index
+from .vectors import HeadVectors, open_index_files, store_batches
 
 MANIFEST_FORMAT = "clip_interp.heads.explorer/1"
 MANIFEST_KEYS = ("format", "model", "spec", "root", "image_set", "store", "images", "textspan", "labels",
@@ -60,17 +66,20 @@ def manifest_path(results_dir, model: str) -> Path:
 def build_manifest(*, model: str, spec: Mapping, image_set: str, store, images, textspan, labels: Mapping[str, str],
                    scores, layers, n_layers: int, n_heads: int, n_images: int, convention: str,
                    default_labeller: str = "taxonomy", root: str = "../../..",
-                   property_groups: Mapping[str, str] | None = None) -> dict:
-    """The manifest as a dict (paths as given: relative to the workflow's working directory)."""
+                   property_groups: Mapping[str, str] | None = None, index: Mapping | None = None) -> dict:
+    """The manifest as a dict (paths as given: relative to the workflow's working directory); ``index`` the index
+    files' description (:func:`clip_interp.heads.vectors.describe`), if written."""
     if default_labeller not in labels:
         raise InputError(f"default labeller {default_labeller!r} has no label table (tables: {sorted(labels)})")
+    extra = {} if index is None else {"index": dict(index)}
     return {"format": MANIFEST_FORMAT, "model": model, "spec": dict(spec), "root": root, "image_set": image_set,
             "store": str(store), "images": str(images), "textspan": str(textspan),
             "labels": {name: str(path) for name, path in sorted(labels.items())},
             "default_labeller": default_labeller, "scores": str(scores), "layers": [int(x) for x in layers],
             "n_layers": int(n_layers), "n_heads": int(n_heads), "n_images": int(n_images),
             "convention": convention,
-            "property_groups": {name: str(path) for name, path in sorted((property_groups or {}).items())}}
+            "property_groups": {name: str(path) for name, path in sorted((property_groups or {}).items())},
+            **extra}
 
 
 def read_manifest(path) -> dict:
@@ -93,31 +102,19 @@ def read_manifest(path) -> dict:
     return manifest
 
 
-def read_contributions(store_path, layers, *, dtype: str = "float32", batch_size: int = 1024
-                       ) -> tuple[np.ndarray, int, int]:
-    """The heads' contributions of ``layers`` (1..L) to every image of a decomposition store,
-    (N, len(layers), H, E) in ``dtype``, with the store's layer and head counts."""
-    import h5py
-
-    from ..batching import row_slices
-    from ..contribution_store import DecompositionStore
-
-    store = DecompositionStore(store_path)
-    bad = [layer for layer in layers if not 1 <= layer <= store.n_layers]
-    if bad:
-        raise InputError(f"layers {bad} are not in the decomposition store {store_path} (layers 1..{store.n_layers})")
-    columns = [layer_index(layer) for layer in layers]
-    with h5py.File(store.path, "r") as f:
-        heads = f["heads"]
-        out = np.empty((store.n, len(columns), store.n_heads, heads.shape[-1]), dtype=dtype)
-        for sl in row_slices(store.n, batch_size):
-            out[sl] = heads[sl][:, columns]
-    return out, store.n_layers, store.n_heads
+def read_head_vectors(store_path, layers, *, batch_size: int = 1024) -> tuple[HeadVectors, int, int]:
+    """The heads' contributions of ``layers`` (1..L) to every image of a decomposition store, held in memory in
+    float32 (:meth:`HeadVectors.in_memory`), with the store's layer and head counts."""
+    n, n_layers, n_heads, width, batches = store_batches(store_path, layers, batch_size)
+    values = np.empty((len(layers), n_heads, n, width), dtype=np.float32)
+    for rows, batch in batches:
+        values[:, :, rows] = batch.transpose(1, 2, 0, 3)
+    return HeadVectors.in_memory(values), n_layers, n_heads
 
 
 @dataclass
 class HeadIndex:
-    """The in-memory index of one model (see the module docstring); build it with :meth:`open`."""
+    """The index of one model (see the module docstring); build it with :meth:`open`."""
 
     model_id: str
     spec: dict
@@ -125,8 +122,7 @@ class HeadIndex:
     layers: list[int]
     n_layers: int
     n_heads: int
-    contributions: np.ndarray
-    norms: np.ndarray
+    vectors: HeadVectors
     images: pd.DataFrame
     textspan: pd.DataFrame
     labels: dict[str, pd.DataFrame]
@@ -139,33 +135,37 @@ class HeadIndex:
     _cache: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, results_dir, model: str, *, dtype: str = "float32", device: str = "cpu", loaded_model=None
-             ) -> "HeadIndex":
-        """Read ``results_dir/heads/{model}/explorer.json`` and everything it names into memory.
+    def open(cls, results_dir, model: str, *, device: str = "cpu", loaded_model=None) -> "HeadIndex":
+        """Open ``results_dir/heads/{model}/explorer.json`` and everything it names: the index files memory-mapped
+        when the manifest names them (else the store's contributions read into memory), the tables read.
 
         ``loaded_model``: a model already loaded (tests); otherwise :meth:`model` loads the manifest's spec.
         """
-        return cls.from_manifest(manifest_path(results_dir, model), dtype=dtype, device=device,
-                                 loaded_model=loaded_model)
+        return cls.from_manifest(manifest_path(results_dir, model), device=device, loaded_model=loaded_model)
 
     @classmethod
-    def from_manifest(cls, path, *, dtype: str = "float32", device: str = "cpu", loaded_model=None) -> "HeadIndex":
+    def from_manifest(cls, path, *, device: str = "cpu", loaded_model=None) -> "HeadIndex":
         """The index that the manifest at ``path`` describes (see :meth:`open`)."""
         path = Path(path)
         manifest = read_manifest(path)
         root = (path.parent / manifest["root"]).resolve()
-        contributions, n_layers, n_heads = read_contributions(root / manifest["store"], manifest["layers"], dtype=dtype)
+        if "index" in manifest:
+            n_layers, n_heads = int(manifest["n_layers"]), int(manifest["n_heads"])
+            vectors = open_index_files(manifest["index"], root, n_images=int(manifest["n_images"]),
+                                       n_layers=len(manifest["layers"]), n_heads=n_heads, manifest=path)
+        else:
+            vectors, n_layers, n_heads = read_head_vectors(root / manifest["store"], manifest["layers"])
         images = _read_table(root / manifest["images"], "image table")
-        if len(images) != len(contributions):
-            raise InputError(f"image table {root / manifest['images']} has {len(images)} rows but the store "
-                             f"{root / manifest['store']} {len(contributions)}; re-run the heads rules")
+        if len(images) != vectors.n_images:
+            raise InputError(f"image table {root / manifest['images']} has {len(images)} rows but the index "
+                             f"{vectors.n_images}; re-run the heads rules")
         images = images.assign(path=[str(root / p) for p in images["path"]])
         labels = {name: _read_table(root / p, f"{name} label table") for name, p in manifest["labels"].items()}
         scores_path = root / manifest["scores"]
         scores = _read_table(scores_path, "score table") if scores_path.is_file() else None
         index = cls(model_id=manifest["model"], spec=_resolve_spec(manifest["spec"], root), root=root,
-                    layers=[int(x) for x in manifest["layers"]], n_layers=n_layers, n_heads=n_heads,
-                    contributions=contributions, norms=head_norms(contributions), images=images.reset_index(drop=True),
+                    layers=[int(x) for x in manifest["layers"]], n_layers=n_layers, n_heads=n_heads, vectors=vectors,
+                    images=images.reset_index(drop=True),
                     textspan=_read_table(root / manifest["textspan"], "TEXTSPAN table"), labels=labels,
                     default_labeller=manifest["default_labeller"], scores=scores, manifest=manifest, device=device)
         index.property_groups = {name: _read_table(root / p, f"{name} property-group table")
@@ -175,7 +175,23 @@ class HeadIndex:
 
     @property
     def n(self) -> int:
-        return len(self.contributions)
+        return self.vectors.n_images
+
+    @property
+    def contributions(self) -> np.ndarray:
+        """Every indexed image's contributions (N, L_a, H, E) float32 (a view of the exact copy; no read)."""
+        return self.vectors.exact.transpose(2, 0, 1, 3)
+
+    @property
+    def norms(self) -> np.ndarray:
+        """Their Euclidean norms (N, L_a, H) float32."""
+        return self.vectors.norms.transpose(2, 0, 1)
+
+    def release(self) -> None:
+        """Give the index's memory back: its files' pages and its caches now, the rest (mapping, loaded model) when
+        the last reference to the index goes."""
+        self.vectors.release()
+        self._cache.clear()
 
     def model(self):
         """The hooked model of the manifest's spec, loaded on the first call only."""
@@ -218,27 +234,35 @@ class HeadIndex:
             self.layer_column(layer)
 
     def head_matrix(self, layer: int, head: int) -> torch.Tensor:
-        """The contributions (N, E) of head (layer, head) to every indexed image, float32."""
+        """The contributions (N, E) of head (layer, head) to every indexed image, float32 (a copy)."""
         self.check_head(layer, head)
-        return torch.from_numpy(np.ascontiguousarray(self.contributions[:, self.layer_column(layer), head])).float()
+        return torch.from_numpy(np.array(self.vectors.exact[self.layer_column(layer), head], dtype=np.float32))
 
     def head_norms(self, layer: int, head: int) -> torch.Tensor:
-        return torch.from_numpy(self.norms[:, self.layer_column(layer), head])
+        return torch.from_numpy(self.vectors.norms[self.layer_column(layer), head].copy())
 
-    def cached(self, key, compute):
-        """``compute()`` once per ``key`` (summed property contributions and the like)."""
+    def top_k(self, heads, query, k: int, similarity: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+        """The k rows of the image set whose contributions summed over ``heads`` ((layer, head) pairs, layers
+        1..L) score highest against ``query`` (E,), by ``similarity`` (``cosine`` or ``dot``), and their scores,
+        ties to the lower row: :meth:`clip_interp.heads.vectors.HeadVectors.top_k` (exact scores, float64 from the
+        float32 values). ``dot`` against the group's mean contribution (the app's score) is the ``dot`` score over
+        ``len(heads)``: the same ranking."""
+        for layer, head in heads:
+            self.check_head(layer, head)
+        positions = [(self.layer_column(layer), head) for layer, head in heads]
+        query = query.numpy() if isinstance(query, torch.Tensor) else np.asarray(query)
+        return self.vectors.top_k(positions, query, k, similarity)
+
+    def cached(self, key: tuple, compute, keep: int | None = None):
+        """``compute()`` once per ``key`` (text embeddings and the like); with ``keep``, only the ``keep`` latest
+        entries of the kind ``key[0]`` are kept."""
         if key not in self._cache:
             self._cache[key] = compute()
+            if keep is not None:
+                kind = [other for other in self._cache if other[0] == key[0]]
+                for other in kind[:max(0, len(kind) - keep)]:
+                    del self._cache[other]
         return self._cache[key]
-
-
-def head_norms(contributions: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """The Euclidean norm of every contribution, (N, L_a, H) float32."""
-    out = np.empty(contributions.shape[:3], dtype=np.float32)
-    for start in range(0, len(contributions), batch_size):
-        part = contributions[start:start + batch_size].astype(np.float32)
-        out[start:start + batch_size] = np.sqrt((part * part).sum(-1))
-    return out
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:

@@ -50,6 +50,7 @@ from .published import PAPER_SCORES, label_heads_published, published_identity, 
 from .scores import association as association_score
 from .scores import entanglement_readings, label_agreement
 from .taxonomy import Taxonomy, load_taxonomy
+from .vectors import store_batches, write_index_files
 from .vocabulary import label_mapping, mapped_labels, normalise_free_label
 
 logger = logging.getLogger(__name__)
@@ -111,16 +112,52 @@ def summed_layer_counts(labels: pd.DataFrame, model: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- the explorer's manifest
 
 
+def labelled_layers(label_table) -> list[int]:
+    """The analysed layers (1..L): those of a label table's heads, sorted."""
+    return sorted(set(pd.read_parquet(label_table, columns=["layer"])["layer"].astype(int)))
+
+
+def label_groups(label_tables: Sequence, layers: Sequence[int]) -> list[list[tuple[int, int]]]:
+    """The head groups whose sums the index holds: for each label table and property, its heads of ``layers`` as
+    positions ``(a, h)`` (a: position among ``layers``), groups of two or more heads, each once, in table order."""
+    groups = []
+    for table in label_tables:
+        labels = pd.read_parquet(table, columns=["layer", "head", "label"])
+        labels = labels[labels["layer"].isin(layers)].sort_values(["layer", "head"])
+        for _, heads in labels.groupby("label", sort=True):
+            group = [(list(layers).index(int(r.layer)), int(r.head)) for r in heads.itertuples()]
+            if len(group) > 1 and group not in groups:
+                groups.append(group)
+    return groups
+
+
+def write_explorer_index(store, layers: Sequence[int], paths: Mapping[str, str], label_tables: Sequence = ()
+                         ) -> dict:
+    """Write the explorer's index files (:data:`clip_interp.heads.vectors.INDEX_FILES`: float16 search copy,
+    float32 exact copy, norms, and the summed heads of each property of each label table, :func:`label_groups`) of
+    ``layers`` from the decomposition store to ``paths`` (relative to the working directory); their description
+    for the manifest, with the layers."""
+    n, _, n_heads, width, batches = store_batches(store, layers)
+    groups = label_groups(label_tables, layers)
+    description = write_index_files(batches, (n, len(layers), n_heads, width), paths, groups=groups)
+    return {**description, "layers": [int(x) for x in layers]}
+
+
 def manifest_for(*, model: str, spec: Mapping, image_set: str, store, images, textspan, labels: Mapping[str, str],
                  scores, manifest_path, n_images: int, layers: Sequence[int], n_layers: int, n_heads: int,
-                 convention: str, property_groups: Mapping[str, str] | None = None) -> dict:
+                 convention: str, property_groups: Mapping[str, str] | None = None,
+                 index: Mapping | None = None) -> dict:
     """The explorer's manifest (:mod:`clip_interp.heads.index`) for files given relative to the working
-    directory; ``root`` is that directory relative to the manifest's folder."""
+    directory; ``root`` is that directory relative to the manifest's folder. ``index``: the index files'
+    description (:func:`write_explorer_index`), whose layers must be ``layers``."""
+    if index is not None and list(index.get("layers", [])) != list(layers):
+        raise InputError(f"the explorer's index files cover layers {index.get('layers')} but the label tables "
+                         f"{list(layers)}; re-run rule heads_explorer_index for model {model}")
     root = os.path.relpath(os.getcwd(), Path(manifest_path).resolve().parent)
     return build_manifest(model=model, spec=spec, image_set=image_set, store=store, images=images, textspan=textspan,
                           labels=labels, scores=scores, layers=layers, n_layers=n_layers, n_heads=n_heads,
                           n_images=n_images, convention=convention, root=Path(root).as_posix(),
-                          property_groups=property_groups)
+                          property_groups=property_groups, index=index)
 
 
 def app_property_groups(property_heads: pd.DataFrame, spec: Mapping) -> pd.DataFrame:

@@ -20,15 +20,17 @@ def check_host(host: str, allow_network: bool) -> None:
 
 
 def serve(results_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_network: bool = False, block: bool = True):
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_network: bool = False, block: bool = True,
+          release_unused: bool = False):
     """Start the explorer on ``host:port`` (Gradio picks a free port from 7860 when ``port`` is None).
 
     A host other than a loopback address needs ``allow_network``: anyone who can reach it can run analyses, upload
-    files and read the image set's images.
+    files and read the image set's images. ``release_unused``: keep only the chosen model's index open
+    (:class:`~clip_interp.heads.explorer.state.Explorer`).
     """
     check_host(host, allow_network)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    explorer = Explorer(results_dir, max_upload_mb=max_upload_mb)
+    explorer = Explorer(results_dir, max_upload_mb=max_upload_mb, release_unused=release_unused)
     app = build_app(explorer)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=host, server_port=port, max_file_size=int(max_upload_mb * 2**20), share=False,

@@ -3,6 +3,7 @@ on first use), and one method per request of the page (model overview, head card
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,11 +73,13 @@ class Explorer:
     """The explorer's state and handlers over one results folder.
 
     ``open_index(results_dir, model)`` opens a model's index (default :meth:`HeadIndex.open`); each model's index
-    is opened once, on first use, and kept. ``max_upload_mb`` bounds the size of an uploaded file.
+    is opened once, when the model is first chosen, and kept; with ``release_unused`` (memory is short) choosing a
+    model releases every other model's index (its files' pages and its loaded model), to be opened again when that
+    model is chosen again. ``max_upload_mb`` bounds the size of an uploaded file.
     """
 
     def __init__(self, results_dir: str | Path, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-                 open_index: Callable | None = None):
+                 open_index: Callable | None = None, release_unused: bool = False):
         if not max_upload_mb > 0:
             raise ExplorerInputError(f"the upload limit must be positive, got {max_upload_mb} MB")
         self.results_dir = Path(results_dir)
@@ -85,14 +88,17 @@ class Explorer:
         if open_index is None:
             open_index = HeadIndex.open
         self.open_index = open_index
+        self.release_unused = bool(release_unused)
         self._indices: dict[str, object] = {}
 
     # -- models and heads ---------------------------------------------------------------------------------------
 
     def index(self, model: str):
-        """The index of ``model``, opened on first use."""
+        """The index of ``model``, opened on first use (releasing the others' with ``release_unused``)."""
         if not model:
             raise ExplorerInputError("choose a model first")
+        if self.release_unused:
+            self.release_indices(keep=model)
         if model not in self._indices:
             manifest = self.results_dir / "heads" / str(model) / "explorer.json"
             if model not in self.models or not manifest.is_file():
@@ -103,6 +109,23 @@ class Explorer:
             except InputError as exc:
                 raise ExplorerInputError(f"the results of model {model!r} cannot be read: {exc}") from exc
         return self._indices[model]
+
+    def open_models(self) -> list[str]:
+        """The models whose index is open now."""
+        return sorted(self._indices)
+
+    def release_indices(self, keep: str | None = None) -> list[str]:
+        """Release every open index but ``keep``'s (:meth:`HeadIndex.release`, then dropped); the models released."""
+        released = [name for name in self._indices if name != keep]
+        for name in released:
+            index = self._indices.pop(name)
+            release = getattr(index, "release", None)
+            if release is not None:
+                release()
+            del index
+        if released:
+            gc.collect()
+        return released
 
     def head(self, model: str, choice: str) -> tuple[int, int]:
         """``(layer, head)`` of a head-menu value ``"layer:head"``, checked against the model's analysed layers
