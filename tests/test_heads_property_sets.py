@@ -16,7 +16,6 @@ from clip_interp.heads.explorer.layout import build_app
 from clip_interp.heads.explorer.request_checks import CONTRAST_SCOPE, MAP_SCOPES, TOPIC_SCOPE
 from clip_interp.heads.explorer.state import PREFILL_TEXTS, Explorer
 from clip_interp.heads.index import HeadIndex
-from clip_interp.heads.vectors import HeadVectors
 from clip_interp.heads.steps import (
     app_property_groups,
     head_name,
@@ -24,6 +23,7 @@ from clip_interp.heads.steps import (
     query_texts,
     text_neighbour_table,
 )
+from clip_interp.heads.vectors import HeadVectors
 
 # --------------------------------------------------------------------------- a hand-made index
 
