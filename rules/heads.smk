@@ -179,6 +179,7 @@ rule heads_app_groups:
 rule heads_explorer_index:
     input:
         unpack(heads_label_tables),
+        unpack(heads_app_groups_input),
         store=HEADS_DECOMPOSITION["store"],
     output:
         search=f"{HEADS_OUT}/explorer_index.f16.npy",

@@ -195,3 +195,18 @@ def test_contrastive_maps_sum_over_the_whole_model_by_default(app_explorer, tiny
     assert components["topic-scope"]["value"] == TOPIC_SCOPE
     assert components["similarity"]["value"] == "dot"
     assert {"property-set", "textspan-texts"} <= set(components)
+
+
+def test_the_index_sums_the_labelled_properties_and_the_app_groups(tmp_path):
+    from clip_interp.heads.steps import label_groups
+
+    labels = pd.DataFrame({"layer": [11, 12, 12, 12], "head": [0, 0, 1, 2], "label": ["a", "a", "b", "a"],
+                           "confidence": 1.0, "texts": [["t"]] * 4, "labeller": "taxonomy"})
+    app = pd.DataFrame({"property": ["pattern", "pattern", "wildlife", "wildlife", "birds"],
+                        "layer": [12, 12, 11, 12, 9], "paper_layer": [11, 11, 10, 11, 8], "head": [0, 2, 0, 0, 1]})
+    labels.to_parquet(tmp_path / "labels.parquet")
+    app.to_parquet(tmp_path / "app.parquet")
+    groups = label_groups([tmp_path / "labels.parquet", tmp_path / "app.parquet"], [11, 12])
+    # positions (index among the layers, head): the labels' "a", then the app's "pattern" and "wildlife" (by name);
+    # one-head groups ("b", and "birds", whose head lies outside the layers) are left out
+    assert groups == [[(0, 0), (1, 0), (1, 2)], [(1, 0), (1, 2)], [(0, 0), (1, 0)]]

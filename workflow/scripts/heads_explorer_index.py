@@ -1,6 +1,6 @@
 """Rule script: the explorer's index files of one model (float16 search copy, float32 exact copy, norms, the
-summed heads of each labelled property) and their description (explorer_index.json), which the manifest rule
-records."""
+summed heads of each labelled property and of each of the app's property groups) and their description
+(explorer_index.json), which the manifest rule records."""
 
 from clip_interp.heads.steps import labelled_layers, write_explorer_index
 from clip_interp.heads.vectors import INDEX_FILES
@@ -12,6 +12,8 @@ def main(smk, log):
     layers = labelled_layers(smk.input[f"labels_{smk.params.labellers[0]}"])
     paths = {name: smk.output[name] for name in INDEX_FILES}
     label_tables = [smk.input[f"labels_{name}"] for name in smk.params.labellers]
+    if smk.input.get("app_groups"):
+        label_tables.append(smk.input.app_groups)  # the app's groups, summed too where the model has them
     description = write_explorer_index(smk.input.store, layers, paths, label_tables)
     shape = description["files"]["search"]["shape"]
     sizes = ", ".join(f"{entry['path']} ({entry['bytes'] / 2**20:.1f} MiB)" for entry in description["files"].values())

@@ -118,11 +118,14 @@ def labelled_layers(label_table) -> list[int]:
 
 
 def label_groups(label_tables: Sequence, layers: Sequence[int]) -> list[list[tuple[int, int]]]:
-    """The head groups whose sums the index holds: for each label table and property, its heads of ``layers`` as
-    positions ``(a, h)`` (a: position among ``layers``), groups of two or more heads, each once, in table order."""
+    """The head groups whose sums the index holds: for each table and property, its heads of ``layers`` as
+    positions ``(a, h)`` (a: position among ``layers``), groups of two or more heads, each once, in table order.
+    A table is a label table (``layer, head, label``) or a property-group table such as the app's
+    (``property, layer, head``, where a head may be in several groups)."""
     groups = []
     for table in label_tables:
-        labels = pd.read_parquet(table, columns=["layer", "head", "label"])
+        labels = pd.read_parquet(table)
+        labels = labels.rename(columns={"property": "label"})[["layer", "head", "label"]]
         labels = labels[labels["layer"].isin(layers)].sort_values(["layer", "head"])
         for _, heads in labels.groupby("label", sort=True):
             group = [(list(layers).index(int(r.layer)), int(r.head)) for r in heads.itertuples()]
