@@ -164,8 +164,6 @@ rule heads_app_groups:
     threads: 1
     resources:
         mem_mb=1000,
-    group:
-        LIGHT_GROUP
     conda:
         "../envs/model.yaml"
     script:
