@@ -228,3 +228,41 @@ def test_llm_labeller_through_the_workflow_against_a_local_chat_server(demo_run_
         assert pd.read_parquet(model / "labels_llm.parquet").equals(llm)
     finally:
         server.close()
+
+
+LLM_OPEN = "heads={labellers: [taxonomy, llm], llm: {vocabulary: open}}"
+
+
+def test_open_vocabulary_llm_labels_through_the_workflow(demo_run_copy, monkeypatch):
+    """`heads.llm.vocabulary: open` (the default, the paper's way) against a local chat server: the labels are the
+    LLM's free-form answers as given; the scores count them normalised (a hand count here) and mapped onto the
+    taxonomy by the model's text tower, and the mapping table is written."""
+    from test_heads_llm import ChatServer
+
+    from clip_interp.heads.taxonomy import load_taxonomy
+    from clip_interp.heads.vocabulary import normalise_free_label
+
+    heads_run, config = demo_run_copy
+    model = heads_run / "results" / "heads" / "toy-clip"
+    n_heads = len(pd.read_parquet(model / "labels_taxonomy.parquet"))
+    answers = ["Bright colours", "colour.", "Shapes", "Night-scenes", "Timepieces", "timepiece", "Positions", "Colours"]
+    assert n_heads == len(answers)
+    server = ChatServer([("answer", f"Label: {a}") for a in answers])
+    monkeypatch.setenv("CLIP_INTERP_LLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("CLIP_INTERP_LLM_MODEL", "canned-model")
+    try:
+        snakemake(heads_run, "results/heads/toy-clip/scores.parquet", "--configfile", str(config), "--config", LLM_OPEN)
+    finally:
+        server.close()
+    assert len(server.requests) == n_heads
+    assert pd.read_parquet(model / "labels_llm.parquet")["label"].tolist() == answers
+    mapping = pd.read_parquet(model / "llm_label_mapping.parquet")
+    assert list(mapping.columns) == ["label", "normalised", "property", "similarity"]
+    assert set(mapping["label"]) == set(answers)
+    taxonomy = load_taxonomy(heads_run / "resources" / "heads" / "taxonomy_demo.yaml")
+    assert set(mapping["property"]) <= set(taxonomy.names)
+    row = pd.read_parquet(model / "scores.parquet").set_index("labeller").loc["llm"]
+    assert row["label_vocabulary"] == "open" and row["mapped_by"] == "text embedding"
+    # bright colour, colour, shape, night scene, timepiece, position
+    distinct = {normalise_free_label(a) for a in answers}
+    assert len(distinct) == 6 and row["entanglement"] == pytest.approx((n_heads - 6) / n_heads)

@@ -58,7 +58,7 @@ README_COMMANDS = [
     "snakemake --profile profiles/slurm --configfile config/config.yaml config/cluster.example.yaml",
 ]
 INSTALL, EXPORT, FETCH, RUN_CPU, RUN_GPU = README_COMMANDS
-RUN_TIMEOUT = 1200
+RUN_TIMEOUT = 1800
 
 
 def readme_cluster_commands() -> list[str]:
