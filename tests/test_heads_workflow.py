@@ -235,8 +235,8 @@ LLM_OPEN = "heads={labellers: [taxonomy, llm], llm: {vocabulary: open}}"
 
 def test_open_vocabulary_llm_labels_through_the_workflow(demo_run_copy, monkeypatch):
     """`heads.llm.vocabulary: open` (the default, the paper's way) against a local chat server: the labels are the
-    LLM's free-form answers as given; the scores count them normalised (a hand count here) and mapped onto the
-    taxonomy by the model's text tower, and the mapping table is written."""
+    LLM's free-form answers (end punctuation stripped); the scores count them normalised (a hand count here) and
+    mapped onto the taxonomy by the model's text tower, and the mapping table is written."""
     from test_heads_llm import ChatServer
 
     from clip_interp.heads.taxonomy import load_taxonomy
@@ -255,10 +255,11 @@ def test_open_vocabulary_llm_labels_through_the_workflow(demo_run_copy, monkeypa
     finally:
         server.close()
     assert len(server.requests) == n_heads
-    assert pd.read_parquet(model / "labels_llm.parquet")["label"].tolist() == answers
+    labels = ["Bright colours", "colour", "Shapes", "Night-scenes", "Timepieces", "timepiece", "Positions", "Colours"]
+    assert pd.read_parquet(model / "labels_llm.parquet")["label"].tolist() == labels  # end punctuation stripped
     mapping = pd.read_parquet(model / "llm_label_mapping.parquet")
     assert list(mapping.columns) == ["label", "normalised", "property", "similarity"]
-    assert set(mapping["label"]) == set(answers)
+    assert set(mapping["label"]) == set(labels)
     taxonomy = load_taxonomy(heads_run / "resources" / "heads" / "taxonomy_demo.yaml")
     assert set(mapping["property"]) <= set(taxonomy.names)
     row = pd.read_parquet(model / "scores.parquet").set_index("labeller").loc["llm"]
