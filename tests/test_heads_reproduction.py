@@ -138,6 +138,7 @@ def _report(data: dict) -> pd.DataFrame:
     return R.reproduction_table(paper, _inputs(paper, scores, _figure_labels(reference)))
 
 
+@pytest.mark.slow  # 106 reports, one per changed value (8 s)
 def test_every_key_of_the_paper_values_file_is_used_by_the_report():
     """Changing any one value of the file changes the report (or, for a figure head moved to a model the file does
     not have, the file is refused naming that entry): no key is there for nothing."""
